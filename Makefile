@@ -1,0 +1,30 @@
+# gen_jax: `make demo` runs the main job, `make test` runs the whole test suite.
+# Both create .venv (Python 3.11, PyPI only) on first use and install the pinned set.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export JAX_PLATFORMS ?= cpu
+export JAX_COMPILATION_CACHE_DIR ?= $(CURDIR)/.venv/jax_cache
+export PYTHONDONTWRITEBYTECODE = 1
+
+.PHONY: install demo test test-fast bench clean
+
+$(VENV)/.installed: requirements.txt setup.cfg pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e . || $(PY) -m pip install -q --no-deps -e .
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(PY) -m experiments.bakeoff --out results/demo
+
+test: install
+	$(PY) -m pytest tests
+
+test-fast: install
+	$(PY) -m pytest tests -m "not slow"
+
+clean:
+	rm -rf results .pytest_cache

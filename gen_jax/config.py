@@ -1,0 +1,115 @@
+"""Typed views of ml_collections configs, with errors that name the offending field.
+
+Configs are data (ml_collections ``ConfigDict``); at a model boundary they become a typed,
+frozen dataclass through :func:`from_config`, which rejects unknown fields and wrong types
+before anything is compiled.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from typing import Any, Mapping, TypeVar
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """An invalid configuration; the message names the field (``config.model.latent_dim``)."""
+
+
+def _as_dict(cfg: Any) -> dict:
+    if cfg is None:
+        return {}
+    if hasattr(cfg, "to_dict"):
+        return cfg.to_dict()
+    if isinstance(cfg, Mapping):
+        return dict(cfg)
+    raise ConfigError(f"expected a mapping or ConfigDict, got {type(cfg).__name__}")
+
+
+def _check_type(value: Any, tp: Any, where: str) -> Any:
+    """Checks ``value`` against annotation ``tp``; returns the (lightly coerced) value."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin is typing.Union or (origin is not None and str(origin) == "<class 'types.UnionType'>"):
+        errors = []
+        for a in args:
+            try:
+                return _check_type(value, a, where)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(f"{where}: {value!r} does not match any of {tp}")
+    if tp is type(None):
+        if value is None:
+            return None
+        raise ConfigError(f"{where}: expected None, got {value!r}")
+    if origin is typing.Literal:
+        if value in args:
+            return value
+        raise ConfigError(f"{where}: must be one of {list(args)}, got {value!r}")
+    if origin in (tuple, list, typing.Sequence) or tp in (tuple, list):
+        if not isinstance(value, (tuple, list)):
+            raise ConfigError(f"{where}: expected a sequence, got {type(value).__name__} {value!r}")
+        if args and not (len(args) == 2 and args[1] is Ellipsis) and origin is tuple:
+            if len(args) != len(value):
+                raise ConfigError(f"{where}: expected {len(args)} items, got {len(value)}")
+            return tuple(_check_type(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+        elem = args[0] if args else Any
+        return tuple(_check_type(v, elem, f"{where}[{i}]") for i, v in enumerate(value))
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected float, got {type(value).__name__} {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected int, got {type(value).__name__} {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected bool, got {type(value).__name__} {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected str, got {type(value).__name__} {value!r}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        return from_config(tp, value, where)
+    if origin is dict or tp is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
+        return dict(value)
+    return value
+
+
+def from_config(cls: type[T], cfg: Any, where: str = "config") -> T:
+    """Builds dataclass ``cls`` from ``cfg``, naming any unknown, missing or mistyped field.
+
+    Args:
+      cls: a dataclass whose fields carry type annotations (``int``, ``float``, ``str``,
+        ``bool``, ``tuple[int, ...]``, ``Literal[...]``, ``Optional[...]``, nested dataclasses).
+      cfg: a ``ConfigDict`` or mapping.
+      where: the dotted path of ``cfg`` used in messages, e.g. ``'config.model'``.
+    """
+    values = _as_dict(cfg)
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"{where}.{unknown[0]}: unknown field for {cls.__name__} "
+            f"(known fields: {', '.join(sorted(fields))})")
+    kwargs = {}
+    for name, f in fields.items():
+        if name not in values:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ConfigError(f"{where}.{name}: required field is missing")
+            continue
+        kwargs[name] = _check_type(values[name], hints[name], f"{where}.{name}")
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"{where}: {e}") from e

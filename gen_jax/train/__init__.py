@@ -1,0 +1,1 @@
+"""Training machinery shared by every family: state, step, sharding, checkpoints, loop."""

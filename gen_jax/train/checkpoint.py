@@ -1,0 +1,116 @@
+"""orbax checkpointing of the train state, with errors that name the path and the leaf.
+
+Each checkpoint holds the :class:`TrainState` and a JSON ``meta`` record (model name,
+config, and the shape signature of the state). Restoring checks the signature against the
+architecture being restored *before* orbax reads any array, so a checkpoint from another
+architecture fails with the first differing leaf named; a missing directory or a corrupted
+file fails with the path named.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Optional
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from gen_jax.train.sharding import _path_str
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used: missing, corrupted, or of another architecture."""
+
+
+def signature(tree: Any) -> dict:
+    """``{leaf path: [shape..., dtype]}`` of a pytree of arrays or ``ShapeDtypeStruct``s."""
+    out = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        out[_path_str(path)] = [int(d) for d in np.shape(leaf)] + [str(np.dtype(leaf.dtype))]
+    return out
+
+
+def _first_difference(expected: dict, found: dict) -> Optional[str]:
+    for k in expected:
+        if k not in found:
+            return f"leaf {k!r} (shape {expected[k][:-1]}) is missing from the checkpoint"
+        if expected[k] != found[k]:
+            return (f"leaf {k!r}: the model expects shape/dtype {expected[k]}, "
+                    f"the checkpoint has {found[k]}")
+    for k in found:
+        if k not in expected:
+            return f"the checkpoint has leaf {k!r} (shape {found[k][:-1]}) that the model lacks"
+    return None
+
+
+class Checkpointer:
+    """Periodic asynchronous saves with keep-N, restore of the latest (or a given) step."""
+
+    def __init__(self, directory: str, max_to_keep: int = 3, create: bool = True):
+        self.directory = os.path.abspath(os.fspath(directory))
+        if not create and not os.path.isdir(self.directory):
+            raise CheckpointError(f"no checkpoint directory at {self.directory}")
+        opts = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=create)
+        self._mgr = ocp.CheckpointManager(self.directory, options=opts)
+
+    def latest_step(self) -> Optional[int]:
+        return self._mgr.latest_step()
+
+    def all_steps(self) -> list[int]:
+        return list(self._mgr.all_steps())
+
+    def save(self, step: int, state: Any, meta: dict, force: bool = False) -> None:
+        meta = dict(meta, signature=signature(state), step=int(step))
+        self._mgr.save(int(step), args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=force)
+
+    def wait(self) -> None:
+        self._mgr.wait_until_finished()
+
+    def read_meta(self, step: Optional[int] = None) -> dict:
+        step = self._resolve(step)
+        try:
+            out = self._mgr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+        except Exception as e:  # orbax raises many types for unreadable files
+            raise CheckpointError(
+                f"checkpoint metadata at {self._step_dir(step)} is unreadable "
+                f"(corrupted or incomplete?): {type(e).__name__}: {e}") from e
+        return dict(out["meta"])
+
+    def restore(self, abstract_state: Any, step: Optional[int] = None) -> tuple[Any, dict]:
+        """Restores onto ``abstract_state`` (``ShapeDtypeStruct`` leaves, optionally with
+        shardings). Returns ``(state, meta)``."""
+        step = self._resolve(step)
+        meta = self.read_meta(step)
+        diff = _first_difference(signature(abstract_state), meta.get("signature", {}))
+        if diff is not None:
+            raise CheckpointError(
+                f"checkpoint {self._step_dir(step)} is from another architecture "
+                f"(model {meta.get('model')!r}): {diff}")
+        try:
+            out = self._mgr.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract_state)))
+        except Exception as e:
+            raise CheckpointError(
+                f"checkpoint state at {self._step_dir(step)} is unreadable "
+                f"(corrupted or incomplete?): {type(e).__name__}: {e}") from e
+        return out["state"], meta
+
+    def close(self) -> None:
+        self._mgr.wait_until_finished()
+        self._mgr.close()
+
+    def _step_dir(self, step: int) -> str:
+        return os.path.join(self.directory, str(step))
+
+    def _resolve(self, step: Optional[int]) -> int:
+        if not os.path.isdir(self.directory):
+            raise CheckpointError(f"no checkpoint directory at {self.directory}")
+        if step is None:
+            step = self.latest_step()
+            if step is None:
+                raise CheckpointError(f"no checkpoint found in {self.directory}")
+        elif step not in self.all_steps():
+            raise CheckpointError(
+                f"no checkpoint for step {step} in {self.directory} (have {self.all_steps()})")
+        return step

@@ -1,0 +1,195 @@
+"""The experiment config: typed sections of an ml_collections config, checked up front.
+
+A config file defines ``get_config() -> ConfigDict`` with the sections below; ``model`` is
+free-form here (its ``name`` picks the factory; the factory checks the other fields with
+its own typed dataclass). Overrides ``--config.a.b=value`` must name existing fields and
+keep their types. Everything is checked before anything is compiled.
+"""
+from __future__ import annotations
+
+import ast
+import dataclasses
+import importlib.util
+import os
+from typing import Any, Optional
+
+import ml_collections
+
+from gen_jax.config import ConfigError, from_config
+from gen_jax.train.optim import OptimConfig
+from gen_jax.train.sharding import MeshConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """``config.dataset``."""
+
+    name: str = "digits"
+    data_dir: str = ""  # '' = $GEN_JAX_DATA_DIR or ~/.cache/gen_jax/tfds
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """``config.train``."""
+
+    steps: int = 1000
+    batch_size: int = 64
+    log_every: int = 50
+    ckpt_every: int = 500
+    sample_every: int = 0      # 0 = only at the end
+    keep_checkpoints: int = 3
+    ema_decay: float = 0.0     # 0 = no EMA params
+    grid_size: int = 64        # samples in a grid PNG
+
+    def __post_init__(self):
+        for f in ("steps", "log_every", "ckpt_every", "keep_checkpoints", "grid_size"):
+            if getattr(self, f) <= 0:
+                raise ConfigError(f"config.train.{f}: must be > 0, got {getattr(self, f)}")
+        if self.batch_size <= 0:
+            raise ConfigError(f"config.train.batch_size: must be > 0, got {self.batch_size}")
+        if self.sample_every < 0:
+            raise ConfigError(f"config.train.sample_every: must be >= 0, got {self.sample_every}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(f"config.train.ema_decay: must be in [0, 1), got {self.ema_decay}")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    """``config.eval``."""
+
+    num_samples: int = 1000
+    batch_size: int = 250
+    feature_net: str = ""  # workdir of a trained classifier config ('' = default for the dataset)
+
+    def __post_init__(self):
+        if self.num_samples <= 0 or self.batch_size <= 0:
+            raise ConfigError("config.eval.num_samples / batch_size: must be > 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+    seed: int
+    dataset: DataConfig
+    model: Any  # ConfigDict; checked by the model factory
+    model_name: str
+    optim: OptimConfig
+    train: TrainConfig
+    mesh: MeshConfig
+    eval: EvalConfig
+    raw: Any  # the full ConfigDict, for checkpoints and logs
+
+
+SECTIONS = ("seed", "dataset", "model", "optim", "train", "mesh", "eval")
+
+
+def parse_config(cfg: ml_collections.ConfigDict) -> ExperimentConfig:
+    """Checks every section of ``cfg`` and returns the typed view (errors name the field)."""
+    d = cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg)
+    unknown = sorted(set(d) - set(SECTIONS))
+    if unknown:
+        raise ConfigError(f"config.{unknown[0]}: unknown section (known: {', '.join(SECTIONS)})")
+    if "model" not in d or "name" not in d["model"]:
+        raise ConfigError("config.model.name: required field is missing")
+    seed = d.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ConfigError(f"config.seed: expected int, got {seed!r}")
+    model = ml_collections.ConfigDict(d["model"])
+    name = model.name
+    if not isinstance(name, str):
+        raise ConfigError(f"config.model.name: expected str, got {name!r}")
+    with model.unlocked():
+        del model["name"]
+    return ExperimentConfig(
+        seed=seed,
+        dataset=from_config(DataConfig, d.get("dataset"), "config.dataset"),
+        model=model,
+        model_name=name,
+        optim=from_config(OptimConfig, d.get("optim"), "config.optim"),
+        train=from_config(TrainConfig, d.get("train"), "config.train"),
+        mesh=from_config(MeshConfig, _rules_as_tuples(d.get("mesh")), "config.mesh"),
+        eval=from_config(EvalConfig, d.get("eval"), "config.eval"),
+        raw=cfg,
+    )
+
+
+def _rules_as_tuples(mesh: Optional[dict]) -> Optional[dict]:
+    if mesh and "rules" in mesh:
+        mesh = dict(mesh, rules=tuple(tuple(r) for r in mesh["rules"]))
+    return mesh
+
+
+def load_config_file(path: str) -> ml_collections.ConfigDict:
+    """Imports a config file and calls its ``get_config()``."""
+    if not os.path.isfile(path):
+        raise ConfigError(f"--config: no config file at {path}")
+    spec = importlib.util.spec_from_file_location("_gen_jax_config", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    if not hasattr(mod, "get_config"):
+        raise ConfigError(f"--config: {path} defines no get_config()")
+    return mod.get_config()
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def apply_overrides(cfg: ml_collections.ConfigDict, overrides: dict[str, str]) -> ml_collections.ConfigDict:
+    """Applies ``{'train.steps': '100', ...}``; the field must exist and keep its type
+    (an int may widen to a float)."""
+    for dotted, text in overrides.items():
+        parts = dotted.split(".")
+        node = cfg
+        for i, p in enumerate(parts[:-1]):
+            if not isinstance(node, ml_collections.ConfigDict) or p not in node:
+                raise ConfigError(f"config.{'.'.join(parts[:i + 1])}: unknown field (from --config.{dotted})")
+            node = node[p]
+        leaf = parts[-1]
+        if not isinstance(node, ml_collections.ConfigDict) or leaf not in node:
+            raise ConfigError(f"config.{dotted}: unknown field (from --config.{dotted})")
+        old, new = node[leaf], _parse_value(text)
+        if isinstance(old, float) and isinstance(new, int) and not isinstance(new, bool):
+            new = float(new)
+        if isinstance(old, tuple) and isinstance(new, list):
+            new = tuple(new)
+        if old is not None and type(old) is not type(new):
+            if isinstance(old, str):
+                new = text
+            else:
+                raise ConfigError(
+                    f"config.{dotted}: expected {type(old).__name__}, got {type(new).__name__} {text!r}")
+        with node.unlocked() if hasattr(node, "unlocked") else _null():
+            node[leaf] = new
+    return cfg
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+
+def parse_cli_overrides(argv: list[str]) -> tuple[dict[str, str], list[str]]:
+    """Splits ``--config.a.b=v`` / ``--config.a.b v`` arguments from the rest."""
+    out, rest, i = {}, [], 0
+    while i < len(argv):
+        a = argv[i]
+        if a.startswith("--config."):
+            key = a[len("--config."):]
+            if "=" in key:
+                key, val = key.split("=", 1)
+            else:
+                if i + 1 >= len(argv):
+                    raise ConfigError(f"{a}: missing value")
+                val = argv[i + 1]
+                i += 1
+            out[key] = val
+        else:
+            rest.append(a)
+        i += 1
+    return out, rest
