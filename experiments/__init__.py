@@ -1,0 +1,1 @@
+"""Experiment entry points: train, sample, evaluate, and the bake-off (the main job)."""

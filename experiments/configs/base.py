@@ -1,0 +1,18 @@
+"""Defaults every experiment config starts from; leaf configs override what differs."""
+import ml_collections
+
+
+def get_base_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.dataset = ml_collections.ConfigDict(dict(name="digits", data_dir=""))
+    c.model = ml_collections.ConfigDict(dict(name=""))
+    c.optim = ml_collections.ConfigDict(dict(
+        name="adam", learning_rate=1e-3, schedule="constant", warmup_steps=0,
+        b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, grad_clip=0.0, momentum=0.9))
+    c.train = ml_collections.ConfigDict(dict(
+        steps=1000, batch_size=64, log_every=50, ckpt_every=500, sample_every=0,
+        keep_checkpoints=3, ema_decay=0.0, grid_size=64))
+    c.mesh = ml_collections.ConfigDict(dict(num_devices=0, rules=(), fsdp_min_size=4096))
+    c.eval = ml_collections.ConfigDict(dict(num_samples=1000, batch_size=250, feature_net=""))
+    return c

@@ -1,0 +1,25 @@
+"""Model names used in configs -> the factory that builds the model bundle.
+
+The only registry of models (configs name models; library code imports explicitly).
+A factory is ``make_x(model_cfg: ConfigDict, info: DatasetInfo) -> GenerativeModel``.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Callable
+
+from gen_jax.config import ConfigError
+
+MODELS: dict[str, str] = {
+    "gmm": "gen_jax.latent.gmm:make_gmm",
+    "autoencoder": "gen_jax.latent.autoencoder:make_autoencoder",
+    "vae": "gen_jax.latent.vae:make_vae",
+    "classifier": "gen_jax.metrics.classifier:make_classifier",
+}
+
+
+def get_factory(name: str) -> Callable:
+    if name not in MODELS:
+        raise ConfigError(f"config.model.name: unknown model {name!r} (known: {', '.join(sorted(MODELS))})")
+    module, attr = MODELS[name].split(":")
+    return getattr(importlib.import_module(module), attr)
