@@ -5,9 +5,23 @@ import os
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("GEN_JAX_TEST", "1")
+# Every test reads and prepares datasets in a fresh directory, never the user's cache.
+import tempfile  # noqa: E402
+
+os.environ["GEN_JAX_DATA_DIR"] = tempfile.mkdtemp(prefix="gen_jax_tfds_")
 
 import pytest  # noqa: E402
 
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: end-to-end tests (still run in CI)")
+
+
+@pytest.fixture(scope="session")
+def digits_data_dir():
+    """A data dir with the embedded digits prepared once per session (never the home cache)."""
+    d = os.environ["GEN_JAX_DATA_DIR"]
+    from gen_jax.data.datasets import load_split
+
+    load_split("digits", "train", str(d))
+    return d
