@@ -69,8 +69,11 @@ def run_one(name: str, overrides: dict, out: str, extractor, test, progress: boo
     from gen_jax.train.loop import eval_params, train
     from gen_jax.viz import save_grid
 
+    import dataclasses
+
     exp = common.load_experiment(name, overrides)
     info, model, mesh = common.setup(exp)
+    model = dataclasses.replace(model, name=name.removesuffix("_digits"))
     workdir = os.path.join(out, "runs", model.name)
     record = os.path.join(workdir, "train_seconds.json")
     if os.path.exists(record) and json.load(open(record)).get("steps") != exp.train.steps:

@@ -82,7 +82,7 @@ def feature_extractor(dataset: str, data_dir: Optional[str], path: str = "", pro
     from gen_jax.config import from_config
     from gen_jax.metrics.classifier import ClassifierConfig
 
-    return F.make_classifier_extractor(from_config(ClassifierConfig, exp.model, "config.model"), info,
+    return F.make_classifier_extractor(from_config(ClassifierConfig, exp.model, "config.model"),
                                        state.params)
 
 

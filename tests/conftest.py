@@ -6,9 +6,12 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("GEN_JAX_TEST", "1")
 # Every test reads and prepares datasets in a fresh directory, never the user's cache.
+import atexit  # noqa: E402
+import shutil  # noqa: E402
 import tempfile  # noqa: E402
 
 os.environ["GEN_JAX_DATA_DIR"] = tempfile.mkdtemp(prefix="gen_jax_tfds_")
+atexit.register(shutil.rmtree, os.environ["GEN_JAX_DATA_DIR"], ignore_errors=True)
 
 import pytest  # noqa: E402
 
