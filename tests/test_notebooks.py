@@ -1,0 +1,35 @@
+"""Every tutorial notebook executes headless from top to bottom without an error."""
+import glob
+import os
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NOTEBOOKS = sorted(glob.glob(os.path.join(REPO, "notebooks", "*.ipynb")))
+
+
+def test_there_is_a_notebook_per_landed_family():
+    names = {os.path.basename(p) for p in NOTEBOOKS}
+    assert "latent_variable_models.ipynb" in names
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[os.path.basename(p) for p in NOTEBOOKS])
+def test_notebook_executes(path, tmp_path):
+    nb = nbformat.read(path, as_version=4)
+    env_before = dict(os.environ)
+    # One CPU device inside the kernel, like a user's laptop; data in the test's data dir.
+    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1"
+    os.environ["PYTHONPATH"] = REPO
+    os.environ["GEN_JAX_NOTEBOOK_WORKDIR"] = str(tmp_path)
+    try:
+        NotebookClient(nb, timeout=600, kernel_name="python3",
+                       resources={"metadata": {"path": REPO}}).execute()
+    finally:
+        os.environ.clear()
+        os.environ.update(env_before)
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+              if o.get("output_type") == "error"]
+    assert not errors
