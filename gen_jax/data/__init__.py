@@ -1,0 +1,1 @@
+"""Data: TFDS builders for the embedded datasets and the deterministic, sharded input pipeline."""

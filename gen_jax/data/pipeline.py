@@ -1,0 +1,265 @@
+"""The input pipeline: deterministic (seed, step) -> batch streams, batch checks, dequantization.
+
+A :class:`BatchStream` is a pure function of ``(seed, step)``: the sample stream is the
+concatenation of per-epoch permutations (epoch ``e`` permuted by
+``numpy.random.default_rng([seed, e])``), and batch ``step`` is the global positions
+``[step * B, (step + 1) * B)`` of that stream. Restarting from a checkpoint at step ``s``
+therefore reproduces the batches exactly, on any number of devices or processes: with a
+``NamedSharding`` each process materializes only the rows of the global batch its devices
+hold, and :func:`jax.make_array_from_process_local_data` assembles the global array.
+
+Batch convention: ``image`` float32 ``[B, H, W, C]`` = ``level / (K - 1)`` in ``[0, 1]``,
+``label`` int32 ``[B]``, ``caption_tokens`` int32 ``[B, L]`` (0 = pad).
+"""
+from __future__ import annotations
+
+import itertools
+from typing import Iterator, Mapping, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gen_jax.data.datasets import DatasetInfo
+
+BATCH_KEYS = ("image", "label", "caption_tokens")
+
+
+class BatchError(ValueError):
+    """A malformed batch or batch configuration; the message names the key or field."""
+
+
+# ----------------------------------------------------------------------------- checks
+
+
+def validate_batch(batch: Mapping, info: DatasetInfo) -> None:
+    """Host-side checks of a batch against ``info``; raises :class:`BatchError`.
+
+    Checks: ``image`` present, shape ``[B, *info.image_shape]``, floating dtype, finite,
+    values in ``[0, 1]``; ``label`` (if present) integer ``[B]`` in ``[0, num_classes)``;
+    ``caption_tokens`` (if present) integer ``[B, L]`` in ``[0, vocab_size)``.
+    """
+    if not isinstance(batch, Mapping):
+        raise BatchError(f"batch must be a dict of arrays, got {type(batch).__name__}")
+    if "image" not in batch:
+        raise BatchError(f"batch['image'] is missing (keys: {sorted(batch)})")
+    image = np.asarray(batch["image"])
+    want = tuple(info.image_shape)
+    if image.ndim != 4 or image.shape[1:] != want:
+        raise BatchError(f"batch['image'] has shape {image.shape}; expected [B, H, W, C] = "
+                         f"[B, {', '.join(map(str, want))}] for dataset {info.name!r}")
+    if not np.issubdtype(image.dtype, np.floating):
+        raise BatchError(f"batch['image'] has dtype {image.dtype}; expected floating values "
+                         f"level / (K - 1) in [0, 1] (K = {info.num_levels})")
+    if not np.all(np.isfinite(image)):
+        raise BatchError(f"batch['image'] contains {int(np.sum(~np.isfinite(image)))} NaN/inf values")
+    if image.size and (image.min() < 0.0 or image.max() > 1.0):
+        raise BatchError(f"batch['image'] values lie in [{float(image.min()):.4g}, "
+                         f"{float(image.max()):.4g}]; expected [0, 1]")
+    b = image.shape[0]
+    if "label" in batch and batch["label"] is not None:
+        label = np.asarray(batch["label"])
+        if not np.issubdtype(label.dtype, np.integer):
+            raise BatchError(f"batch['label'] has dtype {label.dtype}; expected integer (int32)")
+        if label.shape != (b,):
+            raise BatchError(f"batch['label'] has shape {label.shape}; expected [B] = ({b},)")
+        if info.num_classes > 0 and label.size and (label.min() < 0 or label.max() >= info.num_classes):
+            raise BatchError(f"batch['label'] values lie in [{label.min()}, {label.max()}]; "
+                             f"expected [0, {info.num_classes})")
+    if "caption_tokens" in batch and batch["caption_tokens"] is not None:
+        tok = np.asarray(batch["caption_tokens"])
+        if not np.issubdtype(tok.dtype, np.integer):
+            raise BatchError(f"batch['caption_tokens'] has dtype {tok.dtype}; expected integer")
+        if tok.ndim != 2 or tok.shape[0] != b:
+            raise BatchError(f"batch['caption_tokens'] has shape {tok.shape}; expected [B, L] "
+                             f"with B = {b}")
+        if info.vocab_size > 0 and tok.size and (tok.min() < 0 or tok.max() >= info.vocab_size):
+            raise BatchError(f"batch['caption_tokens'] values lie in [{tok.min()}, {tok.max()}]; "
+                             f"expected [0, {info.vocab_size})")
+
+
+# ----------------------------------------------------------------------------- stream
+
+
+def _leading_axis_shards(sharding: jax.sharding.NamedSharding) -> int:
+    spec = sharding.spec
+    first = spec[0] if len(spec) else None
+    if first is None:
+        return 1
+    names = first if isinstance(first, tuple) else (first,)
+    return int(np.prod([sharding.mesh.shape[n] for n in names]))
+
+
+class BatchStream:
+    """Deterministic batches ``batch_at(step)`` over in-memory arrays.
+
+    Args:
+      arrays: ``load_split`` output: ``image`` uint8 levels ``[N, H, W, C]``, ``label``
+        ``[N]``, optional ``caption_tokens`` ``[N, L]``.
+      info: the dataset's :class:`DatasetInfo` (for ``num_levels`` and checks).
+      global_batch_size: ``B`` (the ``train.batch_size`` config field), summed over all
+        devices and processes. May exceed ``N`` (epochs wrap).
+      seed: data-order seed.
+      sharding: optional ``NamedSharding`` sharding the leading (batch) axis; batches are then
+        global ``jax.Array``s (labels/tokens use the same sharding's leading-axis spec).
+      validate: run :func:`validate_batch` on every produced (host-local) batch.
+    """
+
+    def __init__(self, arrays: Mapping[str, np.ndarray], info: DatasetInfo,
+                 global_batch_size: int, seed: int,
+                 sharding: Optional[jax.sharding.NamedSharding] = None, validate: bool = False):
+        if "image" not in arrays:
+            raise BatchError(f"arrays['image'] is missing (keys: {sorted(arrays)})")
+        self.info = info
+        self.seed = int(seed)
+        self.sharding = sharding
+        self.validate = validate
+        self._arrays = {k: np.asarray(arrays[k]) for k in BATCH_KEYS if k in arrays}
+        self.num_examples = int(self._arrays["image"].shape[0])
+        if self.num_examples == 0:
+            raise BatchError("arrays['image'] is empty: nothing to batch")
+        for k, v in self._arrays.items():
+            if v.shape[0] != self.num_examples:
+                raise BatchError(f"arrays[{k!r}] has {v.shape[0]} rows, arrays['image'] has "
+                                 f"{self.num_examples}")
+        if tuple(self._arrays["image"].shape[1:]) != tuple(info.image_shape):
+            raise BatchError(f"arrays['image'] has shape {self._arrays['image'].shape}; expected "
+                             f"[N, {', '.join(map(str, info.image_shape))}]")
+        if isinstance(global_batch_size, bool) or not isinstance(global_batch_size, (int, np.integer)) \
+                or global_batch_size <= 0:
+            raise BatchError(f"train.batch_size must be a positive integer, got {global_batch_size!r}")
+        self.global_batch_size = int(global_batch_size)
+        self._perm_cache: dict[int, np.ndarray] = {}
+        self._local = (0, self.global_batch_size)
+        if sharding is not None:
+            self._local = self._check_sharding(sharding)
+
+    def _check_sharding(self, sharding) -> tuple[int, int]:
+        b = self.global_batch_size
+        n_dev = sharding.mesh.devices.size
+        shards = _leading_axis_shards(sharding)
+        if b % shards:
+            raise BatchError(f"train.batch_size={b} is not divisible by the {shards} shards of the "
+                             f"batch axis ({n_dev} devices in the mesh {dict(sharding.mesh.shape)})")
+        n_proc = jax.process_count()
+        if b % n_proc:
+            raise BatchError(f"train.batch_size={b} is not divisible by the process count {n_proc} "
+                             f"({n_dev} devices in the mesh)")
+        # Rows of the global batch held by this process's devices (one contiguous block).
+        index_map = sharding.addressable_devices_indices_map((b,) + tuple(self.info.image_shape))
+        starts, stops = [], []
+        for idx in index_map.values():
+            sl = idx[0]
+            starts.append(0 if sl.start is None else sl.start)
+            stops.append(b if sl.stop is None else sl.stop)
+        lo, hi = min(starts), max(stops)
+        covered = np.zeros(b, bool)
+        for s, e in zip(starts, stops):
+            covered[s:e] = True
+        if not covered[lo:hi].all():
+            raise BatchError("this process's devices hold a non-contiguous part of the batch axis; "
+                             "order the mesh devices so each process owns one block")
+        return lo, hi
+
+    # -- order
+
+    def _perm(self, epoch: int) -> np.ndarray:
+        p = self._perm_cache.get(epoch)
+        if p is None:
+            p = np.random.default_rng([self.seed, epoch]).permutation(self.num_examples)
+            if len(self._perm_cache) >= 4:
+                self._perm_cache.pop(next(iter(self._perm_cache)))
+            self._perm_cache[epoch] = p
+        return p
+
+    def indices_at(self, step: int, start: int = 0, stop: Optional[int] = None) -> np.ndarray:
+        """Example indices of rows ``[start, stop)`` of global batch ``step``."""
+        if step < 0:
+            raise BatchError(f"step must be >= 0, got {step}")
+        stop = self.global_batch_size if stop is None else stop
+        pos = step * self.global_batch_size + np.arange(start, stop, dtype=np.int64)
+        epoch, offset = np.divmod(pos, self.num_examples)
+        out = np.empty(pos.shape, np.int64)
+        for e in np.unique(epoch):
+            m = epoch == e
+            out[m] = self._perm(int(e))[offset[m]]
+        return out
+
+    # -- batches
+
+    def _host_batch(self, idx: np.ndarray) -> dict[str, np.ndarray]:
+        denom = np.float32(self.info.num_levels - 1)
+        batch = {"image": self._arrays["image"][idx].astype(np.float32) / denom}
+        if "label" in self._arrays:
+            batch["label"] = self._arrays["label"][idx].astype(np.int32)
+        if "caption_tokens" in self._arrays:
+            batch["caption_tokens"] = self._arrays["caption_tokens"][idx].astype(np.int32)
+        return batch
+
+    def batch_at(self, step: int) -> dict:
+        """Batch number ``step``: numpy arrays, or global ``jax.Array``s with ``sharding``."""
+        lo, hi = self._local
+        local = self._host_batch(self.indices_at(step, lo, hi))
+        if self.validate:
+            validate_batch(local, self.info)
+        if self.sharding is None:
+            return local
+        out = {}
+        for k, v in local.items():
+            spec = jax.sharding.PartitionSpec(self.sharding.spec[0] if len(self.sharding.spec) else None)
+            sh = jax.sharding.NamedSharding(self.sharding.mesh, spec)
+            out[k] = jax.make_array_from_process_local_data(
+                sh, v, (self.global_batch_size,) + v.shape[1:])
+        return out
+
+    def iterate(self, start_step: int = 0) -> Iterator[dict]:
+        """Yields ``batch_at(start_step)``, ``batch_at(start_step + 1)``, ... forever."""
+        for step in itertools.count(start_step):
+            yield self.batch_at(step)
+
+    def __iter__(self) -> Iterator[dict]:
+        return self.iterate(0)
+
+    @property
+    def steps_per_epoch(self) -> float:
+        return self.num_examples / self.global_batch_size
+
+
+# ----------------------------------------------------------------------------- transforms
+
+
+def to_levels(image: jax.Array, num_levels: int) -> jax.Array:
+    """``[0, 1]`` floats ``level / (K - 1)`` -> int32 levels ``round(image * (K - 1))``."""
+    return jnp.round(image * (num_levels - 1)).astype(jnp.int32)
+
+
+def uniform_dequantize(key: jax.Array, image: jax.Array, num_levels: int) -> jax.Array:
+    """Uniform dequantization to ``[0, 1)``: ``y = (round(x (K - 1)) + u) / K``, ``u ~ U[0, 1)``.
+
+    Turns ``K`` discrete levels into a continuous density whose log-likelihood lower-bounds
+    the discrete log-probability, ``log P(level) >= E_u[log p(y)] - D log K`` by Jensen's
+    inequality (Theis, van den Oord & Bethge 2016, "A note on the evaluation of generative
+    models", Sec. 3.1; Ho et al. 2019, "Flow++", Sec. 3.1, the uniform special case of
+    variational dequantization). This is the convention behind
+    ``bpd = (-log p(y) + D log K) / (D log 2)`` throughout gen_jax.
+
+    Args:
+      key: PRNG key.
+      image: float ``[B, H, W, C]`` in ``[0, 1]`` (``level / (K - 1)``).
+      num_levels: ``K``.
+    Returns:
+      float32 ``[B, H, W, C]`` in ``[0, 1)``.
+    """
+    levels = jnp.round(image * (num_levels - 1))
+    u = jax.random.uniform(key, image.shape, dtype=jnp.float32)
+    return ((levels + u) / num_levels).astype(jnp.float32)
+
+
+def scale_to_symmetric(x: jax.Array) -> jax.Array:
+    """``[0, 1]`` -> ``[-1, 1]``: ``2 x - 1``."""
+    return 2.0 * x - 1.0
+
+
+def scale_from_symmetric(x: jax.Array) -> jax.Array:
+    """``[-1, 1]`` -> ``[0, 1]``: ``(x + 1) / 2`` (inverse of :func:`scale_to_symmetric`)."""
+    return (x + 1.0) / 2.0

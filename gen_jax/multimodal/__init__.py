@@ -1,0 +1,1 @@
+"""Multimodal models: tokenizers, CLIP-style contrastive encoders, text-to-image models."""
