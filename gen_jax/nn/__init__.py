@@ -1,0 +1,1 @@
+"""Shared Flax (linen) building blocks reused across model families."""
