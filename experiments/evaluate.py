@@ -92,7 +92,7 @@ def evaluate_params(exp, model, info, params, extractor, *, seed: int = 0, num_s
     ``_labels``) for callers that save them."""
     from gen_jax.data.datasets import load_split
     from gen_jax.metrics.features import score_samples
-    from experiments.sample import labels_for
+    from experiments.sample import conditions_for
 
     num = num_samples or exp.eval.num_samples
     test = test_arrays if test_arrays is not None else load_split(exp.dataset.name, "test", common.data_dir(exp))
@@ -102,11 +102,11 @@ def evaluate_params(exp, model, info, params, extractor, *, seed: int = 0, num_s
     labels = samples = None
     res["sample_seconds"] = None
     if model.sample is not None:
-        labels = labels_for(model, info, num)
-        cond = None if labels is None else {"label": labels}
+        cond = conditions_for(exp, model, info, num, arrays=test)
+        labels = None if cond is None else cond.get("label")
         bs = min(num, exp.eval.batch_size)
         common.sample_in_batches(model, params, jax.random.fold_in(key, 2), bs, bs,
-                                 None if cond is None else {"label": labels[:bs]})  # compile
+                                 None if cond is None else {k: v[:bs] for k, v in cond.items()})  # compile
         t0 = time.time()
         samples = common.sample_in_batches(model, params, jax.random.fold_in(key, 3), num, bs, cond)
         res["sample_seconds"] = time.time() - t0

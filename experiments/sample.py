@@ -19,10 +19,20 @@ from gen_jax.config import ConfigError
 from gen_jax.train.checkpoint import CheckpointError
 
 
-def labels_for(model, info, num: int, labels_path: str = "") -> np.ndarray | None:
+def conditions_for(exp, model, info, num: int, labels_path: str = "", arrays: dict | None = None) -> dict | None:
+    """The ``cond`` dict of ``num`` samples of a conditional model (``None`` otherwise).
+
+    Class-conditional models get the labels of ``labels_path`` (int ``[num]`` .npy) or labels
+    cycling ``0..C-1``; caption-conditional models get the captions (and their labels) of the
+    first ``num`` examples of ``arrays`` (default: the test split), cycled.
+    """
+    from gen_jax.train.loop import sample_conditions
+
     if not model.conditional:
         return None
     if labels_path:
+        if model.condition_key != "label":
+            raise ValueError(f"--labels: model {model.name!r} is conditioned on {model.condition_key}, not labels")
         if not os.path.isfile(labels_path):
             raise ValueError(f"--labels: no file at {labels_path}")
         labels = np.load(labels_path)
@@ -30,8 +40,12 @@ def labels_for(model, info, num: int, labels_path: str = "") -> np.ndarray | Non
             raise ValueError(f"--labels: expected int labels of shape ({num},), got {labels.dtype} {labels.shape}")
         if labels.min() < 0 or labels.max() >= info.num_classes:
             raise ValueError(f"--labels: values must be in [0, {info.num_classes}), got [{labels.min()}, {labels.max()}]")
-        return labels.astype(np.int32)
-    return (np.arange(num) % info.num_classes).astype(np.int32)
+        return {"label": labels.astype(np.int32)}
+    if model.condition_key != "label" and arrays is None:
+        from gen_jax.data.datasets import load_split
+
+        arrays = load_split(exp.dataset.name, "test", common.data_dir(exp))
+    return sample_conditions(model, info, num, arrays)
 
 
 def main(argv=None) -> int:
@@ -48,20 +62,19 @@ def main(argv=None) -> int:
         info, model, _ = common.setup(exp)
         if model.sample is None:
             raise ValueError(f"model {model.name!r} has no sampler")
-        labels = labels_for(model, info, args.num, args.labels)
+        cond = conditions_for(exp, model, info, args.num, args.labels)
         state, _ = common.restore_state(exp, model, args.workdir, info)
     except (ConfigError, CheckpointError, ValueError) as e:
         common.fail(str(e))
     from gen_jax.train.loop import eval_params
     from gen_jax.viz import save_grid
 
-    cond = None if labels is None else {"label": labels}
     x = common.sample_in_batches(model, eval_params(state), jax.random.PRNGKey(args.seed), args.num,
                                  min(args.num, exp.eval.batch_size), cond)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     np.save(args.out, x)
-    if labels is not None:
-        np.save(os.path.splitext(args.out)[0] + "_labels.npy", labels)
+    if cond is not None and "label" in cond:
+        np.save(os.path.splitext(args.out)[0] + "_labels.npy", cond["label"])
     save_grid(os.path.splitext(args.out)[0] + ".png", x[:64])
     print(f"wrote {x.shape} samples to {args.out}")
     return 0

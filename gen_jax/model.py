@@ -83,6 +83,8 @@ class GenerativeModel:
       update: gradient-free ``(params, batch, key) -> (params, metrics)`` (e.g. EM).
       phases: explicit phases for multi-player training; overrides ``loss``/``update``.
       conditional: whether ``sample`` uses ``cond``.
+      condition_key: the batch key a conditional model samples from: ``'label'`` (class
+        conditioning) or ``'caption_tokens'`` (text conditioning).
       extras: family-specific pure functions (``encode``, ``decode``, ``reconstruct``, ...).
     """
 
@@ -96,6 +98,7 @@ class GenerativeModel:
     update: Optional[Callable] = None
     phases: Optional[Sequence[Phase]] = None
     conditional: bool = False
+    condition_key: str = "label"
     extras: Mapping[str, Callable] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
@@ -105,6 +108,9 @@ class GenerativeModel:
             raise ValueError(f"Model {self.name!r} defines none of loss, update, phases.")
         if (self.log_prob is None) != (self.bpd_kind is None):
             raise ValueError(f"Model {self.name!r}: log_prob and bpd_kind go together.")
+        if self.condition_key not in ("label", "caption_tokens"):
+            raise ValueError(f"Model {self.name!r}: condition_key must be 'label' or 'caption_tokens', "
+                             f"got {self.condition_key!r}.")
 
     def train_phases(self) -> tuple[Phase, ...]:
         """The phases a train step runs for this model."""

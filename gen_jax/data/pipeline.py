@@ -196,6 +196,11 @@ class BatchStream:
             batch["caption_tokens"] = self._arrays["caption_tokens"][idx].astype(np.int32)
         return batch
 
+    @property
+    def arrays(self) -> Mapping[str, np.ndarray]:
+        """The (host-local, full) arrays this stream batches from; do not modify."""
+        return self._arrays
+
     def batch_at(self, step: int) -> dict:
         """Batch number ``step``: numpy arrays, or global ``jax.Array``s with ``sharding``."""
         lo, hi = self._local

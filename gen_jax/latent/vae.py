@@ -300,4 +300,5 @@ def make_vae(cfg: Any, info: Any) -> GenerativeModel:
         name=cfg.name, family="latent", init=init, loss=loss, sample=sample,
         log_prob=log_prob if has_density else None, bpd_kind=kind if has_density else None,
         conditional=conditional,
+        condition_key="caption_tokens" if cfg.conditioning == "caption" else "label",
         extras={"encode": encode, "decode": decode, "reconstruct": reconstruct})

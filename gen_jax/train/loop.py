@@ -49,11 +49,26 @@ class TrainResult:
     mesh: Any
 
 
-def sample_conditions(model: GenerativeModel, info, num: int) -> Optional[dict]:
-    """Conditions for a sample grid of a conditional model: labels cycling 0..C-1."""
+def sample_conditions(model: GenerativeModel, info, num: int, arrays: Optional[dict] = None) -> Optional[dict]:
+    """Conditions for ``num`` samples of a conditional model (``None`` for unconditional ones).
+
+    * ``condition_key='label'``: labels cycling ``0..C-1`` (as int32 numpy).
+    * ``condition_key='caption_tokens'``: the captions of the first ``num`` examples of
+      ``arrays`` (a split, cycled if shorter), with their labels under ``'label'``.
+    """
     if not model.conditional:
         return None
-    return {"label": jnp.arange(num, dtype=jnp.int32) % max(info.num_classes, 1)}
+    if model.condition_key == "label":
+        return {"label": (np.arange(num) % max(info.num_classes, 1)).astype(np.int32)}
+    key = model.condition_key
+    if arrays is None or key not in arrays:
+        raise ValueError(f"model {model.name!r} samples from {key!r} conditions; the dataset split "
+                         f"given has {'no split' if arrays is None else sorted(arrays)}")
+    idx = np.arange(num) % len(arrays[key])
+    cond = {key: np.asarray(arrays[key])[idx]}
+    if "label" in arrays:
+        cond["label"] = np.asarray(arrays["label"])[idx].astype(np.int32)
+    return cond
 
 
 def eval_params(state: TrainState):
@@ -163,7 +178,7 @@ def train(
                 ckpt.save(done, state, meta)
                 last_good_ckpt = done
             if sample_fn is not None and exp.train.sample_every and done % exp.train.sample_every == 0 and is_main:
-                _write_grid(sample_fn, state, model, info, exp, workdir, done)
+                _write_grid(sample_fn, state, model, info, exp, workdir, done, stream)
         if pending is not None:
             check(*pending)
     finally:
@@ -172,18 +187,18 @@ def train(
     seconds = time.time() - t0
     if is_main and total == exp.train.steps:
         if sample_fn is not None:
-            _write_grid(sample_fn, state, model, info, exp, workdir, total)
+            _write_grid(sample_fn, state, model, info, exp, workdir, total, stream)
         _write_curves(workdir, model.name)
     return TrainResult(state=state, last_metrics=last_metrics, seconds=seconds,
                        resumed_from=resumed_from, mesh=mesh)
 
 
-def _write_grid(sample_fn, state, model, info, exp, workdir, step):
+def _write_grid(sample_fn, state, model, info, exp, workdir, step, stream):
     from gen_jax.viz import save_grid
 
     n = exp.train.grid_size
     key = jax.random.fold_in(jax.random.PRNGKey(exp.seed + 1), step)
-    x = sample_fn(eval_params(state), key, n, sample_conditions(model, info, n))
+    x = sample_fn(eval_params(state), key, n, sample_conditions(model, info, n, stream.arrays))
     save_grid(os.path.join(workdir, "samples", f"grid_{step:07d}.png"), np.asarray(x))
 
 
