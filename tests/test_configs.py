@@ -1,0 +1,55 @@
+"""Every experiment config parses, builds its model and initializes (shapes only, by
+``jax.eval_shape``: nothing is compiled or trained), and opens with the command that runs it."""
+import glob
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments import common
+from gen_jax.train.loop import sample_conditions
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(REPO, "experiments", "configs", "*.py"))
+                 if not os.path.basename(p).startswith(("_", "base")))
+
+
+def _example_batch(info, n):
+    return {"image": jnp.zeros((n,) + tuple(info.image_shape), jnp.float32),
+            "label": jnp.zeros((n,), jnp.int32),
+            "caption_tokens": jnp.ones((n, max(info.caption_len, 1)), jnp.int32)}
+
+
+def test_the_latent_family_configs_exist():
+    assert {"gmm_digits", "autoencoder_digits", "vae_digits", "beta_vae_digits", "iwae_digits",
+            "cvae_digits", "vae_shapes", "cvae_shapes_caption"} <= set(CONFIGS)
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_config_builds_and_documents_its_command(name):
+    text = open(os.path.join(REPO, "experiments", "configs", name + ".py")).read()
+    assert "python -m experiments.train --config experiments/configs/" + name + ".py" in text
+    exp = common.load_experiment(name)
+    info, model, _ = common.setup(exp)
+    batch = _example_batch(info, 4)
+    params = jax.eval_shape(model.init, jax.random.PRNGKey(0), batch)
+    assert sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params)) > 0
+    if model.sample is not None:
+        cond = sample_conditions(model, info, 3, {k: np.asarray(v) for k, v in batch.items()})
+        out = jax.eval_shape(lambda p, k: model.sample(p, k, 3, cond), params, jax.random.PRNGKey(1))
+        assert out.shape == (3,) + tuple(info.image_shape) and out.dtype == jnp.float32
+
+
+def test_caption_conditions_come_from_the_split():
+    exp = common.load_experiment("cvae_shapes_caption")
+    info, model, _ = common.setup(exp)
+    assert model.conditional and model.condition_key == "caption_tokens"
+    arrays = {"caption_tokens": np.arange(12, dtype=np.int32).reshape(2, 6) + 1,
+              "label": np.array([3, 5], np.int32)}
+    cond = sample_conditions(model, info, 5, arrays)
+    np.testing.assert_array_equal(cond["caption_tokens"], arrays["caption_tokens"][[0, 1, 0, 1, 0]])
+    np.testing.assert_array_equal(cond["label"], [3, 5, 3, 5, 3])
+    with pytest.raises(ValueError, match="caption_tokens"):
+        sample_conditions(model, info, 5, {"label": arrays["label"]})
