@@ -13,6 +13,8 @@ import textwrap
 import jax
 import numpy as np
 import pytest
+
+from gen_jax import distributions as dist
 import tensorflow_datasets as tfds
 
 from gen_jax.data import datasets, digits, pipeline, shapes
@@ -317,12 +319,12 @@ def test_dequantize_and_scaling():
     k = 17
     levels = np.arange(k, dtype=np.float32).reshape(1, k, 1, 1) * np.ones((2000, 1, 1, 1), np.float32)
     image = levels / (k - 1)
-    y = np.asarray(pipeline.uniform_dequantize(jax.random.PRNGKey(0), image, k))
+    y = np.asarray(dist.dequantize(jax.random.PRNGKey(0), image, k))
     assert y.dtype == np.float32 and y.min() >= 0.0 and y.max() < 1.0
     np.testing.assert_array_equal(np.floor(y * k), levels)  # y lies in [level/K, (level+1)/K)
     u = y * k - levels
     assert abs(u.mean() - 0.5) < 0.01 and abs(u.var() - 1 / 12) < 0.005  # U[0, 1) moments
-    np.testing.assert_array_equal(np.asarray(pipeline.to_levels(image, k)), levels.astype(np.int32))
+    np.testing.assert_array_equal(np.asarray(dist.to_levels(image, k)), levels.astype(np.int32))
     x = np.linspace(0, 1, 11, dtype=np.float32)
     np.testing.assert_allclose(np.asarray(pipeline.scale_to_symmetric(x)), 2 * x - 1)
     np.testing.assert_allclose(np.asarray(pipeline.scale_from_symmetric(pipeline.scale_to_symmetric(x))), x,

@@ -7,19 +7,12 @@ Gaussian fitted to the train codes (running moments). Expect FID about 25 after 
 """
 import ml_collections
 
-from experiments.configs.base import get_base_config
+from experiments.configs.vae_digits import get_config as vae_digits_config
 
 
 def get_config():
-    c = get_base_config()
+    c = vae_digits_config()  # same data, optimizer and schedule as the VAE it is compared with
     c.model = ml_collections.ConfigDict(dict(
         name="autoencoder", encoder="mlp", hidden=(256, 256), conv_features=(32, 64),
         activation="gelu", latent_dim=16, loss="bce", code_decay=0.99))
-    c.optim.learning_rate = 1e-3
-    c.optim.schedule = "cosine"
-    c.train.steps = 1500
-    c.train.batch_size = 64
-    c.train.log_every = 100
-    c.train.ckpt_every = 500
-    c.train.sample_every = 1500
     return c

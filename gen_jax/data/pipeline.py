@@ -1,5 +1,8 @@
 """The input pipeline: deterministic (seed, step) -> batch streams, batch checks, dequantization.
 
+Dequantization and level conversion live in :mod:`gen_jax.distributions` (``dequantize``,
+``to_levels``); this module adds the ``[0, 1] <-> [-1, 1]`` scalings.
+
 A :class:`BatchStream` is a pure function of ``(seed, step)``: the sample stream is the
 concatenation of per-epoch permutations (epoch ``e`` permuted by
 ``numpy.random.default_rng([seed, e])``), and batch ``step`` is the global positions
@@ -231,33 +234,6 @@ class BatchStream:
 
 
 # ----------------------------------------------------------------------------- transforms
-
-
-def to_levels(image: jax.Array, num_levels: int) -> jax.Array:
-    """``[0, 1]`` floats ``level / (K - 1)`` -> int32 levels ``round(image * (K - 1))``."""
-    return jnp.round(image * (num_levels - 1)).astype(jnp.int32)
-
-
-def uniform_dequantize(key: jax.Array, image: jax.Array, num_levels: int) -> jax.Array:
-    """Uniform dequantization to ``[0, 1)``: ``y = (round(x (K - 1)) + u) / K``, ``u ~ U[0, 1)``.
-
-    Turns ``K`` discrete levels into a continuous density whose log-likelihood lower-bounds
-    the discrete log-probability, ``log P(level) >= E_u[log p(y)] - D log K`` by Jensen's
-    inequality (Theis, van den Oord & Bethge 2016, "A note on the evaluation of generative
-    models", Sec. 3.1; Ho et al. 2019, "Flow++", Sec. 3.1, the uniform special case of
-    variational dequantization). This is the convention behind
-    ``bpd = (-log p(y) + D log K) / (D log 2)`` throughout gen_jax.
-
-    Args:
-      key: PRNG key.
-      image: float ``[B, H, W, C]`` in ``[0, 1]`` (``level / (K - 1)``).
-      num_levels: ``K``.
-    Returns:
-      float32 ``[B, H, W, C]`` in ``[0, 1)``.
-    """
-    levels = jnp.round(image * (num_levels - 1))
-    u = jax.random.uniform(key, image.shape, dtype=jnp.float32)
-    return ((levels + u) / num_levels).astype(jnp.float32)
 
 
 def scale_to_symmetric(x: jax.Array) -> jax.Array:

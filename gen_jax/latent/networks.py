@@ -60,6 +60,13 @@ class _GaussianHead(nn.Module):
         return mean, log_var
 
 
+def dense_stack(h: jax.Array, widths: Sequence[int], act: Callable) -> jax.Array:
+    """``act(Dense(w_i))`` layers named ``hidden{i}``; call inside a compact ``__call__``."""
+    for i, width in enumerate(widths):
+        h = act(nn.Dense(width, name=f"hidden{i}")(h))
+    return h
+
+
 class MLPEncoder(nn.Module):
     """``[B, H, W, C]`` (+ cond ``[B, E]``) -> ``(mean [B, Z], log_var [B, Z])``, or the
     code ``[B, Z]`` alone when ``gaussian=False`` (deterministic autoencoders)."""
@@ -73,8 +80,7 @@ class MLPEncoder(nn.Module):
     def __call__(self, x: jax.Array, cond: Optional[jax.Array] = None):
         act = ACTIVATIONS[self.activation]
         h = _concat_cond(x.reshape(x.shape[0], -1), cond)
-        for i, width in enumerate(self.hidden):
-            h = act(nn.Dense(width, name=f"hidden{i}")(h))
+        h = dense_stack(h, self.hidden, act)
         return _GaussianHead(self.latent_dim, self.gaussian, name="head")(h)
 
 
@@ -90,8 +96,7 @@ class MLPDecoder(nn.Module):
     def __call__(self, z: jax.Array, cond: Optional[jax.Array] = None):
         act = ACTIVATIONS[self.activation]
         h = _concat_cond(z, cond)
-        for i, width in enumerate(self.hidden):
-            h = act(nn.Dense(width, name=f"hidden{i}")(h))
+        h = dense_stack(h, self.hidden, act)
         hh, ww, _ = self.image_shape
         out = nn.Dense(hh * ww * self.out_features, name="out")(h)
         return out.reshape(z.shape[0], hh, ww, self.out_features)
@@ -123,8 +128,7 @@ class ConvEncoder(nn.Module):
             h = act(nn.Conv(feats[i], (4, 4), strides=(2, 2), padding="SAME", name=f"down{i}")(h))
             h = act(nn.Conv(feats[i], (3, 3), padding="SAME", name=f"conv{i}")(h))
         h = _concat_cond(h.reshape(h.shape[0], -1), cond)
-        for i, width in enumerate(self.hidden):
-            h = act(nn.Dense(width, name=f"hidden{i}")(h))
+        h = dense_stack(h, self.hidden, act)
         return _GaussianHead(self.latent_dim, self.gaussian, name="head")(h)
 
 
@@ -145,8 +149,7 @@ class ConvDecoder(nn.Module):
         n = num_halvings(hh, ww)
         feats = _stage_features(self.features, n)
         h = _concat_cond(z, cond)
-        for i, width in enumerate(self.hidden):
-            h = act(nn.Dense(width, name=f"hidden{i}")(h))
+        h = dense_stack(h, self.hidden, act)
         h0, w0 = hh // 2 ** n, ww // 2 ** n
         h = act(nn.Dense(h0 * w0 * feats[-1], name="to_map")(h)).reshape(z.shape[0], h0, w0, feats[-1])
         for i in reversed(range(n)):

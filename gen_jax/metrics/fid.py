@@ -14,7 +14,8 @@ import numpy as np
 Seed = Union[int, np.random.Generator]
 
 
-def _as_features(x, name: str) -> np.ndarray:
+def as_features(x, name: str) -> np.ndarray:
+    """Checks a feature set (``[N, F]``, N >= 2, finite) -> float64 array; errors name ``name``."""
     x = np.asarray(x, dtype=np.float64)
     if x.ndim != 2:
         raise ValueError(f"{name}: expected features of shape [N, F], got shape {x.shape}")
@@ -23,6 +24,15 @@ def _as_features(x, name: str) -> np.ndarray:
     if not np.all(np.isfinite(x)):
         raise ValueError(f"{name}: features contain NaN or inf")
     return x
+
+
+def feature_pair(real_features, fake_features) -> tuple[np.ndarray, np.ndarray]:
+    """Checks two feature sets ``[N, F]``, ``[M, F]`` (finite, same ``F``) -> float64 arrays."""
+    r = as_features(real_features, "real_features")
+    g = as_features(fake_features, "fake_features")
+    if r.shape[1] != g.shape[1]:
+        raise ValueError(f"feature sizes differ: real {r.shape} vs fake {g.shape}")
+    return r, g
 
 
 def gaussian_statistics(features) -> tuple[np.ndarray, np.ndarray]:
@@ -34,7 +44,7 @@ def gaussian_statistics(features) -> tuple[np.ndarray, np.ndarray]:
     Returns:
       ``(mu [F], sigma [F, F])`` in float64; ``sigma`` uses the ``1 / (N - 1)`` normalisation.
     """
-    f = _as_features(features, "features")
+    f = as_features(features, "features")
     mu = f.mean(axis=0)
     sigma = np.cov(f, rowvar=False, ddof=1).reshape(f.shape[1], f.shape[1])
     return mu, sigma
@@ -100,10 +110,7 @@ def fid_from_features(real_features, fake_features) -> float:
     Returns:
       ``frechet_distance`` of the two Gaussian fits (float).
     """
-    r = _as_features(real_features, "real_features")
-    g = _as_features(fake_features, "fake_features")
-    if r.shape[1] != g.shape[1]:
-        raise ValueError(f"feature sizes differ: real {r.shape} vs fake {g.shape}")
+    r, g = feature_pair(real_features, fake_features)
     return frechet_distance(*gaussian_statistics(r), *gaussian_statistics(g))
 
 
@@ -145,10 +152,7 @@ def kernel_inception_distance(real_features, fake_features, num_subsets: int = 1
     Returns:
       ``(mean, std)`` of the per-subset MMD^2 values.
     """
-    r = _as_features(real_features, "real_features")
-    g = _as_features(fake_features, "fake_features")
-    if r.shape[1] != g.shape[1]:
-        raise ValueError(f"feature sizes differ: real {r.shape} vs fake {g.shape}")
+    r, g = feature_pair(real_features, fake_features)
     if num_subsets < 1:
         raise ValueError(f"num_subsets must be >= 1, got {num_subsets}")
     if subset_size < 2:

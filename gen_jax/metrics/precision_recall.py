@@ -10,14 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-
-def _as_features(x, name: str) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    if x.ndim != 2:
-        raise ValueError(f"{name}: expected features of shape [N, F], got shape {x.shape}")
-    if not np.all(np.isfinite(x)):
-        raise ValueError(f"{name}: features contain NaN or inf")
-    return x
+from gen_jax.metrics.fid import as_features, feature_pair
 
 
 def _sq_dists(a: np.ndarray, b: np.ndarray, a2: np.ndarray, b2: np.ndarray) -> np.ndarray:
@@ -40,7 +33,7 @@ def knn_radii(features, k: int = 3, batch_size: int = 1000) -> np.ndarray:
     Returns:
       ``[N]`` radii (Euclidean, float64).
     """
-    x = _as_features(features, "features")
+    x = as_features(features, "features")
     n = x.shape[0]
     if not 1 <= k < n:
         raise ValueError(f"k must be in [1, N-1] = [1, {n - 1}], got {k}")
@@ -69,10 +62,7 @@ def precision_recall(real_features, fake_features, k: int = 3,
     Returns:
       ``(precision, recall)`` as floats in ``[0, 1]``.
     """
-    r = _as_features(real_features, "real_features")
-    g = _as_features(fake_features, "fake_features")
-    if r.shape[1] != g.shape[1]:
-        raise ValueError(f"feature sizes differ: real {r.shape} vs fake {g.shape}")
+    r, g = feature_pair(real_features, fake_features)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     r_rad2 = knn_radii(r, k, batch_size) ** 2
