@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-STEPS = 1500
+STEPS = 600
 ARGS = ["--config", "experiments/configs/vae_digits.py", "--no_progress",
         f"--config.train.steps={STEPS}", "--config.train.ckpt_every=100",
         "--config.train.log_every=25", "--config.train.batch_size=32"]
