@@ -257,6 +257,12 @@ def test_stream_batch_size_errors():
             BatchStream(_fake_arrays(), FAKE_INFO, bad, seed=0)
     with pytest.raises(BatchError, match=r"arrays\['image'\]"):
         BatchStream({"image": np.zeros((3, 5, 5, 1), np.uint8)}, FAKE_INFO, 2, seed=0)
+    shape = (3,) + tuple(FAKE_INFO.image_shape)
+    with pytest.raises(BatchError, match=r"arrays\['image'\] has dtype float32"):  # already scaled
+        BatchStream({"image": np.full(shape, 0.5, np.float32)}, FAKE_INFO, 2, seed=0)
+    with pytest.raises(BatchError, match=r"levels lie in \[99, 99\]; expected \[0, 16\]"):
+        BatchStream({"image": np.full(shape, 99, np.uint8)},
+                    FAKE_INFO, 2, seed=0)
 
 
 def test_sharded_stream_on_eight_fake_devices():

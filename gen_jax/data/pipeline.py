@@ -128,6 +128,13 @@ class BatchStream:
         if tuple(self._arrays["image"].shape[1:]) != tuple(info.image_shape):
             raise BatchError(f"arrays['image'] has shape {self._arrays['image'].shape}; expected "
                              f"[N, {', '.join(map(str, info.image_shape))}]")
+        img = self._arrays["image"]
+        if not np.issubdtype(img.dtype, np.integer):
+            raise BatchError(f"arrays['image'] has dtype {img.dtype}; the stream takes integer levels "
+                             f"0..{info.num_levels - 1} (as load_split returns) and scales them itself")
+        if img.min() < 0 or img.max() > info.num_levels - 1:
+            raise BatchError(f"arrays['image'] levels lie in [{img.min()}, {img.max()}]; expected "
+                             f"[0, {info.num_levels - 1}] for {info.num_levels} levels")
         if isinstance(global_batch_size, bool) or not isinstance(global_batch_size, (int, np.integer)) \
                 or global_batch_size <= 0:
             raise BatchError(f"train.batch_size must be a positive integer, got {global_batch_size!r}")
