@@ -120,15 +120,19 @@ class VPSDE(SDE):
         return jnp.exp(lmc) * x0, jnp.sqrt(-jnp.expm1(2.0 * lmc))
 
     def discretize(self, x, t, dt):
-        """DDPM's Markov chain (Song et al. 2021, App. B/E, Eq. 9 discretized):
-        ``x_{i+1} = sqrt(1 - beta_i) x_i + sqrt(beta_i) z``, ``beta_i = beta(t) dt``."""
+        """DDPM's Markov chain (Song et al. 2021, Eq. 9 and App. B/E):
+        ``x_{i+1} = sqrt(1 - beta_i) x_i + sqrt(beta_i) z`` with
+        ``beta_i = 1 - exp(-int_t^{t+dt} beta(s) ds)``, the exact VP transition over
+        ``[t, t + dt]`` (Song et al. use its first-order form ``beta(t) dt``, which exceeds 1
+        on coarse grids)."""
         tb = _bt(t, x)
-        b = self.beta(tb) * dt
+        b = -jnp.expm1(2.0 * (self._log_mean_coeff(tb + dt) - self._log_mean_coeff(tb)))
         return (jnp.sqrt(1.0 - b) - 1.0) * x, jnp.sqrt(b)
 
     def langevin_alpha(self, x, t, dt):
         """``alpha_i = 1 - beta_i`` (Song et al. 2021, Alg. 5 for the VP SDE)."""
-        return 1.0 - self.beta(_bt(t, x)) * dt
+        tb = _bt(t, x)
+        return jnp.exp(self._log_mean_coeff(tb + dt) * 2.0 - self._log_mean_coeff(tb) * 2.0)
 
 
 @dataclasses.dataclass(frozen=True)
