@@ -68,7 +68,7 @@ def test_schedule_bad_params():
 def test_one_step_chain_matches_marginal(lin1000):
     """x_t built from t transitions q(x_t | x_{t-1}) has the moments of q(x_t | x_0) (Eq. 4)."""
     s = lin1000
-    n = 4000
+    n = 2000
     x0 = jnp.array([-1.0, -0.3, 0.5, 1.0])
     xs = jnp.broadcast_to(x0, (n, 4))
 
@@ -119,25 +119,33 @@ def test_posterior_is_bayes_rule(lin1000):
 
 def test_parameterizations_round_trip(lin1000):
     s = lin1000
-    k1, k2, k3 = jax.random.split(jax.random.PRNGKey(0), 3)
-    x0 = jax.random.uniform(k1, (6, 4, 4, 2), minval=-1, maxval=1)
-    eps = jax.random.normal(k2, x0.shape)
     t = jnp.array([0, 1, 10, 400, 800, 999])
-    xt = gd.q_sample(s, x0, t, eps)
-    v = gd.v_from_x0_eps(s, x0, t, eps)
-    for name, pred in [("eps", eps), ("x0", x0), ("v", v)]:
-        x0h, epsh = gd.to_x0_eps(s, xt, t, pred, name)
+
+    @jax.jit
+    def compute(key):
+        k1, k2 = jax.random.split(key)
+        x0 = jax.random.uniform(k1, (6, 4, 4, 2), minval=-1, maxval=1)
+        eps = jax.random.normal(k2, x0.shape)
+        xt = gd.q_sample(s, x0, t, eps)
+        v = gd.v_from_x0_eps(s, x0, t, eps)
+        preds = dict(eps=eps, x0=x0, v=v)
+        conv = {n: gd.to_x0_eps(s, xt, t, p, n) for n, p in preds.items()}
+        targets = {n: gd.target_for(s, x0, t, eps, n) for n in preds}
+        mean = gd.p_mean_variance(s, eps, xt, t, "eps")["mean"]
+        bt = s.betas[t].reshape(-1, 1, 1, 1)
+        # Ho et al. Eq. 11: mu = (x_t - beta_t / sqrt(1 - abar_t) eps) / sqrt(alpha_t).
+        eq11 = (xt - bt / jnp.sqrt(1 - s.alpha_bars[t]).reshape(-1, 1, 1, 1) * eps) / jnp.sqrt(1 - bt)
+        return x0, eps, preds, conv, targets, mean, eq11
+
+    x0, eps, preds, conv, targets, mean, eq11 = compute(jax.random.PRNGKey(0))
+    for name, pred in preds.items():
+        x0h, epsh = conv[name]
         np.testing.assert_allclose(x0h, x0, atol=3e-3 if name == "eps" else 1e-4)  # eps->x0 divides by sqrt(abar)
         np.testing.assert_allclose(epsh, eps, atol=1e-3 if name == "x0" else 1e-4)
-        np.testing.assert_allclose(gd.target_for(s, x0, t, eps, name), pred)
-    # Ho et al. Eq. 11: mu = (x_t - beta_t / sqrt(1 - abar_t) eps) / sqrt(alpha_t).
-    p = gd.p_mean_variance(s, eps, xt, t, "eps")
-    bt = s.betas[t].reshape(-1, 1, 1, 1)
-    want = (xt - bt / jnp.sqrt(1 - s.alpha_bars[t]).reshape(-1, 1, 1, 1) * eps) / jnp.sqrt(1 - bt)
-    np.testing.assert_allclose(p["mean"], want, atol=2e-5)
-    # v has unit variance on average over x0 ~ unit-variance data (Salimans & Ho, Sec. 4).
-    np.testing.assert_allclose(jnp.square(gd.v_from_x0_eps(s, eps[:1] * 0 + 1.0, t[:1], 0 * eps[:1])
-                                          ) + jnp.square(s.sqrt_alpha_bars[t[0]]), 1.0, atol=1e-5)
+        np.testing.assert_allclose(targets[name], pred)
+    np.testing.assert_allclose(mean, eq11, atol=2e-5)
+    # v = sqrt(abar) eps - sqrt(1 - abar) x0 is a rotation of (eps, x0): unit coefficient norm.
+    np.testing.assert_allclose(np.square(s.sqrt_alpha_bars) + np.square(s.sqrt_one_minus_alpha_bars), 1.0, atol=1e-6)
 
 
 def test_variance_types(lin1000):
@@ -145,16 +153,23 @@ def test_variance_types(lin1000):
     x = jnp.zeros((3, 2, 2, 1))
     t = jnp.array([0, 5, 999])
     out = jnp.zeros_like(x)
-    small = gd.p_mean_variance(s, out, x, t, var_type="fixed_small")
-    large = gd.p_mean_variance(s, out, x, t, var_type="fixed_large")
-    np.testing.assert_allclose(small["variance"][1:, 0, 0, 0], s.posterior_variance[t[1:]], rtol=1e-6)
-    np.testing.assert_allclose(large["variance"][1:, 0, 0, 0], s.betas[t[1:]], rtol=1e-6)
-    np.testing.assert_allclose(large["variance"][0, 0, 0, 0], s.posterior_variance[1], rtol=1e-6)
+
+    @jax.jit
+    def compute():
+        small = gd.p_mean_variance(s, out, x, t, var_type="fixed_small")["variance"]
+        large = gd.p_mean_variance(s, out, x, t, var_type="fixed_large")["variance"]
+        learned = [gd.p_mean_variance(s, jnp.concatenate([out, jnp.full_like(out, raw)], -1), x, t,
+                                      var_type="learned_range")["log_variance"] for raw in (1.0, -1.0, 0.0)]
+        return small, large, learned
+
+    small, large, learned = compute()
+    np.testing.assert_allclose(small[1:, 0, 0, 0], s.posterior_variance[t[1:]], rtol=1e-6)
+    np.testing.assert_allclose(large[1:, 0, 0, 0], s.betas[t[1:]], rtol=1e-6)
+    np.testing.assert_allclose(large[0, 0, 0, 0], s.posterior_variance[1], rtol=1e-6)
     # Nichol & Dhariwal Eq. 15: raw +1 -> beta_t, raw -1 -> beta~_t, 0 -> geometric mean.
-    for raw, want in [(1.0, np.log(s.betas[t])), (-1.0, s.posterior_log_variance_clipped[t]),
-                      (0.0, 0.5 * (np.log(s.betas[t]) + s.posterior_log_variance_clipped[t]))]:
-        o = jnp.concatenate([out, jnp.full_like(out, raw)], -1)
-        lv = gd.p_mean_variance(s, o, x, t, var_type="learned_range")["log_variance"]
+    wants = [np.log(s.betas[t]), s.posterior_log_variance_clipped[t],
+             0.5 * (np.log(s.betas[t]) + s.posterior_log_variance_clipped[t])]
+    for lv, want in zip(learned, wants):
         np.testing.assert_allclose(lv[:, 0, 0, 0], want, rtol=1e-5)
     with pytest.raises(ValueError, match="learned_range"):
         gd.p_mean_variance(s, out, x, t, var_type="learned_range")
@@ -168,16 +183,19 @@ def test_variance_types(lin1000):
 def test_discretized_gaussian_vs_scipy(k):
     levels = np.arange(k)
     x = 2 * levels / (k - 1) - 1
-    for mean, sd in [(0.0, 0.3), (0.9, 0.01), (-0.99, 1e-3), (0.2, 5.0)]:
-        lp = np.asarray(gd.discretized_gaussian_log_likelihood(
-            jnp.asarray(x, jnp.float32), jnp.float32(mean), jnp.float32(np.log(sd)), k), np.float64)
-        hi = np.where(levels == k - 1, np.inf, x + 1 / (k - 1))
-        lo = np.where(levels == 0, -np.inf, x - 1 / (k - 1))
+    means, sds = np.array([0.0, 0.9, -0.99, 0.2]), np.array([0.3, 0.01, 1e-3, 5.0])
+    lp = jax.jit(gd.discretized_gaussian_log_likelihood, static_argnums=3)(
+        jnp.asarray(np.tile(x, (4, 1)), jnp.float32), jnp.asarray(means[:, None], jnp.float32),
+        jnp.asarray(np.log(sds)[:, None], jnp.float32), k)
+    lp = np.asarray(lp, np.float64)
+    hi = np.where(levels == k - 1, np.inf, x + 1 / (k - 1))
+    lo = np.where(levels == 0, -np.inf, x - 1 / (k - 1))
+    for i, (mean, sd) in enumerate(zip(means, sds)):
         p = scipy.stats.norm.cdf(hi, mean, sd) - scipy.stats.norm.cdf(lo, mean, sd)
-        np.testing.assert_allclose(np.exp(lp).sum(), 1.0, atol=1e-4)
+        np.testing.assert_allclose(np.exp(lp[i]).sum(), 1.0, atol=1e-4)
         big = p > 1e-6
-        np.testing.assert_allclose(lp[big], np.log(p[big]), atol=2e-3, rtol=1e-3)
-        assert np.all(np.isfinite(lp))
+        np.testing.assert_allclose(lp[i][big], np.log(p[big]), atol=2e-3, rtol=1e-3)
+        assert np.all(np.isfinite(lp[i]))
 
 
 # ----------------------------------------------------------------------------------------
@@ -251,6 +269,7 @@ def oracle_vlb(lin1000):
                 prior=prior, decoder=decoder, true_nll=true_nll, x0=x0, k=k)
 
 
+@pytest.mark.slow  # two compilations of the full bound: > 10 s on a loaded 2-core machine
 def test_vlb_terms_sum_and_chunking():
     s = schedules.make_schedule("linear", 100, scale_to_1000=True)
     x0, _, log_p, grid = _discrete_gaussian_data(17, np.array([0.0, 0.3, -0.5]), np.array([0.4, 0.2, 0.3]), 8)
@@ -317,14 +336,22 @@ def test_simple_loss_targets(lin1000):
     x0 = jax.random.uniform(jax.random.PRNGKey(0), (4, 3, 3, 1), minval=-1, maxval=1)
     noise = jax.random.normal(jax.random.PRNGKey(1), x0.shape)
     t = jnp.array([0, 10, 500, 999])
-    for p in ("eps", "x0", "v"):
-        tgt = gd.target_for(s, x0, t, noise, p)
-        perfect = gd.simple_loss(lambda x, tt, c: tgt, s, x0, jax.random.PRNGKey(2), parameterization=p,
-                                 t=t, noise=noise)
-        np.testing.assert_allclose(perfect["loss"], 0.0, atol=1e-12)
-        zero = gd.simple_loss(lambda x, tt, c: jnp.zeros_like(x), s, x0, jax.random.PRNGKey(2),
-                              parameterization=p, t=t, noise=noise)
-        np.testing.assert_allclose(zero["loss"], np.mean(np.square(tgt), axis=(1, 2, 3)), rtol=1e-6)
+
+    @jax.jit
+    def compute():
+        res = {}
+        for p in ("eps", "x0", "v"):
+            tgt = gd.target_for(s, x0, t, noise, p)
+            perfect = gd.simple_loss(lambda x, tt, c: tgt, s, x0, jax.random.PRNGKey(2), parameterization=p,
+                                     t=t, noise=noise)["loss"]
+            zero = gd.simple_loss(lambda x, tt, c: jnp.zeros_like(x), s, x0, jax.random.PRNGKey(2),
+                                  parameterization=p, t=t, noise=noise)["loss"]
+            res[p] = (tgt, perfect, zero)
+        return res
+
+    for tgt, perfect, zero in compute().values():
+        np.testing.assert_allclose(perfect, 0.0, atol=1e-12)
+        np.testing.assert_allclose(zero, np.mean(np.square(tgt), axis=(1, 2, 3)), rtol=1e-6)
     with pytest.raises(ValueError, match="noise"):
         gd.simple_loss(lambda x, tt, c: x, s, x0, jax.random.PRNGKey(0), noise=noise[:2])
 
@@ -339,14 +366,15 @@ def test_hybrid_loss_stops_mean_gradient_of_vlb(lin1000):
 
     params = dict(m=jnp.float32(0.3), v=jnp.float32(0.2))
     vb_only = lambda p: jnp.sum(gd.hybrid_loss(model(p), s, x0, jax.random.PRNGKey(1), 17, t=t)["vb"])
-    g = jax.grad(vb_only)(params)
+    g = jax.jit(jax.grad(vb_only))(params)
     assert float(g["m"]) == 0.0 and abs(float(g["v"])) > 0
-    out = gd.hybrid_loss(model(params), s, x0, jax.random.PRNGKey(1), 17, t=t)
+    out = jax.jit(lambda p: gd.hybrid_loss(model(p), s, x0, jax.random.PRNGKey(1), 17, t=t))(params)
     np.testing.assert_allclose(out["loss"], out["mse"] + 1e-3 * 1000 * out["vb"], rtol=1e-6)
     # vb in bits/dim equals vb_term / (D log 2).
     noise = jax.random.normal(jax.random.split(jax.random.PRNGKey(1))[1], x0.shape)
     xt = gd.q_sample(s, x0, t, noise)
-    ref = gd.vb_term(s, model(params)(xt, t, None), x0, xt, t, 17, var_type="learned_range") / (4 * np.log(2))
+    ref = jax.jit(lambda p: gd.vb_term(s, model(p)(xt, t, None), x0, xt, t, 17, var_type="learned_range"))(
+        params) / (4 * np.log(2))
     np.testing.assert_allclose(out["vb"], ref, rtol=1e-5)
 
 
@@ -362,7 +390,7 @@ def test_dsm_loss_closed_form():
     cinv = jnp.asarray(np.linalg.inv(ct), jnp.float32)
     score = lambda x, t, c: -(x - m * jnp.asarray(mu, jnp.float32)) @ cinv
     x0 = jnp.asarray(np.random.default_rng(0).multivariate_normal(mu, cov, n), jnp.float32)
-    out = gd.dsm_loss(score, sde, x0, jax.random.PRNGKey(0), t=jnp.full((n,), t0), reduce="sum")
+    out = jax.jit(lambda x: gd.dsm_loss(score, sde, x, jax.random.PRNGKey(0), t=jnp.full((n,), t0), reduce="sum"))(x0)
     loss = np.asarray(out["loss"], np.float64)
     want = 3 - s * s * np.trace(np.linalg.inv(ct))
     assert abs(loss.mean() - want) < 4 * loss.std() / np.sqrt(n)
@@ -388,9 +416,10 @@ def test_sde_marginals_solve_moment_odes(kind):
     dv/dt = 2 a(t) v + g(t)^2 (f = a(t) x); integrate with scipy and compare."""
     sde = sde_lib.make_sde(kind)
     x1 = jnp.ones((1, 1))
+    fg = jax.jit(sde.drift_diffusion)
 
     def rhs(t, y):
-        f, g = sde.drift_diffusion(x1, jnp.array([t], jnp.float32))
+        f, g = fg(x1, jnp.array([t], jnp.float32))
         a = float(f[0, 0])  # f(x=1) = a(t)
         return [a * y[0], 2 * a * y[1] + float(g[0, 0]) ** 2]
 
