@@ -101,8 +101,9 @@ def test_scan_equals_python_loop(lin100):
     score = score_fn_for(vp)
     x0 = jnp.tile(jnp.asarray(MU, jnp.float32), (8, 1))
     mask = jnp.array([1.0, 0.0])
+    lin20 = schedules.make_schedule("linear", 20, scale_to_1000=True)
     cases = [  # (factory, args, kwargs, also test inpainting)
-        (samplers.make_ddpm_sampler, (fn, lin100), {}, False),
+        (samplers.make_ddpm_sampler, (discrete_eps_fn(lin20), lin20), {}, False),
         (samplers.make_ddim_sampler, (fn, lin100, 10, 0.5), dict(skip="quadratic"), True),
         (samplers.make_pc_sampler, (score, vp, 15), dict(predictor="reverse_diffusion", n_corrector_steps=2), False),
         (samplers.make_ode_sampler, (score, vp, 15), {}, False),
@@ -110,7 +111,7 @@ def test_scan_equals_python_loop(lin100):
     for make, args, kw, inpaint in cases:
         scan = make(*args, return_trajectory=True, **kw)
         loop = make(*args, return_trajectory=True, use_scan=False, **kw)
-        n_steps = args[2] if len(args) > 2 else 100
+        n_steps = args[2] if len(args) > 2 else 20
         extra = dict(x0_fixed=x0, mask=mask) if inpaint else {}
         xs, ts = jax.jit(lambda k: scan(k, (8, 2), **extra))(jax.random.PRNGKey(1))
         xl, tl = loop(jax.random.PRNGKey(1), (8, 2), **extra)
