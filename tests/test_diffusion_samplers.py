@@ -101,7 +101,7 @@ def test_scan_equals_python_loop(lin100):
     score = score_fn_for(vp)
     x0 = jnp.tile(jnp.asarray(MU, jnp.float32), (8, 1))
     mask = jnp.array([1.0, 0.0])
-    lin20 = schedules.make_schedule("linear", 20, scale_to_1000=True)
+    lin20 = schedules.make_schedule("linear", 20, beta_start=1e-3, beta_end=0.3)
     cases = [  # (factory, args, kwargs, also test inpainting)
         (samplers.make_ddpm_sampler, (discrete_eps_fn(lin20), lin20), {}, False),
         (samplers.make_ddim_sampler, (fn, lin100, 10, 0.5), dict(skip="quadratic"), True),
