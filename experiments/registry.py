@@ -14,6 +14,7 @@ MODELS: dict[str, str] = {
     "gmm": "gen_jax.latent.gmm:make_gmm",
     "autoencoder": "gen_jax.latent.autoencoder:make_autoencoder",
     "vae": "gen_jax.latent.vae:make_vae",
+    "ddpm": "gen_jax.diffusion.model:make_ddpm",
     "classifier": "gen_jax.metrics.classifier:make_classifier",
 }
 

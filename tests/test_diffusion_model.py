@@ -98,7 +98,7 @@ def test_bad_configs_and_inputs(cond_model):
     with pytest.raises(ConfigError, match="timesteps"):
         make_ddpm(_cfg(timesteps=0), INFO)
     with pytest.raises(ConfigError, match="not divisible"):
-        make_ddpm(_cfg(), Info((6, 6, 1), 17, 10))
+        make_ddpm(_cfg(), Info((7, 7, 1), 17, 10))
     with pytest.raises(ConfigError, match="conditioning"):
         make_ddpm(_cfg(conditioning="label"), Info((8, 8, 1), 17, 0))
     model, params = cond_model

@@ -1,0 +1,281 @@
+"""The DDPM / DDIM model bundle: a U-Net denoiser + a discrete Gaussian diffusion.
+
+``make_ddpm(cfg, info)`` returns a :class:`gen_jax.model.GenerativeModel` (family
+``'diffusion'``) whose pure functions the train loop, checkpoints and bake-off use unchanged:
+
+* ``loss``: ``L_simple`` (Ho et al. 2020, Eq. 14) or the hybrid loss with learned variances
+  (Nichol & Dhariwal 2021, Sec. 3.1) on ``x_0 = 2 image - 1``; for class-conditional models
+  the label is replaced by the null class with probability ``cond_drop_prob`` (classifier-free
+  guidance training, Ho & Salimans 2022, Alg. 1).
+* ``log_prob``: the full variational bound (Ho et al. 2020, Eq. 5: ``L_T + sum L_{t-1} + L_0``
+  with the discretized decoder over the ``K`` levels), as ``log P(levels) + D log K``, so
+  ``bits_per_dim`` gives the bound in bits/dim (``bpd_kind='vlb'``).
+* ``sample``: ancestral DDPM (Ho Alg. 2) or DDIM with ``sample_steps`` and ``eta`` (Song et
+  al. 2021, Eq. 12), one ``lax.scan``; with ``guidance_scale = w > 0`` the denoiser is the
+  classifier-free combination (Ho & Salimans 2022, Eq. 6)
+
+      eps_guided = (1 + w) eps(x_t, c) - w eps(x_t, c_neg),
+
+  where ``c_neg`` is the null class, or the *negative* label ``cond['negative_label']`` when
+  given (negative prompting). Samples are quantized to the ``K`` levels (the decoder's mode).
+* ``extras``: ``denoise(params, x_t, t, cond)``, ``guided_denoiser(params, cond, scale)``,
+  ``make_sampler(sampler, steps, eta, guidance_scale)``, ``vlb_terms``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+
+from gen_jax import distributions as dist
+from gen_jax.config import ConfigError, from_config
+from gen_jax.diffusion import gaussian_diffusion as gd
+from gen_jax.diffusion import samplers
+from gen_jax.diffusion.schedules import SCHEDULES, make_schedule
+from gen_jax.model import GenerativeModel
+from gen_jax.nn.unet import UNet, UNetConfig
+
+SAMPLERS = ("ddpm", "ddim")
+LOSSES = ("simple", "hybrid")
+CONDITIONINGS = ("none", "label")
+
+
+@dataclasses.dataclass(frozen=True)
+class DiffusionConfig:
+    """``config.model`` of a DDPM (``from_config(DiffusionConfig, cfg, 'config.model')``).
+
+    Attributes:
+      name: model name.
+      timesteps: ``T``.
+      beta_schedule: ``'linear'`` or ``'cosine'``; ``beta_start``/``beta_end`` for linear.
+      parameterization: ``'eps' | 'x0' | 'v'`` (what the U-Net predicts).
+      loss: ``'simple'`` (``L_simple``) or ``'hybrid'`` (needs ``learn_variance``).
+      learn_variance: the U-Net outputs ``2C`` channels and the variance is learned
+        (Nichol & Dhariwal Eq. 15); otherwise ``var_type`` fixes it.
+      var_type: ``'fixed_small'`` (``beta~_t``) or ``'fixed_large'`` (``beta_t``).
+      vlb_weight: ``lambda`` of the hybrid loss.
+      clip_x0: clip the predicted ``x_0`` to ``[-1, 1]`` when sampling.
+      sampler: ``'ddpm'`` or ``'ddim'`` (what ``sample`` uses).
+      sample_steps: DDIM steps ``S`` (``0`` = ``T``).
+      eta: DDIM ``eta``.
+      conditioning: ``'none'`` or ``'label'``.
+      cond_drop_prob: probability of the null label at training (classifier-free guidance).
+      guidance_scale: ``w`` of classifier-free guidance in ``sample`` (0 = plain conditional).
+      vlb_chunk: timesteps evaluated at once by ``log_prob`` (memory vs speed).
+      unet: :class:`gen_jax.nn.unet.UNetConfig` (``num_classes``/``out_channels`` are set
+        from the dataset and ``learn_variance``).
+    """
+
+    name: str = "ddpm"
+    timesteps: int = 1000
+    beta_schedule: str = "linear"
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+    parameterization: str = "eps"
+    loss: str = "simple"
+    learn_variance: bool = False
+    var_type: str = "fixed_small"
+    vlb_weight: float = 1e-3
+    clip_x0: bool = True
+    sampler: str = "ddpm"
+    sample_steps: int = 0
+    eta: float = 0.0
+    conditioning: str = "none"
+    cond_drop_prob: float = 0.0
+    guidance_scale: float = 0.0
+    vlb_chunk: int = 50
+    unet: UNetConfig = dataclasses.field(default_factory=UNetConfig)
+
+    def __post_init__(self):
+        def bad(field, msg):
+            raise ConfigError(f"config.model.{field}: {msg}")
+
+        if self.timesteps < 1:
+            bad("timesteps", f"must be >= 1, got {self.timesteps}")
+        if self.beta_schedule not in SCHEDULES:
+            bad("beta_schedule", f"must be one of {list(SCHEDULES)}, got {self.beta_schedule!r}")
+        if self.parameterization not in gd.PARAMETERIZATIONS:
+            bad("parameterization", f"must be one of {list(gd.PARAMETERIZATIONS)}, got {self.parameterization!r}")
+        if self.loss not in LOSSES:
+            bad("loss", f"must be one of {list(LOSSES)}, got {self.loss!r}")
+        if self.loss == "hybrid" and not self.learn_variance:
+            bad("loss", "'hybrid' trains the variance: set config.model.learn_variance=True")
+        if self.var_type not in ("fixed_small", "fixed_large"):
+            bad("var_type", f"must be 'fixed_small' or 'fixed_large', got {self.var_type!r}")
+        if self.sampler not in SAMPLERS:
+            bad("sampler", f"must be one of {list(SAMPLERS)}, got {self.sampler!r}")
+        if not 0 <= self.sample_steps <= self.timesteps:
+            bad("sample_steps", f"S={self.sample_steps} must be in [0, T={self.timesteps}] (0 = T)")
+        if self.eta < 0:
+            bad("eta", f"must be >= 0, got {self.eta}")
+        if self.conditioning not in CONDITIONINGS:
+            bad("conditioning", f"must be one of {list(CONDITIONINGS)}, got {self.conditioning!r}")
+        if not 0.0 <= self.cond_drop_prob < 1.0:
+            bad("cond_drop_prob", f"must be in [0, 1), got {self.cond_drop_prob}")
+        if self.guidance_scale < 0:
+            bad("guidance_scale", f"must be >= 0, got {self.guidance_scale}")
+        if self.guidance_scale > 0 and self.conditioning == "none":
+            bad("guidance_scale", "guidance needs a conditional model (config.model.conditioning='label')")
+        if self.guidance_scale > 0 and self.cond_drop_prob == 0:
+            bad("guidance_scale", "classifier-free guidance needs a model trained with "
+                                  "config.model.cond_drop_prob > 0 (it has no unconditional mode)")
+        if self.vlb_chunk < 1:
+            bad("vlb_chunk", f"must be >= 1, got {self.vlb_chunk}")
+
+
+def as_diffusion_config(cfg: Any) -> DiffusionConfig:
+    return cfg if isinstance(cfg, DiffusionConfig) else from_config(DiffusionConfig, cfg, "config.model")
+
+
+def make_ddpm(cfg: Any, info: Any) -> GenerativeModel:
+    """Builds the DDPM bundle for images of ``info.image_shape`` with ``info.num_levels`` levels.
+
+    Raises:
+      ConfigError / ValueError naming the field when the config and the dataset disagree
+      (image size the U-Net cannot halve, label conditioning without labels, ...).
+    """
+    cfg = as_diffusion_config(cfg)
+    image_shape = tuple(int(s) for s in info.image_shape)
+    num_levels = int(info.num_levels)
+    num_classes = int(getattr(info, "num_classes", 0) or 0)
+    conditional = cfg.conditioning == "label"
+    if conditional and num_classes < 1:
+        raise ConfigError(f"config.model.conditioning: 'label' needs a dataset with labels "
+                          f"(info.num_classes={num_classes})")
+    c = image_shape[-1]
+    ucfg = dataclasses.replace(cfg.unet, num_classes=num_classes if conditional else 0,
+                               out_channels=2 * c if cfg.learn_variance else c)
+    try:
+        ucfg.check_image_shape(image_shape)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    net = UNet(ucfg)
+    null = ucfg.null_label
+    var_type = "learned_range" if cfg.learn_variance else cfg.var_type
+    kw = {"beta_start": cfg.beta_start, "beta_end": cfg.beta_end} if cfg.beta_schedule == "linear" else {}
+    schedule = make_schedule(cfg.beta_schedule, cfg.timesteps, **kw)
+    d = math.prod(image_shape)
+
+    def check_image(x, where="batch['image']"):
+        if x.ndim != 4 or tuple(x.shape[1:]) != image_shape:
+            raise ValueError(f"{where} must be [B, {', '.join(map(str, image_shape))}], got {x.shape}")
+
+    def on_levels(img):
+        """Nearest of the ``K`` levels ``level / (K - 1)`` (the discretized decoder's bins)."""
+        return dist.to_levels(img, num_levels).astype(jnp.float32) / (num_levels - 1)
+
+    def labels_of(cond, b, where):
+        if not conditional:
+            return None
+        if cond is None or "label" not in cond:
+            raise ValueError(f"{where}: the model is class-conditional; pass cond={{'label': int [{b}]}}")
+        lab = jnp.asarray(cond["label"])
+        if lab.shape != (b,):
+            raise ValueError(f"{where}: cond['label'] must be [{b}], got shape {lab.shape}")
+        return lab.astype(jnp.int32)
+
+    def denoise(params, x_t, t, label=None, *, train=False, key=None):
+        """``[B, H, W, C or 2C]`` U-Net output at ``x_t`` (on ``[-1, 1]``), times ``t [B]``."""
+        rngs = {"dropout": key} if train else None
+        return net.apply(params, x_t, t, label, train=train, rngs=rngs)
+
+    def init(key, batch):
+        x = batch["image"]
+        check_image(x)
+        b = x.shape[0]
+        t = jnp.zeros((b,), jnp.int32)
+        label = jnp.full((b,), null, jnp.int32) if conditional else None
+        return net.init({"params": key, "dropout": key}, x, t, label, train=False)
+
+    def loss(params, batch, key):
+        x = batch["image"]
+        check_image(x)
+        x0 = 2.0 * x - 1.0
+        k_drop, k_loss, k_net = jax.random.split(key, 3)
+        label = None
+        if conditional:
+            label = labels_of(batch, x.shape[0], "loss batch")
+            if cfg.cond_drop_prob > 0:
+                drop = jax.random.bernoulli(k_drop, cfg.cond_drop_prob, label.shape)
+                label = jnp.where(drop, null, label)
+        model_fn = lambda x_t, t, lab: denoise(params, x_t, t, lab, train=True, key=k_net)
+        if cfg.loss == "simple":
+            terms = gd.simple_loss(model_fn, schedule, x0, k_loss, label, cfg.parameterization, var_type)
+        else:
+            terms = gd.hybrid_loss(model_fn, schedule, x0, k_loss, num_levels, label,
+                                   cfg.parameterization, cfg.vlb_weight)
+        metrics = {k: v for k, v in terms.items() if k != "t"}
+        return jnp.mean(terms["loss"]), metrics
+
+    def guided_denoiser(params, cond, scale: float, num: int):
+        """``model_fn(x_t, t, _)`` for the samplers: conditional, or classifier-free guided
+        (Ho & Salimans 2022, Eq. 6) when ``scale > 0``; one batched U-Net call of ``2B``."""
+        if not conditional:
+            if scale:
+                raise ValueError("guidance_scale > 0 needs a class-conditional model")
+            return lambda x_t, t, _: denoise(params, x_t, t)
+        label = labels_of(cond, num, "sample")
+        if not scale:
+            return lambda x_t, t, _: denoise(params, x_t, t, label)
+        neg = cond.get("negative_label") if cond is not None else None
+        neg = jnp.full((num,), null, jnp.int32) if neg is None else jnp.asarray(neg, jnp.int32)
+        if neg.shape != (num,):
+            raise ValueError(f"sample: cond['negative_label'] must be [{num}], got shape {neg.shape}")
+
+        def fn(x_t, t, _):
+            out = denoise(params, jnp.concatenate([x_t, x_t]), jnp.concatenate([t, t]),
+                          jnp.concatenate([label, neg]))
+            o_c, o_u = out[:num], out[num:]
+            # Guide the mean prediction channels; keep the conditional variance channels.
+            g = o_c[..., :c] + scale * (o_c[..., :c] - o_u[..., :c])
+            return jnp.concatenate([g, o_c[..., c:]], -1) if cfg.learn_variance else g
+
+        return fn
+
+    def make_sampler(sampler: str = cfg.sampler, steps: int = cfg.sample_steps, eta: float = cfg.eta,
+                     guidance_scale: float = cfg.guidance_scale, return_trajectory: bool = False,
+                     use_scan: bool = True):
+        """``sample(params, key, num, cond=None) -> [num, H, W, C]`` in ``[0, 1]`` with the given
+        sampler settings (``steps=0`` means ``T``)."""
+        if sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+        s = steps or cfg.timesteps
+        if s > cfg.timesteps:
+            raise ValueError(f"steps S={s} must be <= T={cfg.timesteps}")
+
+        def sample_fn(params, key, num, cond=None):
+            fn = guided_denoiser(params, cond, guidance_scale, num)
+            if sampler == "ddpm":
+                run = samplers.make_ddpm_sampler(fn, schedule, parameterization=cfg.parameterization,
+                                                 var_type=var_type, clip_x0=cfg.clip_x0,
+                                                 return_trajectory=return_trajectory, use_scan=use_scan)
+            else:
+                run = samplers.make_ddim_sampler(fn, schedule, s, eta, parameterization=cfg.parameterization,
+                                                 var_type=var_type, clip_x0=cfg.clip_x0,
+                                                 return_trajectory=return_trajectory, use_scan=use_scan)
+            res = run(key, (num,) + image_shape, None)
+            x = res[0] if isinstance(res, tuple) else res
+            img = on_levels((jnp.clip(x, -1.0, 1.0) + 1.0) / 2.0)
+            return (img, res[1]) if isinstance(res, tuple) else img
+
+        return sample_fn
+
+    def vlb_terms(params, batch, key):
+        x = batch["image"]
+        check_image(x)
+        label = labels_of(batch, x.shape[0], "log_prob batch")
+        x0 = 2.0 * on_levels(x) - 1.0
+        return gd.vlb_terms(lambda x_t, t, lab: denoise(params, x_t, t, lab), schedule, x0, key,
+                            num_levels, label, cfg.parameterization, var_type, False, cfg.vlb_chunk)
+
+    def log_prob(params, batch, key):
+        return gd.vlb_to_log_prob(vlb_terms(params, batch, key), d, num_levels)["log_prob"]
+
+    return GenerativeModel(
+        name=cfg.name, family="diffusion", init=init, loss=loss, sample=make_sampler(),
+        log_prob=log_prob, bpd_kind="vlb", conditional=conditional,
+        extras={"denoise": denoise, "guided_denoiser": guided_denoiser, "make_sampler": make_sampler,
+                "vlb_terms": vlb_terms, "schedule": lambda: schedule, "unet_config": lambda: ucfg})
