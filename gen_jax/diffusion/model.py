@@ -246,17 +246,20 @@ def make_ddpm(cfg: Any, info: Any) -> GenerativeModel:
         if s > cfg.timesteps:
             raise ValueError(f"steps S={s} must be <= T={cfg.timesteps}")
 
+        def model_fn(x_t, t, ctx):
+            params, cond = ctx
+            return guided_denoiser(params, cond, guidance_scale, x_t.shape[0])(x_t, t, None)
+
+        common = dict(parameterization=cfg.parameterization, var_type=var_type, clip_x0=cfg.clip_x0,
+                      return_trajectory=return_trajectory, use_scan=use_scan)
+        if sampler == "ddpm":
+            run = samplers.make_ddpm_sampler(model_fn, schedule, **common)
+        else:
+            run = samplers.make_ddim_sampler(model_fn, schedule, s, eta, **common)
+
         def sample_fn(params, key, num, cond=None):
-            fn = guided_denoiser(params, cond, guidance_scale, num)
-            if sampler == "ddpm":
-                run = samplers.make_ddpm_sampler(fn, schedule, parameterization=cfg.parameterization,
-                                                 var_type=var_type, clip_x0=cfg.clip_x0,
-                                                 return_trajectory=return_trajectory, use_scan=use_scan)
-            else:
-                run = samplers.make_ddim_sampler(fn, schedule, s, eta, parameterization=cfg.parameterization,
-                                                 var_type=var_type, clip_x0=cfg.clip_x0,
-                                                 return_trajectory=return_trajectory, use_scan=use_scan)
-            res = run(key, (num,) + image_shape, None)
+            guided_denoiser(params, cond, guidance_scale, num)  # checks cond against num
+            res = run(key, (num,) + image_shape, cond, params=params)
             x = res[0] if isinstance(res, tuple) else res
             img = on_levels((jnp.clip(x, -1.0, 1.0) + 1.0) / 2.0)
             return (img, res[1]) if isinstance(res, tuple) else img

@@ -10,7 +10,10 @@
   Euler/Heun steps, or adaptive Dormand-Prince RK45 under ``lax.while_loop``.
 
 Every factory returns ``sample(key, shape, cond=None, *, x_T=None, x0_fixed=None,
-mask=None)``: ``shape = (B, H, W, C)``; ``x_T`` a given start ``[B, H, W, C]``;
+mask=None, params=None)``: ``shape = (B, H, W, C)``; ``params`` (any pytree, e.g. network
+weights) is passed to ``model_fn`` as ``model_fn(x, t, (params, cond))`` instead of
+``model_fn(x, t, cond)``, so a sampler built once serves any params and its jitted single
+step (``use_scan=False``) compiles once, with the weights as arguments, not constants; ``x_T`` a given start ``[B, H, W, C]``;
 ``x0_fixed, mask`` turn on inpainting by replacement -- after every step the known pixels
 (``mask == 1``) are overwritten with a fresh sample of the forward process applied to
 ``x0_fixed`` at the new noise level, and the output holds ``x0_fixed`` there exactly. The
@@ -160,8 +163,10 @@ def _build_sampler(plan: _Plan, return_trajectory: bool, use_scan: bool, output_
 
     jitted_step = jax.jit(full_step)
 
-    def sample(key, shape, cond=None, *, x_T=None, x0_fixed=None, mask=None):
+    def sample(key, shape, cond=None, *, x_T=None, x0_fixed=None, mask=None, params=None):
         shape = _check_inputs(shape, cond, x_T, x0_fixed, mask)
+        if params is not None:
+            cond = (params, cond)
         k_init, k_steps, k_known = jax.random.split(key, 3)
         if x_T is None:
             x = plan.init_std * jax.random.normal(k_init, shape, jnp.float32)
