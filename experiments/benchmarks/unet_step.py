@@ -37,41 +37,17 @@ import argparse
 import contextlib
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
+
+from experiments.benchmarks.timing import matmul_gflops, median_ms_per_step
 
 H, C_IN, CH, MULT, NRB, GROUPS, DROPOUT, T, LR = 16, 1, 32, (1, 2), 2, 8, 0.1, 1000, 2e-4
 FLAG_VARIANTS = {
     "onednn custom calls": "--xla_cpu_experimental_onednn_custom_call=true",
     "no multi-thread eigen": "--xla_cpu_multi_thread_eigen=false",
 }
-
-
-def _median_ms(run, steps: int, repeats: int = 3) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        run(steps)
-        times.append((time.perf_counter() - t0) / steps * 1e3)
-    return statistics.median(times)
-
-
-def matmul_gflops(n: int = 2048) -> float:
-    import jax
-    import jax.numpy as jnp
-
-    a = jnp.ones((n, n), jnp.float32)
-    f = jax.jit(lambda x: x @ x)
-    f(a).block_until_ready()
-
-    def run(k):
-        for _ in range(k):
-            out = f(a)
-        out.block_until_ready()
-
-    return 2 * n ** 3 / (_median_ms(run, 10) / 1e3) / 1e9
 
 
 def unet_config():
@@ -141,7 +117,7 @@ def bench_jax(steps: int, batch: int) -> dict:
         loss.block_until_ready()
         box[:] = [p, o, i]
 
-    return {"ms": _median_ms(run, steps), "compile_s": compile_s, "params": n_params}
+    return {"ms": median_ms_per_step(run, steps), "compile_s": compile_s, "params": n_params}
 
 
 def bench_torch(steps: int, batch: int, compiled: bool) -> dict | None:
@@ -255,7 +231,7 @@ def bench_torch(steps: int, batch: int, compiled: bool) -> dict | None:
         for _ in range(k):
             step()
 
-    return {"ms": _median_ms(run, max(steps, 5)), "compile_s": warm, "params": n_params}
+    return {"ms": median_ms_per_step(run, max(steps, 5)), "compile_s": warm, "params": n_params}
 
 
 def _child(args) -> int:

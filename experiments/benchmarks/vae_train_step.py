@@ -20,36 +20,18 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments.benchmarks.timing import matmul_gflops, median_ms_per_step
+
 LEVELS, MIX, LATENT, HIDDEN, D = 17, 5, 16, (256, 256), 64
 
 
 def _median_rate(run, steps: int, repeats: int = 5) -> float:
-    rates = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        run(steps)
-        rates.append(steps / (time.perf_counter() - t0))
-    return statistics.median(rates)
-
-
-def matmul_gflops(n: int = 2048) -> float:
-    a = jnp.ones((n, n), jnp.float32)
-    f = jax.jit(lambda x: x @ x)
-    f(a).block_until_ready()
-
-    def run(k):
-        for _ in range(k):
-            out = f(a)
-        out.block_until_ready()
-
-    return 2 * n ** 3 * _median_rate(run, 10) / 1e9
+    return 1e3 / median_ms_per_step(run, steps, repeats)
 
 
 def step_matmul_flops(batch: int) -> float:
