@@ -1,0 +1,137 @@
+"""A residual MLP denoiser for vectors ``x_t [B, Z]`` (latent diffusion over a VAE's latents).
+
+The vector analogue of the DDPM U-Net (:mod:`gen_jax.nn.unet`, Ho et al. 2020, App. B) for
+data without spatial structure, as used for diffusion in a low-dimensional latent space
+(Rombach et al. 2022, Sec. 3.2, replace the U-Net by whatever suits the latent's shape):
+
+* **Time embedding.** ``e(t) = timestep_embedding(time_scale * t, time_dim)`` (the
+  sinusoidal embedding of Vaswani et al. 2017, Sec. 3.5, shared with the U-Net), then
+  ``Dense(width) -> SiLU -> Dense(width)`` gives ``temb [B, width]``.
+* **Label conditioning** (``num_classes > 0``): a learned embedding with ``num_classes + 1``
+  rows is added to ``temb``; row ``num_classes`` (:attr:`MLPDenoiserConfig.null_label`) is
+  the null class of classifier-free guidance (Ho & Salimans 2022, Sec. 3.2).
+* **Residual block** (pre-norm, as the U-Net's residual block with Dense for Conv)::
+
+      r = Dense(SiLU(LayerNorm(h)));  r += Dense(SiLU(temb))
+      r = Dense(Dropout(SiLU(LayerNorm(r))))      # zero-initialized
+      h = h + r
+
+* **Output**: ``Dense(SiLU(LayerNorm(h)))`` to ``out_features`` (``Z``), zero-initialized, so
+  the network outputs 0 at initialization (STYLE.md: start safe).
+
+Shapes: ``x [B, Z]``, ``t [B]`` (int steps ``0..T-1`` or floats), ``label`` int ``[B]`` or
+``None`` (the null class); output ``[B, out_features]``.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from gen_jax.config import ConfigError, from_config
+from gen_jax.nn.unet import timestep_embedding
+
+
+@dataclasses.dataclass(frozen=True)
+class MLPDenoiserConfig:
+    """``config.model.denoiser`` (built with :func:`as_mlp_denoiser_config`).
+
+    Attributes:
+      width: hidden width of every residual block.
+      num_blocks: residual blocks.
+      time_dim: width of the sinusoidal time embedding (even, >= 4).
+      dropout: dropout rate inside the residual blocks (train mode only).
+      time_scale: the embedding sees ``time_scale * t`` (1 for integer steps ``0..T-1``).
+      num_classes: ``> 0`` adds a label embedding with ``num_classes + 1`` rows (set by the
+        model bundle from the dataset when it is class-conditional; 0 = unconditional).
+    """
+
+    width: int = 256
+    num_blocks: int = 3
+    time_dim: int = 128
+    dropout: float = 0.0
+    time_scale: float = 1.0
+    num_classes: int = 0
+
+    def __post_init__(self):
+        def bad(field, msg):
+            raise ConfigError(f"config.model.denoiser.{field}: {msg}")
+
+        if self.width < 1:
+            bad("width", f"must be >= 1, got {self.width}")
+        if self.num_blocks < 1:
+            bad("num_blocks", f"must be >= 1, got {self.num_blocks}")
+        if self.time_dim < 4 or self.time_dim % 2:
+            bad("time_dim", f"must be even and >= 4 (sinusoidal embedding), got {self.time_dim}")
+        if not 0.0 <= self.dropout < 1.0:
+            bad("dropout", f"must be in [0, 1), got {self.dropout}")
+        if not self.time_scale > 0:
+            bad("time_scale", f"must be > 0, got {self.time_scale}")
+        if self.num_classes < 0:
+            bad("num_classes", f"must be >= 0 (0 = unconditional), got {self.num_classes}")
+
+    @property
+    def null_label(self) -> int:
+        """The reserved label id of the null (unconditional) class: ``num_classes``."""
+        return self.num_classes
+
+
+def as_mlp_denoiser_config(cfg) -> MLPDenoiserConfig:
+    """``cfg`` if it is a :class:`MLPDenoiserConfig`, else ``from_config(MLPDenoiserConfig,
+    cfg, 'config.model.denoiser')`` (unknown / mistyped fields raise ``ConfigError``)."""
+    if isinstance(cfg, MLPDenoiserConfig):
+        return cfg
+    return from_config(MLPDenoiserConfig, cfg, "config.model.denoiser")
+
+
+class ResidualBlock(nn.Module):
+    """``h + Dense0(Dropout(SiLU(LN(Dense(SiLU(LN(h))) + Dense(SiLU(temb))))))``; ``[B, W]``."""
+
+    width: int
+    dropout: float = 0.0
+
+    @nn.compact
+    def __call__(self, h, temb, train: bool = False):
+        r = nn.Dense(self.width, name="dense1")(nn.silu(nn.LayerNorm(name="norm1")(h)))
+        r = r + nn.Dense(self.width, name="temb_proj")(nn.silu(temb))
+        r = nn.silu(nn.LayerNorm(name="norm2")(r))
+        r = nn.Dropout(self.dropout, deterministic=not train)(r)
+        r = nn.Dense(self.width, kernel_init=nn.initializers.zeros, name="dense2")(r)
+        return h + r
+
+
+class MLPDenoiser(nn.Module):
+    """``(x [B, Z], t [B], label [B] | None) -> [B, out_features]`` (module docstring)."""
+
+    cfg: MLPDenoiserConfig
+    out_features: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array, t: jax.Array, label: Optional[jax.Array] = None,
+                 train: bool = False) -> jax.Array:
+        cfg = self.cfg
+        if x.ndim != 2:
+            raise ValueError(f"x must be [B, Z], got shape {x.shape}")
+        b = x.shape[0]
+        if t.shape != (b,):
+            raise ValueError(f"t must be [B] with B={b} (from x {x.shape}), got shape {t.shape}")
+        temb = timestep_embedding(cfg.time_scale * t.astype(jnp.float32), cfg.time_dim)
+        temb = nn.Dense(cfg.width, name="temb0")(temb)
+        temb = nn.Dense(cfg.width, name="temb1")(nn.silu(temb))
+        if cfg.num_classes > 0:
+            if label is None:
+                label = jnp.full((b,), cfg.null_label, jnp.int32)
+            if label.shape != (b,):
+                raise ValueError(f"label must be [B] with B={b}, got shape {label.shape}")
+            temb = temb + nn.Embed(cfg.num_classes + 1, cfg.width, name="label_embed")(
+                label.astype(jnp.int32))
+        elif label is not None:
+            raise ValueError("label given to an unconditional MLPDenoiser (num_classes=0)")
+        h = nn.Dense(cfg.width, name="dense_in")(x)
+        for i in range(cfg.num_blocks):
+            h = ResidualBlock(cfg.width, cfg.dropout, name=f"block{i}")(h, temb, train)
+        h = nn.silu(nn.LayerNorm(name="norm_out")(h))
+        return nn.Dense(self.out_features, kernel_init=nn.initializers.zeros, name="dense_out")(h)
