@@ -15,6 +15,7 @@ MODELS: dict[str, str] = {
     "autoencoder": "gen_jax.latent.autoencoder:make_autoencoder",
     "vae": "gen_jax.latent.vae:make_vae",
     "ddpm": "gen_jax.diffusion.model:make_ddpm",
+    "latent_diffusion": "gen_jax.diffusion.latent:make_latent_diffusion",
     "classifier": "gen_jax.metrics.classifier:make_classifier",
 }
 
