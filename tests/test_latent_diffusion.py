@@ -2,7 +2,6 @@
 steps by the real train loop, then the ldm_digits config (T = 50, a small MLP denoiser)
 trained and checked: frozen stage one, the loss's encoding, latent statistics, samples on the
 levels, scan vs loop sampler, and the build errors."""
-import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -13,7 +12,7 @@ from experiments import common
 from gen_jax.config import ConfigError
 from gen_jax.data.datasets import load_split
 from gen_jax.diffusion import gaussian_diffusion as gd
-from gen_jax.diffusion.latent import latent_stats, make_latent_diffusion
+from gen_jax.diffusion.latent import latent_stats
 from gen_jax.nn.mlp_denoiser import MLPDenoiser, MLPDenoiserConfig
 from gen_jax.train.loop import train
 
