@@ -34,6 +34,7 @@ BAKEOFF: list[tuple[str, dict]] = [
     ("beta_vae_digits", {}),
     ("iwae_digits", {}),
     ("cvae_digits", {}),
+    ("ldm_digits", {"model.stage1_workdir": "{out}/runs/vae"}),  # stage one: the vae row's run
 ]
 
 COLUMNS = ("model", "family", "test_bpd", "bpd_kind", "fid", "kid", "precision", "recall",
@@ -71,6 +72,7 @@ def run_one(name: str, overrides: dict, out: str, extractor, test, progress: boo
 
     import dataclasses
 
+    overrides = {k: v.format(out=out) if isinstance(v, str) else v for k, v in overrides.items()}
     exp = common.load_experiment(name, overrides)
     info, model, mesh = common.setup(exp)
     model = dataclasses.replace(model, name=name.removesuffix("_digits"))

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from experiments import common
+from gen_jax.config import ConfigError
 from gen_jax.data.datasets import EMBEDDED
 from gen_jax.train.loop import sample_conditions
 
@@ -35,6 +36,12 @@ def test_config_builds_and_documents_its_command(name):
     exp = common.load_experiment(name)
     if exp.dataset.name not in EMBEDDED:
         return  # paper-scale configs on standard datasets: shape-checked by their family's tests
+    stage1 = exp.raw.model.get("stage1_workdir")
+    if stage1 is not None and not os.path.isdir(os.path.join(REPO, stage1, "checkpoints")):
+        # A two-stage config whose stage one is not trained here: building must say so.
+        with pytest.raises(ConfigError, match="config.model.stage1_workdir"):
+            common.setup(exp)
+        return
     info, model, _ = common.setup(exp)
     batch = _example_batch(info, 4)
     params = jax.eval_shape(model.init, jax.random.PRNGKey(0), batch)
