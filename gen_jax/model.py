@@ -119,3 +119,21 @@ class GenerativeModel:
         if self.update is not None:
             return (Phase(group=None, update=self.update, name="update"),)
         return (Phase(group=None, loss=self.loss, name="loss"),)
+
+
+def check_image_batch(x: jax.Array, image_shape: Sequence[int], where: str = "batch['image']") -> None:
+    """Raises ``ValueError`` unless ``x`` is ``[B, *image_shape]`` (the message names ``where``)."""
+    shape = tuple(int(s) for s in image_shape)
+    if x.ndim != 4 or tuple(x.shape[1:]) != shape:
+        raise ValueError(f"{where} must be [B, {', '.join(map(str, shape))}], got {x.shape}")
+
+
+def condition_labels(cond: Optional[Mapping], b: int, where: str) -> jax.Array:
+    """``cond['label']`` of a class-conditional model as int32 ``[b]``; a clear ``ValueError``
+    naming ``where`` when it is missing or has the wrong shape."""
+    if cond is None or "label" not in cond:
+        raise ValueError(f"{where}: the model is class-conditional; pass cond={{'label': int [{b}]}}")
+    lab = jax.numpy.asarray(cond["label"])
+    if lab.shape != (b,):
+        raise ValueError(f"{where}: cond['label'] must be [{b}], got shape {lab.shape}")
+    return lab.astype(jax.numpy.int32)

@@ -73,15 +73,14 @@ from gen_jax import distributions as dist
 from gen_jax.config import ConfigError, from_config
 from gen_jax.diffusion import gaussian_diffusion as gd
 from gen_jax.diffusion import samplers
-from gen_jax.diffusion.schedules import SCHEDULES, make_schedule
+from gen_jax.diffusion.model import SAMPLERS, check_process_fields
+from gen_jax.diffusion.schedules import make_schedule
 from gen_jax.latent import objectives
 from gen_jax.latent.vae import VAEConfig, VAENet, as_vae_config, make_vae
-from gen_jax.model import GenerativeModel, Phase
+from gen_jax.model import GenerativeModel, Phase, check_image_batch, condition_labels
 from gen_jax.nn.mlp_denoiser import MLPDenoiser, MLPDenoiserConfig
 
-SAMPLERS = ("ddpm", "ddim")
 LATENTS = ("mean", "sample")
-CONDITIONINGS = ("none", "label")
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -141,30 +140,7 @@ class LatentDiffusionConfig:
             bad("stage1_workdir", "must name the workdir stage one was trained into")
         if self.latent not in LATENTS:
             bad("latent", f"must be one of {list(LATENTS)}, got {self.latent!r}")
-        if self.timesteps < 1:
-            bad("timesteps", f"must be >= 1, got {self.timesteps}")
-        if self.beta_schedule not in SCHEDULES:
-            bad("beta_schedule", f"must be one of {list(SCHEDULES)}, got {self.beta_schedule!r}")
-        if self.parameterization not in gd.PARAMETERIZATIONS:
-            bad("parameterization", f"must be one of {list(gd.PARAMETERIZATIONS)}, got "
-                                    f"{self.parameterization!r}")
-        if self.sampler not in SAMPLERS:
-            bad("sampler", f"must be one of {list(SAMPLERS)}, got {self.sampler!r}")
-        if not 0 <= self.sample_steps <= self.timesteps:
-            bad("sample_steps", f"S={self.sample_steps} must be in [0, T={self.timesteps}] (0 = T)")
-        if self.eta < 0:
-            bad("eta", f"must be >= 0, got {self.eta}")
-        if self.conditioning not in CONDITIONINGS:
-            bad("conditioning", f"must be one of {list(CONDITIONINGS)}, got {self.conditioning!r}")
-        if not 0.0 <= self.cond_drop_prob < 1.0:
-            bad("cond_drop_prob", f"must be in [0, 1), got {self.cond_drop_prob}")
-        if self.guidance_scale < 0:
-            bad("guidance_scale", f"must be >= 0, got {self.guidance_scale}")
-        if self.guidance_scale > 0 and self.conditioning == "none":
-            bad("guidance_scale", "guidance needs a conditional model (config.model.conditioning='label')")
-        if self.guidance_scale > 0 and self.cond_drop_prob == 0:
-            bad("guidance_scale", "classifier-free guidance needs a model trained with "
-                                  "config.model.cond_drop_prob > 0 (it has no unconditional mode)")
+        check_process_fields(self)
 
 
 def as_latent_diffusion_config(cfg: Any) -> LatentDiffusionConfig:
@@ -367,18 +343,10 @@ def make_latent_diffusion(cfg: Any, info: Any) -> GenerativeModel:
     schedule = make_schedule(cfg.beta_schedule, cfg.timesteps, **kw)
 
     def check_image(x, where="batch['image']"):
-        if x.ndim != 4 or tuple(x.shape[1:]) != image_shape:
-            raise ValueError(f"{where} must be [B, {', '.join(map(str, image_shape))}], got {x.shape}")
+        check_image_batch(x, image_shape, where)
 
     def labels_of(cond, b, where):
-        if not conditional:
-            return None
-        if cond is None or "label" not in cond:
-            raise ValueError(f"{where}: the model is class-conditional; pass cond={{'label': int [{b}]}}")
-        lab = jnp.asarray(cond["label"])
-        if lab.shape != (b,):
-            raise ValueError(f"{where}: cond['label'] must be [{b}], got shape {lab.shape}")
-        return lab.astype(jnp.int32)
+        return condition_labels(cond, b, where) if conditional else None
 
     def denoise(params, z_t, t, label=None, *, train=False, key=None):
         """``[B, Z]`` denoiser output at scaled latents ``z_t [B, Z]``, times ``t [B]``."""

@@ -35,7 +35,7 @@ from gen_jax.config import ConfigError, from_config
 from gen_jax.diffusion import gaussian_diffusion as gd
 from gen_jax.diffusion import samplers
 from gen_jax.diffusion.schedules import SCHEDULES, make_schedule
-from gen_jax.model import GenerativeModel
+from gen_jax.model import GenerativeModel, check_image_batch, condition_labels
 from gen_jax.nn.unet import UNet, UNetConfig
 
 SAMPLERS = ("ddpm", "ddim")
@@ -93,37 +93,47 @@ class DiffusionConfig:
         def bad(field, msg):
             raise ConfigError(f"config.model.{field}: {msg}")
 
-        if self.timesteps < 1:
-            bad("timesteps", f"must be >= 1, got {self.timesteps}")
-        if self.beta_schedule not in SCHEDULES:
-            bad("beta_schedule", f"must be one of {list(SCHEDULES)}, got {self.beta_schedule!r}")
-        if self.parameterization not in gd.PARAMETERIZATIONS:
-            bad("parameterization", f"must be one of {list(gd.PARAMETERIZATIONS)}, got {self.parameterization!r}")
+        check_process_fields(self)
         if self.loss not in LOSSES:
             bad("loss", f"must be one of {list(LOSSES)}, got {self.loss!r}")
         if self.loss == "hybrid" and not self.learn_variance:
             bad("loss", "'hybrid' trains the variance: set config.model.learn_variance=True")
         if self.var_type not in ("fixed_small", "fixed_large"):
             bad("var_type", f"must be 'fixed_small' or 'fixed_large', got {self.var_type!r}")
-        if self.sampler not in SAMPLERS:
-            bad("sampler", f"must be one of {list(SAMPLERS)}, got {self.sampler!r}")
-        if not 0 <= self.sample_steps <= self.timesteps:
-            bad("sample_steps", f"S={self.sample_steps} must be in [0, T={self.timesteps}] (0 = T)")
-        if self.eta < 0:
-            bad("eta", f"must be >= 0, got {self.eta}")
-        if self.conditioning not in CONDITIONINGS:
-            bad("conditioning", f"must be one of {list(CONDITIONINGS)}, got {self.conditioning!r}")
-        if not 0.0 <= self.cond_drop_prob < 1.0:
-            bad("cond_drop_prob", f"must be in [0, 1), got {self.cond_drop_prob}")
-        if self.guidance_scale < 0:
-            bad("guidance_scale", f"must be >= 0, got {self.guidance_scale}")
-        if self.guidance_scale > 0 and self.conditioning == "none":
-            bad("guidance_scale", "guidance needs a conditional model (config.model.conditioning='label')")
-        if self.guidance_scale > 0 and self.cond_drop_prob == 0:
-            bad("guidance_scale", "classifier-free guidance needs a model trained with "
-                                  "config.model.cond_drop_prob > 0 (it has no unconditional mode)")
         if self.vlb_chunk < 1:
             bad("vlb_chunk", f"must be >= 1, got {self.vlb_chunk}")
+
+
+def check_process_fields(c: Any) -> None:
+    """Validates the diffusion-process fields a DDPM-style config shares (``timesteps``,
+    ``beta_schedule``, ``parameterization``, ``sampler``, ``sample_steps``, ``eta``,
+    ``conditioning``, ``cond_drop_prob``, ``guidance_scale``); errors name ``config.model.<field>``."""
+    def bad(field, msg):
+        raise ConfigError(f"config.model.{field}: {msg}")
+
+    if c.timesteps < 1:
+        bad("timesteps", f"must be >= 1, got {c.timesteps}")
+    if c.beta_schedule not in SCHEDULES:
+        bad("beta_schedule", f"must be one of {list(SCHEDULES)}, got {c.beta_schedule!r}")
+    if c.parameterization not in gd.PARAMETERIZATIONS:
+        bad("parameterization", f"must be one of {list(gd.PARAMETERIZATIONS)}, got {c.parameterization!r}")
+    if c.sampler not in SAMPLERS:
+        bad("sampler", f"must be one of {list(SAMPLERS)}, got {c.sampler!r}")
+    if not 0 <= c.sample_steps <= c.timesteps:
+        bad("sample_steps", f"S={c.sample_steps} must be in [0, T={c.timesteps}] (0 = T)")
+    if c.eta < 0:
+        bad("eta", f"must be >= 0, got {c.eta}")
+    if c.conditioning not in CONDITIONINGS:
+        bad("conditioning", f"must be one of {list(CONDITIONINGS)}, got {c.conditioning!r}")
+    if not 0.0 <= c.cond_drop_prob < 1.0:
+        bad("cond_drop_prob", f"must be in [0, 1), got {c.cond_drop_prob}")
+    if c.guidance_scale < 0:
+        bad("guidance_scale", f"must be >= 0, got {c.guidance_scale}")
+    if c.guidance_scale > 0 and c.conditioning == "none":
+        bad("guidance_scale", "guidance needs a conditional model (config.model.conditioning='label')")
+    if c.guidance_scale > 0 and c.cond_drop_prob == 0:
+        bad("guidance_scale", "classifier-free guidance needs a model trained with "
+                              "config.model.cond_drop_prob > 0 (it has no unconditional mode)")
 
 
 def as_diffusion_config(cfg: Any) -> DiffusionConfig:
@@ -160,22 +170,14 @@ def make_ddpm(cfg: Any, info: Any) -> GenerativeModel:
     d = math.prod(image_shape)
 
     def check_image(x, where="batch['image']"):
-        if x.ndim != 4 or tuple(x.shape[1:]) != image_shape:
-            raise ValueError(f"{where} must be [B, {', '.join(map(str, image_shape))}], got {x.shape}")
+        check_image_batch(x, image_shape, where)
 
     def on_levels(img):
         """Nearest of the ``K`` levels ``level / (K - 1)`` (the discretized decoder's bins)."""
         return dist.to_levels(img, num_levels).astype(jnp.float32) / (num_levels - 1)
 
     def labels_of(cond, b, where):
-        if not conditional:
-            return None
-        if cond is None or "label" not in cond:
-            raise ValueError(f"{where}: the model is class-conditional; pass cond={{'label': int [{b}]}}")
-        lab = jnp.asarray(cond["label"])
-        if lab.shape != (b,):
-            raise ValueError(f"{where}: cond['label'] must be [{b}], got shape {lab.shape}")
-        return lab.astype(jnp.int32)
+        return condition_labels(cond, b, where) if conditional else None
 
     def denoise(params, x_t, t, label=None, *, train=False, key=None):
         """``[B, H, W, C or 2C]`` U-Net output at ``x_t`` (on ``[-1, 1]``), times ``t [B]``."""

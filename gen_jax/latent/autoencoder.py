@@ -26,7 +26,7 @@ import jax.numpy as jnp
 
 from gen_jax.config import ConfigError, from_config
 from gen_jax.latent import networks, objectives
-from gen_jax.model import GenerativeModel, Phase
+from gen_jax.model import GenerativeModel, Phase, check_image_batch
 
 ENCODERS = ("mlp", "conv")
 LOSSES = ("bce", "mse")
@@ -121,8 +121,7 @@ def make_autoencoder(cfg: Any, info: Any) -> GenerativeModel:
     z_dim = cfg.latent_dim
 
     def check_image(x):
-        if x.ndim != 4 or tuple(x.shape[1:]) != image_shape:
-            raise ValueError(f"batch['image'] must be [B, {', '.join(map(str, image_shape))}], got {x.shape}")
+        check_image_batch(x, image_shape)
 
     def init(key, batch):
         check_image(batch["image"])

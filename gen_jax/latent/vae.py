@@ -29,7 +29,7 @@ import jax.numpy as jnp
 from gen_jax import distributions as dist
 from gen_jax.config import ConfigError, from_config
 from gen_jax.latent import networks, objectives
-from gen_jax.model import GenerativeModel
+from gen_jax.model import GenerativeModel, check_image_batch
 from gen_jax.nn.embeddings import CaptionEncoder, LabelEmbedding
 
 ENCODERS = ("mlp", "conv")
@@ -198,8 +198,7 @@ def make_vae(cfg: Any, info: Any) -> GenerativeModel:
     conditional = cfg.conditioning != "none"
 
     def check_image(x):
-        if x.ndim != 4 or tuple(x.shape[1:]) != image_shape:
-            raise ValueError(f"batch['image'] must be [B, {', '.join(map(str, image_shape))}], got {x.shape}")
+        check_image_batch(x, image_shape)
 
     def cond_inputs(cond: Optional[dict], n: int, where: str):
         """The (label, tokens) the network's embedding needs, checked."""
