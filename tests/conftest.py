@@ -1,8 +1,17 @@
-"""Test session setup: 8 fake CPU devices (before JAX is imported) and a shared
-compilation cache, so multi-device code is tested in-process."""
+"""Test session setup: 8 fake CPU devices (before JAX is imported), fast-compiling XLA
+flags, and a fresh data dir, so multi-device code is tested in-process."""
 import os
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+# XLA flags of the test session: 8 fake CPU devices, and LLVM's lowest optimization level,
+# which roughly halves compile time (tests here are compile-bound; they check values, not
+# speed: the benchmarks under experiments/benchmarks run with XLA's defaults). Subprocess
+# tests (resume, multiprocess, notebooks) set their own flags.
+_flags = os.environ.get("XLA_FLAGS", "")
+if "xla_force_host_platform_device_count" not in _flags:
+    _flags += " --xla_force_host_platform_device_count=8"
+if "xla_backend_optimization_level" not in _flags:
+    _flags += " --xla_backend_optimization_level=0"
+os.environ["XLA_FLAGS"] = _flags.strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("GEN_JAX_TEST", "1")
 # Every test reads and prepares datasets in a fresh directory, never the user's cache.
