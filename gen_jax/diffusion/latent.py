@@ -73,8 +73,7 @@ from gen_jax import distributions as dist
 from gen_jax.config import ConfigError, from_config
 from gen_jax.diffusion import gaussian_diffusion as gd
 from gen_jax.diffusion import samplers
-from gen_jax.diffusion.model import SAMPLERS, check_process_fields
-from gen_jax.diffusion.schedules import make_schedule
+from gen_jax.diffusion.model import SAMPLERS, check_process_fields, process_schedule
 from gen_jax.latent import objectives
 from gen_jax.latent.vae import VAEConfig, VAENet, as_vae_config, make_vae
 from gen_jax.model import GenerativeModel, Phase, check_image_batch, condition_labels
@@ -339,8 +338,7 @@ def make_latent_diffusion(cfg: Any, info: Any) -> GenerativeModel:
     dcfg = dataclasses.replace(cfg.denoiser, num_classes=num_classes if conditional else 0)
     net = MLPDenoiser(dcfg, z_dim)
     null = dcfg.null_label
-    kw = {"beta_start": cfg.beta_start, "beta_end": cfg.beta_end} if cfg.beta_schedule == "linear" else {}
-    schedule = make_schedule(cfg.beta_schedule, cfg.timesteps, **kw)
+    schedule = process_schedule(cfg)
 
     def check_image(x, where="batch['image']"):
         check_image_batch(x, image_shape, where)

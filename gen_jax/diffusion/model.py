@@ -136,6 +136,13 @@ def check_process_fields(c: Any) -> None:
                               "config.model.cond_drop_prob > 0 (it has no unconditional mode)")
 
 
+def process_schedule(c: Any):
+    """The :class:`~gen_jax.diffusion.schedules.Schedule` of a config's process fields
+    (``beta_schedule``, ``timesteps``; ``beta_start``/``beta_end`` for the linear one)."""
+    kw = {"beta_start": c.beta_start, "beta_end": c.beta_end} if c.beta_schedule == "linear" else {}
+    return make_schedule(c.beta_schedule, c.timesteps, **kw)
+
+
 def as_diffusion_config(cfg: Any) -> DiffusionConfig:
     return cfg if isinstance(cfg, DiffusionConfig) else from_config(DiffusionConfig, cfg, "config.model")
 
@@ -165,8 +172,7 @@ def make_ddpm(cfg: Any, info: Any) -> GenerativeModel:
     net = UNet(ucfg)
     null = ucfg.null_label
     var_type = "learned_range" if cfg.learn_variance else cfg.var_type
-    kw = {"beta_start": cfg.beta_start, "beta_end": cfg.beta_end} if cfg.beta_schedule == "linear" else {}
-    schedule = make_schedule(cfg.beta_schedule, cfg.timesteps, **kw)
+    schedule = process_schedule(cfg)
     d = math.prod(image_shape)
 
     def check_image(x, where="batch['image']"):
