@@ -17,6 +17,7 @@ MODELS: dict[str, str] = {
     "ddpm": "gen_jax.diffusion.model:make_ddpm",
     "latent_diffusion": "gen_jax.diffusion.latent:make_latent_diffusion",
     "classifier": "gen_jax.metrics.classifier:make_classifier",
+    "noisy_classifier": "gen_jax.diffusion.noisy_classifier:make_noisy_classifier",
 }
 
 
