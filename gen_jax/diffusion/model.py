@@ -36,11 +36,15 @@ from gen_jax.diffusion import gaussian_diffusion as gd
 from gen_jax.diffusion import samplers
 from gen_jax.diffusion.schedules import SCHEDULES, make_schedule
 from gen_jax.model import GenerativeModel, check_image_batch, condition_labels
+from gen_jax.nn.caption_encoder import CaptionUNet, check_tokens
+from gen_jax.nn.mlp_denoiser import MLPDenoiser, MLPDenoiserConfig
 from gen_jax.nn.unet import UNet, UNetConfig
 
 SAMPLERS = ("ddpm", "ddim")
 LOSSES = ("simple", "hybrid")
 CONDITIONINGS = ("none", "label")
+DDPM_CONDITIONINGS = ("none", "label", "caption")
+NETWORKS = ("unet", "mlp")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,12 +65,21 @@ class DiffusionConfig:
       sampler: ``'ddpm'`` or ``'ddim'`` (what ``sample`` uses).
       sample_steps: DDIM steps ``S`` (``0`` = ``T``).
       eta: DDIM ``eta``.
-      conditioning: ``'none'`` or ``'label'``.
+      conditioning: ``'none'``, ``'label'`` (class ids) or ``'caption'`` (caption tokens,
+        through a :class:`gen_jax.nn.caption_encoder.CaptionEncoder` cross-attended by the
+        U-Net and pooled into its embedding).
+      caption_dim, caption_layers, caption_heads: the caption encoder (``'caption'`` only):
+        width (= the U-Net's ``context_dim`` and ``emb_dim``), transformer blocks, heads.
       cond_drop_prob: probability of the null label at training (classifier-free guidance).
       guidance_scale: ``w`` of classifier-free guidance in ``sample`` (0 = plain conditional).
       vlb_chunk: timesteps evaluated at once by ``log_prob`` (memory vs speed).
+      network: ``'unet'`` (the DDPM U-Net, ``unet``) or ``'mlp'`` (the residual MLP
+        ``denoiser`` on the flattened image ``[B, H*W*C]``: for small images such as the
+        8x8 digits, where it trains several times faster on a CPU than a conv U-Net).
       unet: :class:`gen_jax.nn.unet.UNetConfig` (``num_classes``/``out_channels`` are set
         from the dataset and ``learn_variance``).
+      denoiser: :class:`gen_jax.nn.mlp_denoiser.MLPDenoiserConfig` (``network='mlp'``;
+        ``num_classes`` is set from the dataset).
     """
 
     name: str = "ddpm"
@@ -87,13 +100,18 @@ class DiffusionConfig:
     cond_drop_prob: float = 0.0
     guidance_scale: float = 0.0
     vlb_chunk: int = 50
+    caption_dim: int = 64
+    caption_layers: int = 1
+    caption_heads: int = 2
+    network: str = "unet"
     unet: UNetConfig = dataclasses.field(default_factory=UNetConfig)
+    denoiser: MLPDenoiserConfig = dataclasses.field(default_factory=MLPDenoiserConfig)
 
     def __post_init__(self):
         def bad(field, msg):
             raise ConfigError(f"config.model.{field}: {msg}")
 
-        check_process_fields(self)
+        check_process_fields(self, DDPM_CONDITIONINGS)
         if self.loss not in LOSSES:
             bad("loss", f"must be one of {list(LOSSES)}, got {self.loss!r}")
         if self.loss == "hybrid" and not self.learn_variance:
@@ -102,9 +120,16 @@ class DiffusionConfig:
             bad("var_type", f"must be 'fixed_small' or 'fixed_large', got {self.var_type!r}")
         if self.vlb_chunk < 1:
             bad("vlb_chunk", f"must be >= 1, got {self.vlb_chunk}")
+        if self.caption_dim < 1 or self.caption_layers < 0 or self.caption_heads < 1:
+            bad("caption_dim", f"caption_dim/caption_heads must be >= 1 and caption_layers >= 0, got "
+                               f"{self.caption_dim}/{self.caption_heads}/{self.caption_layers}")
+        if self.caption_dim % self.caption_heads:
+            bad("caption_heads", f"must divide caption_dim={self.caption_dim}, got {self.caption_heads}")
+        if self.network not in NETWORKS:
+            bad("network", f"must be one of {list(NETWORKS)}, got {self.network!r}")
 
 
-def check_process_fields(c: Any) -> None:
+def check_process_fields(c: Any, conditionings: tuple = CONDITIONINGS) -> None:
     """Validates the diffusion-process fields a DDPM-style config shares (``timesteps``,
     ``beta_schedule``, ``parameterization``, ``sampler``, ``sample_steps``, ``eta``,
     ``conditioning``, ``cond_drop_prob``, ``guidance_scale``); errors name ``config.model.<field>``."""
@@ -123,14 +148,15 @@ def check_process_fields(c: Any) -> None:
         bad("sample_steps", f"S={c.sample_steps} must be in [0, T={c.timesteps}] (0 = T)")
     if c.eta < 0:
         bad("eta", f"must be >= 0, got {c.eta}")
-    if c.conditioning not in CONDITIONINGS:
-        bad("conditioning", f"must be one of {list(CONDITIONINGS)}, got {c.conditioning!r}")
+    if c.conditioning not in conditionings:
+        bad("conditioning", f"must be one of {list(conditionings)}, got {c.conditioning!r}")
     if not 0.0 <= c.cond_drop_prob < 1.0:
         bad("cond_drop_prob", f"must be in [0, 1), got {c.cond_drop_prob}")
     if c.guidance_scale < 0:
         bad("guidance_scale", f"must be >= 0, got {c.guidance_scale}")
     if c.guidance_scale > 0 and c.conditioning == "none":
-        bad("guidance_scale", "guidance needs a conditional model (config.model.conditioning='label')")
+        bad("guidance_scale", "guidance needs a conditional model (config.model.conditioning="
+                              f"one of {[k for k in conditionings if k != 'none']})")
     if c.guidance_scale > 0 and c.cond_drop_prob == 0:
         bad("guidance_scale", "classifier-free guidance needs a model trained with "
                               "config.model.cond_drop_prob > 0 (it has no unconditional mode)")
@@ -158,22 +184,56 @@ def make_ddpm(cfg: Any, info: Any) -> GenerativeModel:
     image_shape = tuple(int(s) for s in info.image_shape)
     num_levels = int(info.num_levels)
     num_classes = int(getattr(info, "num_classes", 0) or 0)
-    conditional = cfg.conditioning == "label"
-    if conditional and num_classes < 1:
+    conditional = cfg.conditioning != "none"
+    by_caption = cfg.conditioning == "caption"
+    if cfg.conditioning == "label" and num_classes < 1:
         raise ConfigError(f"config.model.conditioning: 'label' needs a dataset with labels "
                           f"(info.num_classes={num_classes})")
+    vocab_size = int(getattr(info, "vocab_size", 0) or 0)
+    caption_len = int(getattr(info, "caption_len", 0) or 0)
+    if by_caption and (vocab_size < 2 or caption_len < 1):
+        raise ConfigError("config.model.conditioning: 'caption' needs a dataset with captions "
+                          f"(info.vocab_size={vocab_size}, info.caption_len={caption_len})")
+    if by_caption and cfg.network != "unet":
+        raise ConfigError("config.model.conditioning: 'caption' needs config.model.network='unet' "
+                          "(the caption is cross-attended by the U-Net)")
+    n_lab = num_classes if cfg.conditioning == "label" else 0
     c = image_shape[-1]
-    ucfg = dataclasses.replace(cfg.unet, num_classes=num_classes if conditional else 0,
-                               out_channels=2 * c if cfg.learn_variance else c)
-    try:
-        ucfg.check_image_shape(image_shape)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
-    net = UNet(ucfg)
-    null = ucfg.null_label
+    out_c = 2 * c if cfg.learn_variance else c
+    ucfg = dataclasses.replace(cfg.unet, num_classes=n_lab, out_channels=out_c)
+    d = math.prod(image_shape)
+    if by_caption:
+        ucfg = dataclasses.replace(ucfg, context_dim=cfg.caption_dim, emb_dim=cfg.caption_dim)
+    elif ucfg.context_dim or ucfg.emb_dim:
+        raise ConfigError("config.model.unet.context_dim / emb_dim: set by conditioning='caption' "
+                          f"(from config.model.caption_dim); got {ucfg.context_dim} / {ucfg.emb_dim} "
+                          f"with conditioning={cfg.conditioning!r}")
+    if cfg.network == "unet":
+        try:
+            ucfg.check_image_shape(image_shape)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        if by_caption:
+            net = CaptionUNet(ucfg, vocab_size, caption_len, cfg.caption_layers, cfg.caption_heads)
+            apply_net = lambda params, x_t, t, tok, train=False, rngs=None: net.apply(
+                params, x_t, t, tok, train=train, rngs=rngs)
+        else:
+            net = UNet(ucfg)
+            apply_net = net.apply
+        null = ucfg.null_label
+    else:
+        mcfg = dataclasses.replace(cfg.denoiser, num_classes=n_lab)
+        net = MLPDenoiser(mcfg, out_features=d * out_c // c)
+        null = mcfg.null_label
+
+        def apply_net(params, x_t, t, label, train=False, rngs=None):
+            b = x_t.shape[0]
+            out = net.apply(params, x_t.reshape(b, d), t, label, train=train, rngs=rngs)
+            return out.reshape((b,) + image_shape[:-1] + (out_c,))
+
     var_type = "learned_range" if cfg.learn_variance else cfg.var_type
     schedule = process_schedule(cfg)
-    d = math.prod(image_shape)
+    cond_key = "caption_tokens" if by_caption else "label"
 
     def check_image(x, where="batch['image']"):
         check_image_batch(x, image_shape, where)
@@ -183,19 +243,38 @@ def make_ddpm(cfg: Any, info: Any) -> GenerativeModel:
         return dist.to_levels(img, num_levels).astype(jnp.float32) / (num_levels - 1)
 
     def labels_of(cond, b, where):
-        return condition_labels(cond, b, where) if conditional else None
+        """The condition array of ``cond`` (label ``[b]`` or caption tokens ``[b, L]``), or None."""
+        if not conditional:
+            return None
+        if not by_caption:
+            return condition_labels(cond, b, where)
+        if cond is None or "caption_tokens" not in cond:
+            raise ValueError(f"{where}: the model is caption-conditional; pass "
+                             f"cond={{'caption_tokens': int [{b}, {caption_len}]}}")
+        tok = jnp.asarray(cond["caption_tokens"])
+        check_tokens(tok, b, caption_len, vocab_size, f"{where}: cond['caption_tokens']")
+        return tok.astype(jnp.int32)
+
+    def null_of(b):
+        """The null condition of classifier-free guidance: the null class / the empty caption."""
+        if by_caption:
+            return jnp.zeros((b, caption_len), jnp.int32)
+        return jnp.full((b,), null, jnp.int32)
 
     def denoise(params, x_t, t, label=None, *, train=False, key=None):
-        """``[B, H, W, C or 2C]`` U-Net output at ``x_t`` (on ``[-1, 1]``), times ``t [B]``."""
+        """``[B, H, W, C or 2C]`` network output at ``x_t`` (on ``[-1, 1]``), times ``t [B]``;
+        ``label`` is the condition array (class ids ``[B]`` or caption tokens ``[B, L]``)."""
         rngs = {"dropout": key} if train else None
-        return net.apply(params, x_t, t, label, train=train, rngs=rngs)
+        return apply_net(params, x_t, t, label, train=train, rngs=rngs)
 
     def init(key, batch):
         x = batch["image"]
         check_image(x)
         b = x.shape[0]
         t = jnp.zeros((b,), jnp.int32)
-        label = jnp.full((b,), null, jnp.int32) if conditional else None
+        label = null_of(b) if conditional else None
+        if cfg.network == "mlp":
+            x = x.reshape(b, d)
         return net.init({"params": key, "dropout": key}, x, t, label, train=False)
 
     def loss(params, batch, key):
@@ -207,8 +286,8 @@ def make_ddpm(cfg: Any, info: Any) -> GenerativeModel:
         if conditional:
             label = labels_of(batch, x.shape[0], "loss batch")
             if cfg.cond_drop_prob > 0:
-                drop = jax.random.bernoulli(k_drop, cfg.cond_drop_prob, label.shape)
-                label = jnp.where(drop, null, label)
+                drop = jax.random.bernoulli(k_drop, cfg.cond_drop_prob, (x.shape[0],))
+                label = jnp.where(drop.reshape((-1,) + (1,) * (label.ndim - 1)), null_of(x.shape[0]), label)
         model_fn = lambda x_t, t, lab: denoise(params, x_t, t, lab, train=True, key=k_net)
         if cfg.loss == "simple":
             terms = gd.simple_loss(model_fn, schedule, x0, k_loss, label, cfg.parameterization, var_type)
@@ -220,18 +299,22 @@ def make_ddpm(cfg: Any, info: Any) -> GenerativeModel:
 
     def guided_denoiser(params, cond, scale: float, num: int):
         """``model_fn(x_t, t, _)`` for the samplers: conditional, or classifier-free guided
-        (Ho & Salimans 2022, Eq. 6) when ``scale > 0``; one batched U-Net call of ``2B``."""
+        (Ho & Salimans 2022, Eq. 6) when ``scale > 0``; one batched network call of ``2B``.
+        The negative condition is ``cond['negative_label']`` / ``cond['negative_caption_tokens']``
+        when given, else the null class / the empty caption."""
         if not conditional:
             if scale:
-                raise ValueError("guidance_scale > 0 needs a class-conditional model")
+                raise ValueError("guidance_scale > 0 needs a conditional model "
+                                 "(config.model.conditioning='label' or 'caption')")
             return lambda x_t, t, _: denoise(params, x_t, t)
         label = labels_of(cond, num, "sample")
         if not scale:
             return lambda x_t, t, _: denoise(params, x_t, t, label)
-        neg = cond.get("negative_label") if cond is not None else None
-        neg = jnp.full((num,), null, jnp.int32) if neg is None else jnp.asarray(neg, jnp.int32)
-        if neg.shape != (num,):
-            raise ValueError(f"sample: cond['negative_label'] must be [{num}], got shape {neg.shape}")
+        neg_key = "negative_" + cond_key
+        if cond is not None and cond.get(neg_key) is not None:
+            neg = labels_of({cond_key: cond[neg_key]}, num, f"sample: cond[{neg_key!r}]")
+        else:
+            neg = null_of(num)
 
         def fn(x_t, t, _):
             out = denoise(params, jnp.concatenate([x_t, x_t]), jnp.concatenate([t, t]),
@@ -285,8 +368,43 @@ def make_ddpm(cfg: Any, info: Any) -> GenerativeModel:
     def log_prob(params, batch, key):
         return gd.vlb_to_log_prob(vlb_terms(params, batch, key), d, num_levels)["log_prob"]
 
+    def ode_log_prob(params, batch, key, *, num_steps: int = 100, method: str = "heun",
+                     divergence: str = "hutchinson", eps: float = 1e-3):
+        """Probability-flow ODE log-likelihood of a batch (Song et al. 2021, Eq. 39 with the
+        dequantization of :func:`gen_jax.diffusion.likelihood.ode_bits_per_dim`).
+
+        The discrete linear schedule is the VP SDE with ``beta_min = T beta_start``,
+        ``beta_max = T beta_end`` (Song et al. 2021, App. B); the network is queried at the
+        fractional step ``t T - 1`` (the step whose marginal the continuous time ``t`` matches).
+        Returns ``log_prob [B]``: the log density of the uniformly dequantized image on
+        ``[0, 1)^D`` (DESIGN.md), the same convention as ``log_prob``, so ``bits_per_dim``
+        applies to both. ``divergence='exact'`` costs ``D`` JVPs per evaluation.
+        """
+        from gen_jax.diffusion import likelihood, sde as sde_lib
+
+        if cfg.beta_schedule != "linear":
+            raise ValueError("ode_log_prob: the probability-flow ODE of this bundle is the VP SDE of "
+                             "the linear schedule; config.model.beta_schedule is "
+                             f"{cfg.beta_schedule!r}")
+        if cfg.parameterization != "eps":
+            raise ValueError("ode_log_prob needs config.model.parameterization='eps', got "
+                             f"{cfg.parameterization!r}")
+        x = batch["image"]
+        check_image(x)
+        label = labels_of(batch, x.shape[0], "ode_log_prob batch")
+        T = cfg.timesteps
+        vp = sde_lib.make_sde("vp", beta_min=T * cfg.beta_start, beta_max=T * cfg.beta_end)
+
+        def eps_fn(x_t, t, _):
+            return denoise(params, x_t, t * T - 1.0, label)[..., :c]
+
+        out = likelihood.ode_bits_per_dim(sde_lib.score_from_eps(eps_fn, vp), vp, on_levels(x), key,
+                                          num_levels, num_steps=num_steps, method=method,
+                                          divergence=divergence, eps=eps)
+        return out["log_prob"]
+
     return GenerativeModel(
         name=cfg.name, family="diffusion", init=init, loss=loss, sample=make_sampler(),
-        log_prob=log_prob, bpd_kind="vlb", conditional=conditional,
+        log_prob=log_prob, bpd_kind="vlb", conditional=conditional, condition_key=cond_key,
         extras={"denoise": denoise, "guided_denoiser": guided_denoiser, "make_sampler": make_sampler,
-                "vlb_terms": vlb_terms, "schedule": lambda: schedule, "unet_config": lambda: ucfg})
+                "vlb_terms": vlb_terms, "ode_log_prob": ode_log_prob, "schedule": lambda: schedule, "unet_config": lambda: ucfg})
