@@ -18,6 +18,9 @@ MODELS: dict[str, str] = {
     "latent_diffusion": "gen_jax.diffusion.latent:make_latent_diffusion",
     "classifier": "gen_jax.metrics.classifier:make_classifier",
     "noisy_classifier": "gen_jax.diffusion.noisy_classifier:make_noisy_classifier",
+    "realnvp": "gen_jax.flows.realnvp:make_realnvp",
+    "glow": "gen_jax.flows.glow:make_glow",
+    "maf": "gen_jax.flows.maf:make_maf",
 }
 
 
