@@ -138,3 +138,56 @@ def test_ode_log_prob_of_a_zero_network_matches_the_closed_form():
     with pytest.raises(ValueError, match=r"beta_schedule is 'cosine'"):
         make_ddpm(dict(timesteps=T, network="mlp", denoiser=MLP, beta_schedule="cosine"),
                   DIGITS).extras["ode_log_prob"](params, batch, key)
+
+
+def test_level_posterior_is_bayes_rule_over_the_levels():
+    """eps of the posterior mean over the K levels (Ho et al. 2020 Eq. 4 likelihood times the
+    network's prior) against a direct numpy computation of Bayes' rule."""
+    from gen_jax.diffusion.model import level_posterior_eps
+
+    K = 5
+    r = np.random.default_rng(0)
+    logits = r.normal(0, 2, (3, 2, 2, 1, K)).astype(np.float32)
+    x_t = r.normal(0, 1, (3, 2, 2, 1)).astype(np.float32)
+    abar = np.array([0.999, 0.6, 0.01], np.float32)
+    got = np.asarray(level_posterior_eps(jnp.asarray(logits), jnp.asarray(x_t), jnp.asarray(abar), K))
+    levels = np.linspace(-1, 1, K)
+    for b in range(3):
+        a = float(abar[b])
+        prior = np.exp(logits[b] - logits[b].max(-1, keepdims=True))
+        prior /= prior.sum(-1, keepdims=True)
+        like = np.exp(-(x_t[b][..., None] - math.sqrt(a) * levels) ** 2 / (2 * (1 - a)))
+        post = prior * like / np.sum(prior * like, -1, keepdims=True)
+        x0 = np.sum(post * levels, -1)
+        np.testing.assert_allclose(got[b], (x_t[b] - math.sqrt(a) * x0) / math.sqrt(1 - a), rtol=2e-4, atol=2e-4)
+
+
+def test_level_posterior_bundle_denoises_small_noise_exactly():
+    model = make_ddpm(dict(timesteps=100, network="mlp", denoiser=MLP, level_posterior=True,
+                           learn_variance=True, loss="hybrid"), DIGITS)
+    batch = _batch(DIGITS)
+    params = model.init(jax.random.PRNGKey(0), batch)  # zero last layer: a uniform prior
+    x0 = 2 * batch["image"] - 1
+    eps = jax.random.normal(jax.random.PRNGKey(1), x0.shape)
+    a = model.extras["schedule"]().alpha_bars[0]
+    out = model.extras["denoise"](params, jnp.sqrt(a) * x0 + jnp.sqrt(1 - a) * eps, jnp.zeros((4,), jnp.int32))
+    assert out.shape == (4, 8, 8, 2)
+    np.testing.assert_allclose(out[..., :1], eps, atol=1e-3)  # noise 0.01 vs level spacing 0.125
+    with pytest.raises(ConfigError, match=r"config\.model\.level_posterior"):
+        make_ddpm(dict(timesteps=10, network="mlp", level_posterior=True, parameterization="x0"), DIGITS)
+
+
+def test_fourier_features_and_dequantized_training_wiring():
+    from gen_jax.nn.mlp_denoiser import MLPDenoiser, MLPDenoiserConfig
+
+    net = MLPDenoiser(MLPDenoiserConfig(**MLP, fourier_exponents=(3, 4)), 64)
+    shapes = jax.eval_shape(net.init, jax.random.PRNGKey(0), jnp.zeros((2, 64)), jnp.zeros((2,), jnp.int32))
+    assert shapes["params"]["dense_in"]["kernel"].shape == (64 * (1 + 2 * 2), 32)  # [x, sin, cos] x 2 exponents
+    with pytest.raises(ConfigError, match=r"fourier_exponents"):
+        MLPDenoiserConfig(fourier_exponents=(-1,))
+    model = make_ddpm(dict(timesteps=10, network="mlp", denoiser=MLP, train_dequantize=True), DIGITS)
+    params = _random_params(model, DIGITS)
+    batch = _batch(DIGITS)
+    l1, _ = model.loss(params, batch, jax.random.PRNGKey(0))
+    l2, _ = make_ddpm(dict(timesteps=10, network="mlp", denoiser=MLP), DIGITS).loss(params, batch, jax.random.PRNGKey(0))
+    assert np.isfinite(float(l1)) and float(l1) != float(l2)  # the dequantization noise reaches x_0

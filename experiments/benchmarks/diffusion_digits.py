@@ -4,6 +4,8 @@
         [--what vlb,ode,ddim] [--steps 10,20,50,100,1000] [--etas 0,0.5,1] [--num 1000]
     python -m experiments.benchmarks.diffusion_digits --workdir W --config ddpm_digits_cfg \
         --what cfg [--scales 0,1,2,4]
+    python -m experiments.benchmarks.diffusion_digits --workdir W --what cg \
+        --classifier_workdir C [--cg_scales 0,1,2,4] [--cg_steps 100]
 
 Prints (and writes ``--out``, default ``W/diffusion_table.json``):
 
@@ -19,7 +21,11 @@ Prints (and writes ``--out``, default ``W/diffusion_table.json``):
   with the seconds each setting took and the real-vs-real floor (``--num`` train images);
 * ``cfg`` (class-conditional models): for each classifier-free guidance scale ``w`` of
   ``--scales`` (Ho & Salimans 2022, Eq. 6), ``--num`` samples with balanced labels, the rate
-  at which the feature network classifies them as their intended label, and their FID.
+  at which the feature network classifies them as their intended label, and their FID;
+* ``cg``: the same for classifier guidance of the unconditional DDPM by the noise-aware
+  classifier trained in ``--classifier_workdir`` (``noisy_classifier_digits``; Dhariwal &
+  Nichol 2021, Alg. 2 / Eq. 14, DDIM with ``--cg_steps`` steps, eta 0) for each scale
+  ``s`` of ``--cg_scales``.
 """
 from __future__ import annotations
 
@@ -63,6 +69,10 @@ def main(argv=None) -> int:
     p.add_argument("--steps", default="10,20,50,100,1000")
     p.add_argument("--etas", default="0,0.5,1")
     p.add_argument("--scales", default="0,1,2,4")
+    p.add_argument("--classifier_workdir", default="")
+    p.add_argument("--classifier_config", default="noisy_classifier_digits")
+    p.add_argument("--cg_scales", default="0,1,2,4")
+    p.add_argument("--cg_steps", type=int, default=100)
     p.add_argument("--num", type=int, default=1000)
     p.add_argument("--batch", type=int, default=500)
     p.add_argument("--ode_steps", type=int, default=100)
@@ -123,7 +133,7 @@ def main(argv=None) -> int:
         print(f"PF-ODE likelihood on the test split: {res['ode_bpd']:.3f} bits/dim ({res['ode_settings']}; "
               f"{time.time() - t0:.0f} s)", flush=True)
         dump()
-    if "ddim" in what or "cfg" in what:
+    if "ddim" in what or "cfg" in what or "cg" in what:
         extractor = feature_extractor("digits", None)
         n = args.num
         bs = min(args.batch, n)
@@ -190,6 +200,32 @@ def main(argv=None) -> int:
         res["feature_net_test_accuracy"] = real_acc
         print(f"(the feature network labels the real test split with accuracy {real_acc:.3f})")
         dump()
+    if "cg" in what:
+        from gen_jax.diffusion.classifier_guidance import make_classifier_guided_sampler
+
+        if not args.classifier_workdir:
+            common.fail("--what cg needs --classifier_workdir (a trained noisy_classifier_digits run)")
+        cexp = common.load_experiment(args.classifier_config)
+        _, cmodel, _ = common.setup(cexp)
+        cstate, _ = common.restore_state(cexp, cmodel, args.classifier_workdir, info)
+        labels = np.arange(args.num, dtype=np.int32) % info.num_classes
+        rows = {}
+        for s_ in _floats(args.cg_scales):
+            fn = jax.jit(make_classifier_guided_sampler(model, exp.model, cmodel, s_, "ddim", args.cg_steps, 0.0),
+                         static_argnums=(3,))
+            jax.block_until_ready(fn(params, cstate.params, key, bs, labels[:bs]))
+            t1 = time.time()
+            x = np.concatenate([np.asarray(fn(params, cstate.params, jax.random.fold_in(key, 20 + i), bs,
+                                              labels[st:st + bs]))
+                                for i, st in enumerate(range(0, n, bs))])[:n]
+            secs = time.time() - t1
+            sc = score_samples(x, x_test, extractor, seed=args.seed)
+            acc = float(np.mean(np.asarray(extractor(x)["logits"]).argmax(-1) == labels))
+            rows[f"{s_:g}"] = {"label_accuracy": acc, "fid": float(sc["fid"]), "seconds": secs}
+            print(f"classifier guidance s={s_:g} (DDIM-{args.cg_steps}): label accuracy {acc:.3f}, "
+                  f"FID {sc['fid']:.3f} ({secs:.1f} s)", flush=True)
+            res["classifier_guidance"] = rows
+            dump()
     print(f"wrote {out_path}")
     return 0
 

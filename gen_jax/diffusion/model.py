@@ -68,6 +68,16 @@ class DiffusionConfig:
       conditioning: ``'none'``, ``'label'`` (class ids) or ``'caption'`` (caption tokens,
         through a :class:`gen_jax.nn.caption_encoder.CaptionEncoder` cross-attended by the
         U-Net and pooled into its embedding).
+      level_posterior: the network outputs, per pixel, logits ``f_k`` over the ``K`` levels
+        ``l_k`` (``[B, H, W, C * K]``, plus ``C`` variance channels), and the denoiser is the
+        posterior mean under them (:func:`level_posterior_eps`): exact denoising where the
+        noise is small against the level spacing, where the discrete bound is decided.
+        Needs ``parameterization='eps'`` (its output is converted to eps).
+      train_dequantize: train on uniformly dequantized images (each value uniform within its
+        level's bin, :func:`gen_jax.diffusion.likelihood.dequantize_for_diffusion`): the model
+        of the continuous density whose probability-flow ODE likelihood (``ode_log_prob``)
+        is the DESIGN.md bits/dim; the discrete bound ``log_prob`` stays valid but is loose
+        for such a model. Off: train on the levels (the bound ``log_prob`` is the target).
       caption_dim, caption_layers, caption_heads: the caption encoder (``'caption'`` only):
         width (= the U-Net's ``context_dim`` and ``emb_dim``), transformer blocks, heads.
       cond_drop_prob: probability of the null label at training (classifier-free guidance).
@@ -100,6 +110,8 @@ class DiffusionConfig:
     cond_drop_prob: float = 0.0
     guidance_scale: float = 0.0
     vlb_chunk: int = 50
+    train_dequantize: bool = False
+    level_posterior: bool = False
     caption_dim: int = 64
     caption_layers: int = 1
     caption_heads: int = 2
@@ -125,6 +137,11 @@ class DiffusionConfig:
                                f"{self.caption_dim}/{self.caption_heads}/{self.caption_layers}")
         if self.caption_dim % self.caption_heads:
             bad("caption_heads", f"must divide caption_dim={self.caption_dim}, got {self.caption_heads}")
+        if self.level_posterior and self.parameterization != "eps":
+            bad("level_posterior", "the level posterior is converted to an eps prediction: needs "
+                                   f"config.model.parameterization='eps', got {self.parameterization!r}")
+        if self.level_posterior and self.train_dequantize:
+            bad("level_posterior", "models the levels; it contradicts train_dequantize=True")
         if self.network not in NETWORKS:
             bad("network", f"must be one of {list(NETWORKS)}, got {self.network!r}")
 
@@ -169,6 +186,35 @@ def process_schedule(c: Any):
     return make_schedule(c.beta_schedule, c.timesteps, **kw)
 
 
+def level_posterior_eps(logits: jax.Array, x_t: jax.Array, alpha_bar: jax.Array, num_levels: int) -> jax.Array:
+    """eps of the per-pixel posterior mean over the ``K`` data levels.
+
+    With ``x_t = sqrt(abar) x_0 + sqrt(1 - abar) eps`` (Ho et al. 2020, Eq. 4) and ``x_0`` on
+    the levels ``l_k = 2k / (K - 1) - 1``, Bayes' rule with the network's logits ``f_k`` as the
+    (context-dependent) prior gives, per pixel,
+
+        p(x_0 = l_k | x_t) = softmax_k( f_k - (x_t - sqrt(abar) l_k)^2 / (2 (1 - abar)) ),
+        x0_hat = sum_k p_k l_k,   eps_hat = (x_t - sqrt(abar) x0_hat) / sqrt(1 - abar),
+
+    the score interpolation of Dieleman et al. 2022 (CDCD, Sec. 3.1) with the Gaussian
+    likelihood of the level added to the network's logits. When the noise is small against
+    the level spacing the likelihood term snaps ``x0_hat`` to the nearest level.
+
+    Args:
+      logits: ``[B, H, W, C, K]``; x_t: ``[B, H, W, C]``; alpha_bar: ``[B]``.
+
+    Returns:
+      ``eps_hat [B, H, W, C]``.
+    """
+    levels = jnp.linspace(-1.0, 1.0, num_levels, dtype=jnp.float32)
+    a = alpha_bar.reshape((-1,) + (1,) * (x_t.ndim - 1))
+    var = jnp.maximum(1.0 - a, 1e-12)
+    ll = -jnp.square(x_t[..., None] - jnp.sqrt(a)[..., None] * levels) / (2.0 * var[..., None])
+    p = jax.nn.softmax(logits + ll, axis=-1)
+    x0 = jnp.sum(p * levels, axis=-1)
+    return (x_t - jnp.sqrt(a) * x0) / jnp.sqrt(var)
+
+
 def as_diffusion_config(cfg: Any) -> DiffusionConfig:
     return cfg if isinstance(cfg, DiffusionConfig) else from_config(DiffusionConfig, cfg, "config.model")
 
@@ -199,7 +245,7 @@ def make_ddpm(cfg: Any, info: Any) -> GenerativeModel:
                           "(the caption is cross-attended by the U-Net)")
     n_lab = num_classes if cfg.conditioning == "label" else 0
     c = image_shape[-1]
-    out_c = 2 * c if cfg.learn_variance else c
+    out_c = (c * num_levels if cfg.level_posterior else c) + (c if cfg.learn_variance else 0)
     ucfg = dataclasses.replace(cfg.unet, num_classes=n_lab, out_channels=out_c)
     d = math.prod(image_shape)
     if by_caption:
@@ -223,7 +269,7 @@ def make_ddpm(cfg: Any, info: Any) -> GenerativeModel:
         null = ucfg.null_label
     else:
         mcfg = dataclasses.replace(cfg.denoiser, num_classes=n_lab)
-        net = MLPDenoiser(mcfg, out_features=d * out_c // c)
+        net = MLPDenoiser(mcfg, out_features=(d // c) * out_c)
         null = mcfg.null_label
 
         def apply_net(params, x_t, t, label, train=False, rngs=None):
@@ -233,6 +279,13 @@ def make_ddpm(cfg: Any, info: Any) -> GenerativeModel:
 
     var_type = "learned_range" if cfg.learn_variance else cfg.var_type
     schedule = process_schedule(cfg)
+    abar_grid = jnp.concatenate([jnp.ones((1,), jnp.float32), jnp.asarray(schedule.alpha_bars, jnp.float32)])
+
+    def alpha_bar_at(t):
+        """``abar`` of (possibly fractional) steps ``t [B]``: ``abar_t`` at integers, linear in
+        between, 1 at ``t = -1`` (no noise)."""
+        return jnp.interp(jnp.asarray(t, jnp.float32) + 1.0, jnp.arange(cfg.timesteps + 1, dtype=jnp.float32),
+                          abar_grid)
     cond_key = "caption_tokens" if by_caption else "label"
 
     def check_image(x, where="batch['image']"):
@@ -265,7 +318,13 @@ def make_ddpm(cfg: Any, info: Any) -> GenerativeModel:
         """``[B, H, W, C or 2C]`` network output at ``x_t`` (on ``[-1, 1]``), times ``t [B]``;
         ``label`` is the condition array (class ids ``[B]`` or caption tokens ``[B, L]``)."""
         rngs = {"dropout": key} if train else None
-        return apply_net(params, x_t, t, label, train=train, rngs=rngs)
+        out = apply_net(params, x_t, t, label, train=train, rngs=rngs)
+        if not cfg.level_posterior:
+            return out
+        ck = c * num_levels
+        logits = out[..., :ck].reshape(x_t.shape + (num_levels,))
+        eps = level_posterior_eps(logits, x_t, alpha_bar_at(t), num_levels)
+        return jnp.concatenate([eps, out[..., ck:]], -1)
 
     def init(key, batch):
         x = batch["image"]
@@ -280,8 +339,13 @@ def make_ddpm(cfg: Any, info: Any) -> GenerativeModel:
     def loss(params, batch, key):
         x = batch["image"]
         check_image(x)
-        x0 = 2.0 * x - 1.0
-        k_drop, k_loss, k_net = jax.random.split(key, 3)
+        k_drop, k_loss, k_net, k_deq = jax.random.split(key, 4)
+        if cfg.train_dequantize:
+            from gen_jax.diffusion.likelihood import dequantize_for_diffusion
+
+            x0 = dequantize_for_diffusion(k_deq, on_levels(x), num_levels)[0]
+        else:
+            x0 = 2.0 * x - 1.0
         label = None
         if conditional:
             label = labels_of(batch, x.shape[0], "loss batch")

@@ -16,6 +16,11 @@ data without spatial structure, as used for diffusion in a low-dimensional laten
       r = Dense(Dropout(SiLU(LayerNorm(r))))      # zero-initialized
       h = h + r
 
+* **Fourier input features** (``fourier_exponents``, Kingma et al. 2021, VDM App. C): the
+  input is ``[x, sin(2^n pi x), cos(2^n pi x)]`` for each ``n``. With data on a lattice of
+  spacing ``2^-m`` (e.g. 17 levels on ``[-1, 1]``: spacing ``2^-3``), ``n = m + 1`` has the
+  lattice's period, so the network sees each value's offset from its nearest level -- what it
+  needs to denoise at small ``t``, where the variational bound's terms are decided.
 * **Output**: ``Dense(SiLU(LayerNorm(h)))`` to ``out_features`` (``Z``), zero-initialized, so
   the network outputs 0 at initialization (STYLE.md: start safe).
 
@@ -45,6 +50,7 @@ class MLPDenoiserConfig:
       time_dim: width of the sinusoidal time embedding (even, >= 4).
       dropout: dropout rate inside the residual blocks (train mode only).
       time_scale: the embedding sees ``time_scale * t`` (1 for integer steps ``0..T-1``).
+      fourier_exponents: exponents ``n`` of the Fourier input features (empty: none).
       num_classes: ``> 0`` adds a label embedding with ``num_classes + 1`` rows (set by the
         model bundle from the dataset when it is class-conditional; 0 = unconditional).
     """
@@ -55,6 +61,7 @@ class MLPDenoiserConfig:
     dropout: float = 0.0
     time_scale: float = 1.0
     num_classes: int = 0
+    fourier_exponents: tuple[int, ...] = ()
 
     def __post_init__(self):
         def bad(field, msg):
@@ -70,6 +77,9 @@ class MLPDenoiserConfig:
             bad("dropout", f"must be in [0, 1), got {self.dropout}")
         if not self.time_scale > 0:
             bad("time_scale", f"must be > 0, got {self.time_scale}")
+        if any(not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= 16
+               for n in self.fourier_exponents):
+            bad("fourier_exponents", f"must be ints in [0, 16], got {self.fourier_exponents!r}")
         if self.num_classes < 0:
             bad("num_classes", f"must be >= 0 (0 = unconditional), got {self.num_classes}")
 
@@ -130,6 +140,10 @@ class MLPDenoiser(nn.Module):
                 label.astype(jnp.int32))
         elif label is not None:
             raise ValueError("label given to an unconditional MLPDenoiser (num_classes=0)")
+        if cfg.fourier_exponents:
+            freqs = jnp.pi * 2.0 ** jnp.asarray(cfg.fourier_exponents, jnp.float32)  # [F]
+            ang = x[..., None] * freqs  # [B, Z, F]
+            x = jnp.concatenate([x, jnp.sin(ang).reshape(b, -1), jnp.cos(ang).reshape(b, -1)], -1)
         h = nn.Dense(cfg.width, name="dense_in")(x)
         for i in range(cfg.num_blocks):
             h = ResidualBlock(cfg.width, cfg.dropout, name=f"block{i}")(h, temb, train)
