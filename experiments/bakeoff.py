@@ -35,7 +35,13 @@ BAKEOFF: list[tuple[str, dict]] = [
     ("iwae_digits", {}),
     ("cvae_digits", {}),
     ("ldm_digits", {"model.stage1_workdir": "{out}/runs/vae"}),  # stage one: the vae row's run
+    ("ddpm_digits", {}),
+    ("ddpm_digits", {"model.sampler": "ddim", "model.sample_steps": 50}),
 ]
+
+# Rows that evaluate another row's trained run with other sampling settings: row -> run.
+ROW_NAMES = {("ddpm_digits", "ddim"): "ddim50"}
+RUN_OF = {"ddim50": "ddpm"}
 
 COLUMNS = ("model", "family", "test_bpd", "bpd_kind", "fid", "kid", "precision", "recall",
            "inception_score", "train_seconds", "sample_seconds", "samples", "labels")
@@ -75,8 +81,9 @@ def run_one(name: str, overrides: dict, out: str, extractor, test, progress: boo
     overrides = {k: v.format(out=out) if isinstance(v, str) else v for k, v in overrides.items()}
     exp = common.load_experiment(name, overrides)
     info, model, mesh = common.setup(exp)
-    model = dataclasses.replace(model, name=name.removesuffix("_digits"))
-    workdir = os.path.join(out, "runs", model.name)
+    row_name = ROW_NAMES.get((name, overrides.get("model.sampler")), name.removesuffix("_digits"))
+    model = dataclasses.replace(model, name=row_name)
+    workdir = os.path.join(out, "runs", RUN_OF.get(row_name, row_name))
     record = os.path.join(workdir, "train_seconds.json")
     if os.path.exists(record) and json.load(open(record)).get("steps") != exp.train.steps:
         shutil.rmtree(workdir)  # config changed: train again

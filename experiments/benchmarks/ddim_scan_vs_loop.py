@@ -1,8 +1,8 @@
 """DDIM-50 sampling speed: one ``lax.scan`` program vs a Python loop over a jitted step.
 
-    python -m experiments.benchmarks.ddim_scan_vs_loop [--config ddpm_digits] [--batches 16,256] [--workdir W]
+    python -m experiments.benchmarks.ddim_scan_vs_loop [--config ddpm_digits_unet] [--batches 16,256] [--workdir W]
 
-For the digits DDPM U-Net (``experiments/configs/ddpm_digits.py``; trained params from
+For the digits DDPM U-Net (``experiments/configs/ddpm_digits_unet.py``; trained params from
 ``--workdir`` if given, else random params of the same shapes: the speed does not depend on
 the values), prints for each batch size the seconds to draw one batch with DDIM, S = 50,
 eta = 0 (Song et al. 2021, Eq. 12):
@@ -39,7 +39,7 @@ def main(argv=None) -> int:
     from experiments import common
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--config", default="ddpm_digits")
+    p.add_argument("--config", default="ddpm_digits_unet")
     p.add_argument("--workdir", default="")
     p.add_argument("--batches", default="16,256")
     p.add_argument("--steps", type=int, default=50)

@@ -215,6 +215,15 @@ def level_posterior_eps(logits: jax.Array, x_t: jax.Array, alpha_bar: jax.Array,
     return (x_t - jnp.sqrt(a) * x0) / jnp.sqrt(var)
 
 
+def matched_ode_eps(beta_min: float, beta_max: float, num_levels: int) -> float:
+    """The VP-SDE time ``t`` with ``1 - exp(-int_0^t beta) = (2 / (K - 1))^2 / 12``, the variance
+    of uniform dequantization noise of ``K`` levels on ``[-1, 1]`` (Song et al. 2021, Eq. 33:
+    ``int_0^t beta = beta_min t + (beta_max - beta_min) t^2 / 2``)."""
+    target = -math.log1p(-((2.0 / (num_levels - 1)) ** 2) / 12.0)
+    a, b = 0.5 * (beta_max - beta_min), beta_min
+    return (-b + math.sqrt(b * b + 4 * a * target)) / (2 * a) if a > 0 else target / b
+
+
 def as_diffusion_config(cfg: Any) -> DiffusionConfig:
     return cfg if isinstance(cfg, DiffusionConfig) else from_config(DiffusionConfig, cfg, "config.model")
 
@@ -433,7 +442,7 @@ def make_ddpm(cfg: Any, info: Any) -> GenerativeModel:
         return gd.vlb_to_log_prob(vlb_terms(params, batch, key), d, num_levels)["log_prob"]
 
     def ode_log_prob(params, batch, key, *, num_steps: int = 100, method: str = "heun",
-                     divergence: str = "hutchinson", eps: float = 1e-3):
+                     divergence: str = "hutchinson", eps: Optional[float] = None):
         """Probability-flow ODE log-likelihood of a batch (Song et al. 2021, Eq. 39 with the
         dequantization of :func:`gen_jax.diffusion.likelihood.ode_bits_per_dim`).
 
@@ -443,6 +452,11 @@ def make_ddpm(cfg: Any, info: Any) -> GenerativeModel:
         Returns ``log_prob [B]``: the log density of the uniformly dequantized image on
         ``[0, 1)^D`` (DESIGN.md), the same convention as ``log_prob``, so ``bits_per_dim``
         applies to both. ``divergence='exact'`` costs ``D`` JVPs per evaluation.
+
+        ``eps`` (the time the ODE starts from; any value gives a normalized density of ``y``,
+        hence a valid bound): by default the time whose noise variance ``1 - abar`` equals the
+        variance of the dequantization noise, ``(2 / (K - 1))^2 / 12`` on ``[-1, 1]``, so a model
+        of the levels is evaluated at the blur the dequantization itself applies.
         """
         from gen_jax.diffusion import likelihood, sde as sde_lib
 
@@ -458,6 +472,8 @@ def make_ddpm(cfg: Any, info: Any) -> GenerativeModel:
         label = labels_of(batch, x.shape[0], "ode_log_prob batch")
         T = cfg.timesteps
         vp = sde_lib.make_sde("vp", beta_min=T * cfg.beta_start, beta_max=T * cfg.beta_end)
+        if eps is None:
+            eps = matched_ode_eps(vp.beta_min, vp.beta_max, num_levels)
 
         def eps_fn(x_t, t, _):
             return denoise(params, x_t, t * T - 1.0, label)[..., :c]
