@@ -41,13 +41,16 @@ def save_grid(path: str, images: np.ndarray, ncols: Optional[int] = None, scale:
 
 def save_curves(path: str, records: Sequence[Mapping[str, float]], keys: Sequence[str],
                 title: str = "") -> str:
-    """Plots ``keys`` of metric records (each with ``step``) against step into a PNG."""
-    import matplotlib
+    """Plots ``keys`` of metric records (each with ``step``) against step into a PNG.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Draws on a standalone Agg canvas: the process's matplotlib backend (e.g. a notebook's
+    inline backend) is left as it was."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3), squeeze=False)
+    fig = Figure(figsize=(4 * len(keys), 3))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(keys), squeeze=False)
     for ax, k in zip(axes[0], keys):
         pts = [(r["step"], r[k]) for r in records if k in r]
         if pts:
@@ -60,5 +63,4 @@ def save_curves(path: str, records: Sequence[Mapping[str, float]], keys: Sequenc
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=80)
-    plt.close(fig)
     return path

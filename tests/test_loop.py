@@ -86,3 +86,19 @@ def test_cli_reports_bad_config_without_traceback(tmp_path):
                            text=True, timeout=120)
         assert p.returncode == 2, p.stderr[-2000:]
         assert needle in p.stderr and "Traceback" not in p.stderr, p.stderr[-2000:]
+
+
+def test_save_curves_leaves_the_matplotlib_backend_alone(tmp_path):
+    """Writing loss curves must not switch a notebook's backend (no hidden global mutation)."""
+    import matplotlib
+
+    from gen_jax.viz import save_curves
+
+    before = matplotlib.get_backend()
+    matplotlib.use("pdf")
+    try:
+        path = save_curves(str(tmp_path / "c.png"), [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.0}], ["loss"])
+        assert matplotlib.get_backend() == "pdf"
+        assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    finally:
+        matplotlib.use(before)
