@@ -26,28 +26,41 @@ SETTINGS = settings(max_examples=6, deadline=None, derandomize=True)
 COND_DIM = 3
 
 
-def _perturb(params, key, scale):
-    """Params plus N(0, scale^2) noise: leaves zero-initialized layers non-trivial."""
-    leaves, tree = jax.tree.flatten(params)
-    keys = jax.random.split(key, len(leaves))
-    return jax.tree.unflatten(tree, [p + scale * jax.random.normal(k, p.shape, p.dtype)
-                                     for p, k in zip(leaves, keys)])
+@functools.lru_cache(maxsize=None)
+def _param_shapes(bij, x, cond, method):
+    return jax.eval_shape(lambda x, c: bij.init(jax.random.PRNGKey(0), x, c, method=method), x, cond)
+
+
+def _random_params(bij, x, cond, seed, scale, method="forward"):
+    """Random params with the structure ``bij.init`` gives (``eval_shape``: nothing compiled):
+    ``N(0, scale^2)`` entries, around the identity for plain 1x1 convolution kernels (so ``W``
+    stays invertible). Zero-initialized layers become non-trivial."""
+    shapes = _param_shapes(bij, jax.ShapeDtypeStruct(x.shape, x.dtype),
+                           None if cond is None else jax.ShapeDtypeStruct(cond.shape, cond.dtype), method)
+    rng = np.random.default_rng(seed)
+
+    def fill(path, leaf):
+        v = scale * rng.normal(size=leaf.shape)
+        if "Invertible1x1Conv" in jax.tree_util.keystr(path) and path[-1].key == "kernel":
+            v = v + np.eye(leaf.shape[0])
+        return jnp.asarray(v, leaf.dtype)
+
+    return jax.tree_util.tree_map_with_path(fill, shapes)
 
 
 def _x(seed, shape, unit=False):
-    k = jax.random.PRNGKey(seed + 7)
+    rng = np.random.default_rng(seed + 7)
     if unit:
-        return jax.random.uniform(k, shape, jnp.float32, 0.0, 0.999)
-    return 1.5 * jax.random.normal(k, shape, jnp.float32) + 0.3
+        return jnp.asarray(rng.uniform(0.0, 0.999, shape), jnp.float32)
+    return jnp.asarray(1.5 * rng.normal(size=shape) + 0.3, jnp.float32)
 
 
 def _cond(seed, b):
-    return jax.random.normal(jax.random.PRNGKey(seed + 11), (b, COND_DIM), jnp.float32)
+    return jnp.asarray(np.random.default_rng(seed + 11).normal(size=(b, COND_DIM)), jnp.float32)
 
 
-def _run_checks(bij, key, x, cond, scale):
-    """Init on ``x``, perturb, forward, inverse, and the dense Jacobian of example 0."""
-    params = _perturb(bij.init(key, x, cond, method="forward"), jax.random.fold_in(key, 1), scale)
+def _run_checks(bij, params, x, cond):
+    """Forward, inverse, and the dense Jacobian of example 0."""
     y, ldj = bij.apply(params, x, cond, method="forward")
     x2, ildj = bij.apply(params, y, cond, method="inverse")
 
@@ -70,12 +83,13 @@ def _assert_checks(name, x, r):
 
 
 # Shapes are drawn from short lists: every new shape compiles the whole check program once.
-IMAGE_SHAPES = [(2, 2, 2, 2), (3, 4, 4, 2), (1, 2, 2, 4)]  # [B, H, W, C]
+IMAGE_SHAPES = [(1, 2, 2, 4), (3, 4, 4, 2)]  # [B, H, W, C]
 VECTOR_SHAPES = [(2, 2), (3, 5)]  # [B, D]
 seeds = st.integers(0, 2 ** 16)
-scales = st.floats(0.01, 0.3)
+scales = st.floats(0.01, 0.2)
 
 
+@functools.lru_cache(maxsize=None)
 def _image_bijectors(shape):
     """name -> (bijector, input kind, conditioned)."""
     _, h, w, c = shape
@@ -103,8 +117,8 @@ def _image_bijectors(shape):
 def _image_program(shape):
     bijs = _image_bijectors(shape)
 
-    def run(key, x, u, cond, scale):
-        return {name: _run_checks(b, key, u if kind == "unit" else x, cond if c else None, scale)
+    def run(params, x, u, cond):
+        return {name: _run_checks(b, params[name], u if kind == "unit" else x, cond if c else None)
                 for name, (b, kind, c) in bijs.items()}
 
     return jax.jit(run)
@@ -113,14 +127,18 @@ def _image_program(shape):
 @SETTINGS
 @given(shape=st.sampled_from(IMAGE_SHAPES), seed=seeds, scale=scales)
 def test_image_bijectors_round_trip_and_log_det(shape, seed, scale):
-    x, u = _x(seed, shape), _x(seed, shape, unit=True)
-    res = _image_program(shape)(jax.random.PRNGKey(seed), x, u, _cond(seed, shape[0]), jnp.float32(scale))
-    for name, (_, kind, _) in _image_bijectors(shape).items():
+    x, u, cond = _x(seed, shape), _x(seed, shape, unit=True), _cond(seed, shape[0])
+    bijs = _image_bijectors(shape)
+    params = {name: _random_params(b, u if kind == "unit" else x, cond if c else None, seed, scale)
+              for name, (b, kind, c) in bijs.items()}
+    res = _image_program(shape)(params, x, u, cond)
+    for name, (_, kind, _) in bijs.items():
         _assert_checks(name, u if kind == "unit" else x, res[name])
     for name in ("split_learned", "split_standard"):
         assert res[name]["y"].shape == (shape[0], int(np.prod(shape[1:]))), name
 
 
+@functools.lru_cache(maxsize=None)
 def _vector_bijectors():
     return {"maf": MAF((16, 16)), "iaf": IAF((16,)), "maf_cond": MAF((16,)),
             "coupling": Coupling("channel", 1, "affine", hidden=8),
@@ -133,8 +151,8 @@ def _vector_bijectors():
 def _vector_program(shape):
     bijs = _vector_bijectors()
 
-    def run(key, x, cond, scale):
-        return {name: _run_checks(b, key, x, cond if name.endswith("cond") else None, scale)
+    def run(params, x, cond):
+        return {name: _run_checks(b, params[name], x, cond if name.endswith("cond") else None)
                 for name, b in bijs.items()}
 
     return jax.jit(run)
@@ -143,8 +161,10 @@ def _vector_program(shape):
 @SETTINGS
 @given(shape=st.sampled_from(VECTOR_SHAPES), seed=seeds, scale=scales)
 def test_vector_bijectors_round_trip_and_log_det(shape, seed, scale):
-    x = _x(seed, shape)
-    res = _vector_program(shape)(jax.random.PRNGKey(seed), x, _cond(seed, shape[0]), jnp.float32(scale))
+    x, cond = _x(seed, shape), _cond(seed, shape[0])
+    params = {name: _random_params(b, x, cond if name.endswith("cond") else None, seed, scale)
+              for name, b in _vector_bijectors().items()}
+    res = _vector_program(shape)(params, x, cond)
     for name in _vector_bijectors():
         _assert_checks(name, x, res[name])
 
@@ -152,18 +172,18 @@ def test_vector_bijectors_round_trip_and_log_det(shape, seed, scale):
 @SETTINGS
 @given(shape=st.sampled_from(IMAGE_SHAPES), seed=seeds, loc=st.floats(-3, 3), sd=st.floats(0.1, 5))
 def test_actnorm_data_dependent_init(shape, seed, loc, sd):
-    x = sd * jax.random.normal(jax.random.PRNGKey(seed), shape) + loc
+    x = jnp.asarray(sd * np.random.default_rng(seed).normal(size=shape) + loc, jnp.float32)
     params = ActNorm().init(jax.random.PRNGKey(0), x, method="forward")
     y, _ = ActNorm().apply(params, x, method="forward")
     np.testing.assert_allclose(np.mean(np.asarray(y), axis=(0, 1, 2)), 0.0, atol=1e-4)
     np.testing.assert_allclose(np.var(np.asarray(y), axis=(0, 1, 2)), 1.0, rtol=1e-3)
 
 
-@settings(max_examples=4, deadline=None, derandomize=True)
+@settings(max_examples=3, deadline=None, derandomize=True)
 @given(c=st.sampled_from([2, 3, 5]), seed=seeds)
 def test_lu_conv_agrees_with_plain_conv(c, seed):
     w = np.asarray(random_rotation(seed, c)) @ np.diag(np.linspace(0.5, 2.0, c)) @ random_rotation(seed + 1, c)
-    x = jax.random.normal(jax.random.PRNGKey(seed), (2, 3, 3, c))
+    x = jnp.asarray(np.random.default_rng(seed).normal(size=(2, 3, 3, c)), jnp.float32)
     out = []
     for lu in (False, True):
         bij = Invertible1x1Conv(lu=lu, w_init=tuple(map(tuple, w)))
@@ -183,7 +203,7 @@ def test_made_is_autoregressive():
     d = 5
     made = MADE((12, 12), num_params=2)
     x = jnp.ones((1, d))
-    params = _perturb(made.init(jax.random.PRNGKey(0), x), jax.random.PRNGKey(1), 0.5)
+    params = _random_params(made, x, None, 0, 0.5, method=None)
     jac = jax.jacfwd(lambda v: made.apply(params, v[None])[0])(x[0])  # [2, D, D]
     for p in range(2):
         assert np.all(np.triu(np.abs(np.asarray(jac[p]))) == 0)  # output i sees only inputs < i
@@ -194,8 +214,7 @@ def test_fresh_couplings_and_priors_are_the_identity():
     x = jax.random.normal(jax.random.PRNGKey(0), (2, 4, 4, 4))
     bij = Chain((Coupling("channel", 0), Coupling("checkerboard", 1, "affine", scale_fn="tanh"),
                  Coupling("channel", 1, "additive"), Split(TopPrior((4, 4, 2)), (4, 4, 4))))
-    params = bij.init(jax.random.PRNGKey(1), x, method="forward")
-    y, ldj = bij.apply(params, x, method="forward")
+    y, ldj = jax.jit(lambda x: bij.init_with_output(jax.random.PRNGKey(1), x, method="forward")[0])(x)
     np.testing.assert_array_equal(np.asarray(ldj), 0.0)
     expect = jnp.concatenate([x[..., 2:].reshape(2, -1), x[..., :2].reshape(2, -1)], -1)
     np.testing.assert_allclose(y, expect, atol=1e-6)

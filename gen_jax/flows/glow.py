@@ -34,14 +34,13 @@ from gen_jax.flows.bijector import Bijector, Chain
 from gen_jax.flows.conv1x1 import Invertible1x1Conv
 from gen_jax.flows.coupling import KINDS, SCALES, Coupling
 from gen_jax.flows.image_flow import make_image_flow_model
-from gen_jax.flows.multiscale import Split, TopPrior
+from gen_jax.flows.multiscale import Split, TopPrior, check_multiscale_shape
 from gen_jax.flows.permute import Reverse
-from gen_jax.flows.preprocess import Affine, Logit
+from gen_jax.flows.preprocess import PREPROCESS, preprocessing
 from gen_jax.flows.squeeze import Squeeze
 from gen_jax.model import GenerativeModel
 
 PERMUTATIONS = ("lu", "conv", "reverse")
-PREPROCESS = ("shift", "logit")
 CONDITIONINGS = ("none", "label")
 
 
@@ -98,24 +97,9 @@ class GlowConfig:
             bad("cond_coupling", "needs conditioning='label'")
 
 
-def preprocessing(kind: str, alpha: float) -> Bijector:
-    """``[0, 1)`` data -> flow input: ``Affine(1, -1/2)`` or ``Logit(alpha)``."""
-    return Affine(1.0, -0.5) if kind == "shift" else Logit(alpha)
-
-
-def check_multiscale_shape(image_shape, halvings: int, field: str) -> None:
-    """``ConfigError`` naming ``config.model.<field>`` unless H and W are divisible by
-    ``2 ** halvings``."""
-    h, w, _ = image_shape
-    f = 2 ** halvings
-    if h % f or w % f:
-        raise ConfigError(f"config.model.{field}: {halvings} squeeze(s) need H and W divisible by {f}, "
-                          f"got image shape {tuple(image_shape)}")
-
-
 def build_glow(cfg: GlowConfig, image_shape, conditional: bool = False) -> Bijector:
     """The Glow bijector ``[B, H, W, C]`` on ``[0, 1)`` -> ``[B, H W C]`` (module docstring)."""
-    check_multiscale_shape(image_shape, cfg.levels, "levels")
+    check_multiscale_shape(image_shape, cfg.levels, "config.model.levels")
     use_cond = conditional and cfg.cond_coupling
 
     def step(level: int, k: int) -> list:

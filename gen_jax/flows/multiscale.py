@@ -34,6 +34,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from gen_jax.config import ConfigError
 from gen_jax.flows.bijector import Bijector, sum_except_batch
 from gen_jax.flows.nets import ZeroConv, ZeroDense
 
@@ -45,6 +46,16 @@ def _cond_mean_logs(cond: Optional[jax.Array], channels: int, ndim: int, name: s
     h = ZeroDense(2 * channels, name=name)(cond)
     h = h.reshape(h.shape[:1] + (1,) * (ndim - 2) + h.shape[1:])
     return h[..., :channels], h[..., channels:]
+
+
+def check_multiscale_shape(image_shape, squeezes: int, field: str) -> None:
+    """``ConfigError`` naming ``field`` (e.g. ``'config.model.levels'``) unless H and W of
+    ``image_shape`` are divisible by ``2 ** squeezes`` (each squeeze halves them)."""
+    h, w, _ = image_shape
+    f = 2 ** squeezes
+    if h % f or w % f:
+        raise ConfigError(f"{field}: {squeezes} squeeze(s) need H and W divisible by {f}, "
+                          f"got image shape {tuple(image_shape)}")
 
 
 class Split(Bijector):

@@ -65,3 +65,16 @@ class Affine(Bijector):
 
     def inverse(self, x, cond=None):
         return (x - self.shift) / self.scale, -self._ldj(x)
+
+
+PREPROCESS = ("shift", "logit")
+
+
+def preprocessing(kind: str, alpha: float = 0.05) -> Bijector:
+    """The named pre-processing: ``'shift'`` is ``Affine(1, -1/2)`` (Glow), ``'logit'`` is
+    ``Logit(alpha)`` (RealNVP)."""
+    if kind == "shift":
+        return Affine(1.0, -0.5)
+    if kind == "logit":
+        return Logit(alpha)
+    raise ValueError(f"preprocessing must be one of {PREPROCESS}, got {kind!r}")

@@ -25,9 +25,9 @@ from gen_jax.config import ConfigError, from_config
 from gen_jax.flows.actnorm import ActNorm
 from gen_jax.flows.bijector import Bijector, Chain
 from gen_jax.flows.coupling import KINDS, SCALES, Coupling
-from gen_jax.flows.glow import PREPROCESS, check_multiscale_shape, preprocessing
 from gen_jax.flows.image_flow import make_image_flow_model
-from gen_jax.flows.multiscale import Split, TopPrior
+from gen_jax.flows.multiscale import Split, TopPrior, check_multiscale_shape
+from gen_jax.flows.preprocess import PREPROCESS, preprocessing
 from gen_jax.flows.squeeze import Squeeze
 from gen_jax.model import GenerativeModel
 
@@ -83,7 +83,7 @@ class RealNVPConfig:
 
 def build_realnvp(cfg: RealNVPConfig, image_shape) -> Bijector:
     """The RealNVP bijector ``[B, H, W, C]`` on ``[0, 1)`` -> ``[B, H W C]``."""
-    check_multiscale_shape(image_shape, cfg.scales - 1, "scales")
+    check_multiscale_shape(image_shape, cfg.scales - 1, "config.model.scales")
 
     def couplings(mask: str, n: int) -> list:
         out = []

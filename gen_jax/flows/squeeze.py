@@ -13,7 +13,6 @@ image into subsquares of shape 2 x 2 x c, then reshapes them into subsquares of 
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 
 from gen_jax.flows.bijector import Bijector, batch_zeros
 

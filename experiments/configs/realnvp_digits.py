@@ -1,0 +1,31 @@
+"""RealNVP on digits (8x8, 17 levels): 2 scales (3 checkerboard + squeeze + 3 channel couplings,
+factor out half; then 4 checkerboard couplings), logit pre-processing with alpha = 0.05.
+
+    python -m experiments.train --config experiments/configs/realnvp_digits.py --workdir runs/realnvp_digits
+    python -m experiments.evaluate --config experiments/configs/realnvp_digits.py --workdir runs/realnvp_digits
+
+Dinh et al. 2017's multi-scale architecture at digits size (see gen_jax/flows/realnvp.py for
+the deviations: Glow-style conv conditioners with one residual block, ActNorm instead of
+batch norm). Exact bits/dim; not tuned here (glow_digits.py is the tuned flow on digits).
+"""
+import ml_collections
+
+from experiments.configs.base import get_base_config
+
+
+def get_config():
+    c = get_base_config()
+    c.model = ml_collections.ConfigDict(dict(
+        name="realnvp", scales=2, checkerboard_couplings=3, channel_couplings=3, final_couplings=4,
+        hidden=64, num_blocks=1, coupling="affine", scale_fn="tanh", actnorm=True, preprocess="logit",
+        logit_alpha=0.05, temperature=1.0))
+    c.optim.learning_rate = 1e-3
+    c.optim.schedule = "cosine"
+    c.optim.warmup_steps = 100
+    c.optim.grad_clip = 50.0
+    c.train.steps = 1500
+    c.train.batch_size = 64
+    c.train.log_every = 100
+    c.train.ckpt_every = 500
+    c.train.sample_every = 1500
+    return c
