@@ -31,7 +31,6 @@ cross-example interaction), inside the sampler's ``lax.scan``.
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Callable
 
 import jax
@@ -49,13 +48,7 @@ from gen_jax.model import GenerativeModel
 
 
 def _check_scale(scale) -> float:
-    try:
-        s = float(scale)
-    except (TypeError, ValueError):
-        raise ValueError(f"guidance scale must be a real number, got {scale!r}") from None
-    if not (math.isfinite(s) and s >= 0.0):
-        raise ValueError(f"guidance scale must be finite and >= 0, got {scale!r}")
-    return s
+    return samplers.check_nonneg(scale, "guidance scale")
 
 
 def classifier_log_prob_grad(log_prob_fn: Callable, x_t: jax.Array, t: jax.Array, ctx: Any) -> jax.Array:

@@ -60,7 +60,8 @@ def _check_int(value, name, lo=1, hi=None):
     return int(value)
 
 
-def _check_nonneg(value, name):
+def check_nonneg(value, name):
+    """``float(value)``; a ValueError naming ``name`` unless it is a finite real >= 0."""
     try:
         v = float(value)
     except (TypeError, ValueError):
@@ -287,7 +288,7 @@ def make_ddim_sampler(model_fn: Callable, schedule: Schedule, num_steps: int, et
     s = _check_int(num_steps, "num_steps", 1)
     if s > big_t:
         raise ValueError(f"num_steps S={s} must be <= the schedule's T={big_t}")
-    eta = _check_nonneg(eta, "eta")
+    eta = check_nonneg(eta, "eta")
     if parameterization not in gd.PARAMETERIZATIONS:
         raise ValueError(f"parameterization must be one of {gd.PARAMETERIZATIONS}, got "
                          f"{parameterization!r}")
@@ -338,7 +339,7 @@ def _kernel_on_grid(sde, grid):
 
 
 def _check_eps(eps):
-    e = _check_nonneg(eps, "eps")
+    e = check_nonneg(eps, "eps")
     if not 0.0 < e < 1.0:
         raise ValueError(f"eps must be in (0, 1), got {eps!r}")
     return e
@@ -397,7 +398,7 @@ def make_pc_sampler(score_fn: Callable, sde: sde_lib.SDE, num_steps: int, *,
         raise ValueError(f"predictor must be one of {PREDICTORS}, got {predictor!r}")
     if corrector not in CORRECTORS:
         raise ValueError(f"corrector must be one of {CORRECTORS}, got {corrector!r}")
-    snr = _check_nonneg(snr, "snr")
+    snr = check_nonneg(snr, "snr")
     nc = _check_int(n_corrector_steps, "n_corrector_steps", 0)
     eps = _check_eps(eps)
     grid, dt = _time_grid(n, eps)
