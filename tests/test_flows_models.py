@@ -159,3 +159,16 @@ def test_bad_inputs_and_configs_raise_clear_errors():
         make_glow({"steps": 3}, INFO)
     with pytest.raises(ConfigError, match="config.model.conditioning"):
         make_glow({"conditioning": "label"}, Info((8, 8, 1), 17, 0))
+
+
+def test_maf_bundle_on_images_by_shape():
+    """The registered MAF also serves image datasets (flattened, logit pre-processing):
+    shapes only, by eval_shape."""
+    from gen_jax.flows.maf import MAFConfig, make_maf
+
+    model = make_maf(MAFConfig(num_layers=2, hidden=(16,)), INFO)
+    batch = {"image": jax.ShapeDtypeStruct((3, 8, 8, 1), jnp.float32)}
+    params = jax.eval_shape(model.init, jax.random.PRNGKey(0), batch)
+    assert jax.eval_shape(model.log_prob, params, batch, jax.random.PRNGKey(1)).shape == (3,)
+    out = jax.eval_shape(lambda p: model.sample(p, jax.random.PRNGKey(2), 5), params)
+    assert out.shape == (5, 8, 8, 1) and model.bpd_kind == "exact"

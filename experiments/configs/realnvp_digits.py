@@ -6,7 +6,11 @@ factor out half; then 4 checkerboard couplings), logit pre-processing with alpha
 
 Dinh et al. 2017's multi-scale architecture at digits size (see gen_jax/flows/realnvp.py for
 the deviations: Glow-style conv conditioners with one residual block, ActNorm instead of
-batch norm). Exact bits/dim; not tuned here (glow_digits.py is the tuned flow on digits).
+batch norm). Measured here (2 shared CPU cores, load 3-5): 190 s of training (500 steps,
+compile included), exact test bits/dim 2.041 (train batches 1.93), FID 10.3 (precision 0.65,
+recall 0.94). Longer training overfits the likelihood while the samples improve: 1500 steps
+gave test bits/dim 2.036 / 2.126 / 2.166 at steps 500 / 1000 / 1500 (train 1.63) and FID 4.3.
+Only the step count was tuned.
 """
 import ml_collections
 
@@ -23,9 +27,9 @@ def get_config():
     c.optim.schedule = "cosine"
     c.optim.warmup_steps = 100
     c.optim.grad_clip = 50.0
-    c.train.steps = 1500
+    c.train.steps = 500
     c.train.batch_size = 64
     c.train.log_every = 100
     c.train.ckpt_every = 500
-    c.train.sample_every = 1500
+    c.train.sample_every = 500
     return c
