@@ -37,6 +37,9 @@ BAKEOFF: list[tuple[str, dict]] = [
     ("ldm_digits", {"model.stage1_workdir": "{out}/runs/vae"}),  # stage one: the vae row's run
     ("ddpm_digits", {}),
     ("ddpm_digits", {"model.sampler": "ddim", "model.sample_steps": 50}),
+    ("realnvp_digits", {}),
+    ("glow_digits", {}),
+    ("glow_digits_cond", {}),
 ]
 
 # Rows that evaluate another row's trained run with other sampling settings: row -> run.
