@@ -33,6 +33,8 @@ import jax.numpy as jnp
 from gen_jax import distributions as dist
 from gen_jax.config import ConfigError, from_config
 from gen_jax.diffusion import gaussian_diffusion as gd
+from gen_jax.diffusion import likelihood
+from gen_jax.diffusion import sde as sde_lib
 from gen_jax.diffusion import samplers
 from gen_jax.diffusion.schedules import SCHEDULES, make_schedule
 from gen_jax.model import GenerativeModel, check_image_batch, condition_labels
@@ -350,9 +352,7 @@ def make_ddpm(cfg: Any, info: Any) -> GenerativeModel:
         check_image(x)
         k_drop, k_loss, k_net, k_deq = jax.random.split(key, 4)
         if cfg.train_dequantize:
-            from gen_jax.diffusion.likelihood import dequantize_for_diffusion
-
-            x0 = dequantize_for_diffusion(k_deq, on_levels(x), num_levels)[0]
+            x0 = likelihood.dequantize_for_diffusion(k_deq, on_levels(x), num_levels)[0]
         else:
             x0 = 2.0 * x - 1.0
         label = None
@@ -458,8 +458,6 @@ def make_ddpm(cfg: Any, info: Any) -> GenerativeModel:
         variance of the dequantization noise, ``(2 / (K - 1))^2 / 12`` on ``[-1, 1]``, so a model
         of the levels is evaluated at the blur the dequantization itself applies.
         """
-        from gen_jax.diffusion import likelihood, sde as sde_lib
-
         if cfg.beta_schedule != "linear":
             raise ValueError("ode_log_prob: the probability-flow ODE of this bundle is the VP SDE of "
                              "the linear schedule; config.model.beta_schedule is "
