@@ -15,7 +15,9 @@ Conventions (shared by every family):
   ``bpd = (-log_prob + D log K) / (D log 2)`` (DESIGN.md convention). A discrete model whose
   probability mass is ``P(levels)`` returns ``log P + D log K`` (its piecewise-constant
   density), which makes the formula exact for it.
-* ``sample`` returns float32 ``[num, H, W, C]`` in ``[0, 1]``.
+* ``sample`` returns float32 ``[num, H, W, C]`` in ``[0, 1]`` (image models). Sequence
+  models (text LMs) return int32 tokens ``[num, L]`` and say how to print them in
+  ``extras['describe_samples']``; 1-D signal models use images ``[num, T, 1, 1]``.
 """
 from __future__ import annotations
 
@@ -86,6 +88,8 @@ class GenerativeModel:
       condition_key: the batch key a conditional model samples from: ``'label'`` (class
         conditioning) or ``'caption_tokens'`` (text conditioning).
       extras: family-specific pure functions (``encode``, ``decode``, ``reconstruct``, ...).
+        ``extras['describe_samples']`` (``samples -> list[str]``), when present, is how the
+        train loop writes samples of a non-image model (text LMs) instead of a PNG grid.
     """
 
     name: str

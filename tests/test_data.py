@@ -81,6 +81,9 @@ def test_digits_builder_matches_sklearn(digits_splits, sk_digits):
     tok = datasets.get_tokenizer("digits")
     assert te["caption_tokens"].shape == (360, info.caption_len)
     assert tok.decode(te["caption_tokens"]) == list(te["caption"])
+    from gen_jax.multimodal.tokenizers import ByteTokenizer
+    assert te["caption_chars"].shape == (360, info.caption_char_len)
+    assert ByteTokenizer().decode(te["caption_chars"]) == list(te["caption"])  # nothing truncated
 
 
 # ----------------------------------------------------------------------------- shapes

@@ -34,7 +34,7 @@ import tensorflow_datasets as tfds
 
 from gen_jax.data import digits as digits_lib
 from gen_jax.data import shapes as shapes_lib
-from gen_jax.multimodal.tokenizers import WordTokenizer
+from gen_jax.multimodal.tokenizers import ByteTokenizer, WordTokenizer
 
 
 class DatasetError(ValueError):
@@ -56,6 +56,9 @@ class DatasetInfo:
       vocab_size: caption tokenizer vocabulary size (0 without captions).
       has_labels: ``False`` for datasets without a ``label`` feature (labels are zeros).
       splits: the split names.
+      caption_char_len: length of ``caption_chars`` (the caption as UTF-8 bytes + 1 from
+        :class:`~gen_jax.multimodal.tokenizers.ByteTokenizer`, 0-padded; vocabulary 257);
+        0 without captions.
     """
 
     name: str
@@ -69,6 +72,7 @@ class DatasetInfo:
     vocab_size: int
     has_labels: bool = True
     splits: tuple[str, ...] = ("train", "test")
+    caption_char_len: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,6 +84,7 @@ class _Embedded:
     split_sizes: dict
     caption_vocabulary: Callable[[], list]
     caption_len: int  # words of the longest caption + <bos> + <eos>
+    caption_char_len: int  # bytes of the longest caption, rounded up
 
 
 EMBEDDED = {
@@ -87,12 +92,13 @@ EMBEDDED = {
         builder_cls=digits_lib.Digits, image_shape=(8, 8, 1), num_levels=digits_lib.NUM_LEVELS,
         num_classes=10, split_sizes={"train": 1797 - digits_lib.NUM_TEST, "test": digits_lib.NUM_TEST},
         caption_vocabulary=lambda: sorted({"a", "handwritten", "digit", *digits_lib.DIGIT_WORDS}),
-        caption_len=4 + 2),
+        caption_len=4 + 2, caption_char_len=32),  # "a handwritten digit seven": 25 bytes
     "shapes": _Embedded(
         builder_cls=shapes_lib.Shapes, image_shape=(32, 32, 3), num_levels=256,
         num_classes=len(shapes_lib.SHAPES), split_sizes=dict(shapes_lib.SPLIT_SIZES),
         caption_vocabulary=shapes_lib.caption_vocabulary,
-        caption_len=8 + 2),  # "a large red circle at the top left"
+        caption_len=8 + 2,  # "a large red circle at the top left"
+        caption_char_len=48),  # "a large magenta triangle at the bottom right": 44 bytes
 }
 
 
@@ -201,7 +207,7 @@ def get_info(name: str, data_dir: Optional[str] = None) -> DatasetInfo:
             num_classes=spec.num_classes, num_train=spec.split_sizes.get("train", 0),
             num_test=spec.split_sizes.get("test", 0), has_captions=True,
             caption_len=spec.caption_len, vocab_size=tok.vocab_size,
-            has_labels=True, splits=tuple(spec.split_sizes))
+            has_labels=True, splits=tuple(spec.split_sizes), caption_char_len=spec.caption_char_len)
     builder = _standard_builder(name, data_dir)
     shape = _image_feature(builder, name)
     known = dict(builder.info.splits.items()) if builder.info.splits else {}
@@ -232,7 +238,8 @@ def load_split(name: str, split: str, data_dir: Optional[str] = None) -> dict[st
 
     Returns a dict with ``image`` uint8 ``[N, H, W, C]`` (levels ``0..K-1``), ``label``
     int32 ``[N]``; for captioned datasets ``caption`` (``[N]`` str) and ``caption_tokens``
-    int32 ``[N, L]``; for embedded datasets also ``index`` int32 ``[N]`` (the order key) and
+    int32 ``[N, L]`` and ``caption_chars`` int32 ``[N, info.caption_char_len]`` (UTF-8 bytes
+    + 1, 0-padded); for embedded datasets also ``index`` int32 ``[N]`` (the order key) and
     any integer factor features (``shape``, ``colour``, ``size``, ``x``, ``y`` for shapes).
     """
     if name in EMBEDDED:
@@ -252,6 +259,7 @@ def load_split(name: str, split: str, data_dir: Optional[str] = None) -> dict[st
         out["caption"] = np.array([c.decode("utf-8") if isinstance(c, bytes) else str(c)
                                    for c in captions])
         out["caption_tokens"] = get_tokenizer(name).encode(list(out["caption"]), spec.caption_len)
+        out["caption_chars"] = ByteTokenizer().encode(list(out["caption"]), spec.caption_char_len)
         return out
     builder = _standard_builder(name, data_dir)
     _image_feature(builder, name)

@@ -25,7 +25,7 @@ import numpy as np
 
 from gen_jax.data.datasets import DatasetInfo
 
-BATCH_KEYS = ("image", "label", "caption_tokens")
+BATCH_KEYS = ("image", "label", "caption_tokens", "caption_chars")
 
 
 class BatchError(ValueError):
@@ -40,7 +40,8 @@ def validate_batch(batch: Mapping, info: DatasetInfo) -> None:
 
     Checks: ``image`` present, shape ``[B, *info.image_shape]``, floating dtype, finite,
     values in ``[0, 1]``; ``label`` (if present) integer ``[B]`` in ``[0, num_classes)``;
-    ``caption_tokens`` (if present) integer ``[B, L]`` in ``[0, vocab_size)``.
+    ``caption_tokens`` (if present) integer ``[B, L]`` in ``[0, vocab_size)``; ``caption_chars``
+    (if present) integer ``[B, L]`` in ``[0, 257)``.
     """
     if not isinstance(batch, Mapping):
         raise BatchError(f"batch must be a dict of arrays, got {type(batch).__name__}")
@@ -69,16 +70,17 @@ def validate_batch(batch: Mapping, info: DatasetInfo) -> None:
         if info.num_classes > 0 and label.size and (label.min() < 0 or label.max() >= info.num_classes):
             raise BatchError(f"batch['label'] values lie in [{label.min()}, {label.max()}]; "
                              f"expected [0, {info.num_classes})")
-    if "caption_tokens" in batch and batch["caption_tokens"] is not None:
-        tok = np.asarray(batch["caption_tokens"])
+    for key, vocab in (("caption_tokens", info.vocab_size), ("caption_chars", 257)):
+        if key not in batch or batch[key] is None:
+            continue
+        tok = np.asarray(batch[key])
         if not np.issubdtype(tok.dtype, np.integer):
-            raise BatchError(f"batch['caption_tokens'] has dtype {tok.dtype}; expected integer")
+            raise BatchError(f"batch[{key!r}] has dtype {tok.dtype}; expected integer")
         if tok.ndim != 2 or tok.shape[0] != b:
-            raise BatchError(f"batch['caption_tokens'] has shape {tok.shape}; expected [B, L] "
-                             f"with B = {b}")
-        if info.vocab_size > 0 and tok.size and (tok.min() < 0 or tok.max() >= info.vocab_size):
-            raise BatchError(f"batch['caption_tokens'] values lie in [{tok.min()}, {tok.max()}]; "
-                             f"expected [0, {info.vocab_size})")
+            raise BatchError(f"batch[{key!r}] has shape {tok.shape}; expected [B, L] with B = {b}")
+        if vocab > 0 and tok.size and (tok.min() < 0 or tok.max() >= vocab):
+            raise BatchError(f"batch[{key!r}] values lie in [{tok.min()}, {tok.max()}]; "
+                             f"expected [0, {vocab})")
 
 
 # ----------------------------------------------------------------------------- stream
@@ -202,8 +204,9 @@ class BatchStream:
         batch = {"image": self._arrays["image"][idx].astype(np.float32) / denom}
         if "label" in self._arrays:
             batch["label"] = self._arrays["label"][idx].astype(np.int32)
-        if "caption_tokens" in self._arrays:
-            batch["caption_tokens"] = self._arrays["caption_tokens"][idx].astype(np.int32)
+        for key in ("caption_tokens", "caption_chars"):
+            if key in self._arrays:
+                batch[key] = self._arrays[key][idx].astype(np.int32)
         return batch
 
     @property

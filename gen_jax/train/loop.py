@@ -198,8 +198,15 @@ def _write_grid(sample_fn, state, model, info, exp, workdir, step, stream):
 
     n = exp.train.grid_size
     key = jax.random.fold_in(jax.random.PRNGKey(exp.seed + 1), step)
-    x = sample_fn(eval_params(state), key, n, sample_conditions(model, info, n, stream.arrays))
-    save_grid(os.path.join(workdir, "samples", f"grid_{step:07d}.png"), np.asarray(x))
+    x = np.asarray(sample_fn(eval_params(state), key, n, sample_conditions(model, info, n, stream.arrays)))
+    os.makedirs(os.path.join(workdir, "samples"), exist_ok=True)
+    if "describe_samples" in model.extras:  # text (and other non-image) models: one line per sample
+        with open(os.path.join(workdir, "samples", f"samples_{step:07d}.txt"), "w") as f:
+            f.write("\n".join(model.extras["describe_samples"](x)) + "\n")
+    elif x.ndim == 4 and x.shape[1] > 1 and x.shape[2] > 1:
+        save_grid(os.path.join(workdir, "samples", f"grid_{step:07d}.png"), x)
+    else:  # e.g. 1-D signals stored as [N, T, 1, 1]
+        np.save(os.path.join(workdir, "samples", f"samples_{step:07d}.npy"), x)
 
 
 def _write_curves(workdir, title):
