@@ -1,0 +1,1 @@
+"""Autoregressive models: PixelCNN family, PixelRNN, PixelCNN++, transformer LMs, WaveNet."""
