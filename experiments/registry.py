@@ -21,6 +21,12 @@ MODELS: dict[str, str] = {
     "realnvp": "gen_jax.flows.realnvp:make_realnvp",
     "glow": "gen_jax.flows.glow:make_glow",
     "maf": "gen_jax.flows.maf:make_maf",
+    "pixelcnn": "gen_jax.autoregressive.image_model:make_pixelcnn",
+    "gated_pixelcnn": "gen_jax.autoregressive.image_model:make_gated_pixelcnn",
+    "pixelrnn": "gen_jax.autoregressive.image_model:make_pixelrnn",
+    "pixelcnnpp": "gen_jax.autoregressive.pixelcnnpp_model:make_pixelcnnpp",
+    "transformer_lm": "gen_jax.autoregressive.transformer_lm:make_transformer_lm",
+    "wavenet": "gen_jax.autoregressive.wavenet_model:make_wavenet",
 }
 
 

@@ -21,7 +21,8 @@ CONFIGS = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(REPO, 
 def _example_batch(info, n):
     return {"image": jnp.zeros((n,) + tuple(info.image_shape), jnp.float32),
             "label": jnp.zeros((n,), jnp.int32),
-            "caption_tokens": jnp.ones((n, max(info.caption_len, 1)), jnp.int32)}
+            "caption_tokens": jnp.ones((n, max(info.caption_len, 1)), jnp.int32),
+            "caption_chars": jnp.ones((n, max(getattr(info, "caption_char_len", 0), 1)), jnp.int32)}
 
 
 def test_the_latent_family_configs_exist():
@@ -49,7 +50,10 @@ def test_config_builds_and_documents_its_command(name):
     if model.sample is not None:
         cond = sample_conditions(model, info, 3, {k: np.asarray(v) for k, v in batch.items()})
         out = jax.eval_shape(lambda p, k: model.sample(p, k, 3, cond), params, jax.random.PRNGKey(1))
-        assert out.shape == (3,) + tuple(info.image_shape) and out.dtype == jnp.float32
+        if "describe_samples" in model.extras:  # sequence models (text LMs): int tokens [3, L]
+            assert out.ndim == 2 and out.shape[0] == 3 and out.dtype == jnp.int32
+        else:
+            assert out.shape == (3,) + tuple(info.image_shape) and out.dtype == jnp.float32
 
 
 def test_caption_conditions_come_from_the_split():
