@@ -4,7 +4,9 @@
 
 Reports test bits/dim (where the model defines a likelihood; ``bpd_kind`` says whether it is
 exact or a bound), and FID, KID, precision/recall and Inception Score of ``config.eval.num_samples``
-samples against the test split, on the dataset's feature network.
+samples against the test split, on the dataset's feature network. Sequence models (text LMs)
+report test bits per token (``extras['token_log_prob']``) and a few decoded samples; 1-D
+signal models report their likelihood only.
 """
 from __future__ import annotations
 
@@ -40,13 +42,45 @@ def test_bpd(model, params, arrays: dict, info, key, batch_size: int) -> Optiona
     out = []
     for i, start in enumerate(range(0, n, batch_size)):
         idx = np.arange(start, start + batch_size) % n  # pad by wrapping: one compile
-        batch = {"image": x[idx], "label": arrays["label"][idx]}
-        if "caption_tokens" in arrays:
-            batch["caption_tokens"] = arrays["caption_tokens"][idx]
+        batch = _batch_of(arrays, x, idx)
         lp = np.asarray(fn(params, batch, jax.random.fold_in(key, i)))
         out.append(lp[: min(batch_size, n - start)])
     lp = np.concatenate(out)
     return float(np.mean(bits_per_dim(lp, dims, info.num_levels)))
+
+
+def _batch_of(arrays: dict, x: np.ndarray, idx: np.ndarray) -> dict:
+    """The batch of rows ``idx``: the image as floats and every other batch key of the split."""
+    from gen_jax.data.pipeline import BATCH_KEYS
+
+    batch = {"image": x[idx]}
+    batch.update({k: arrays[k][idx] for k in BATCH_KEYS if k != "image" and k in arrays})
+    return batch
+
+
+def test_token_bits(model, params, arrays: dict, info, batch_size: int) -> Optional[float]:
+    """Mean test bits per token of a sequence model (``extras['token_log_prob']`` gives nats
+    per example and ``extras['num_tokens']`` the scored tokens per example), or None."""
+    if "token_log_prob" not in model.extras:
+        return None
+    fn = jax.jit(model.extras["token_log_prob"])
+    count = jax.jit(model.extras["num_tokens"]) if "num_tokens" in model.extras else None
+    x = images01(arrays, info)
+    n = len(x)
+    nats = toks = 0.0
+    for start in range(0, n, batch_size):
+        idx = np.arange(start, start + batch_size) % n
+        batch = _batch_of(arrays, x, idx)
+        keep = min(batch_size, n - start)
+        nats -= float(np.sum(np.asarray(fn(params, batch))[:keep]))
+        toks += float(np.sum(np.asarray(count(batch))[:keep])) if count is not None else keep
+    return nats / toks / np.log(2.0)
+
+
+def has_image_metrics(model, info) -> bool:
+    """FID-style sample metrics apply to image models (not text or 1-D signal models)."""
+    h, w = info.image_shape[:2]
+    return model.sample is not None and "describe_samples" not in model.extras and h > 1 and w > 1
 
 
 def default_feature_dir(dataset: str) -> str:
@@ -99,9 +133,17 @@ def evaluate_params(exp, model, info, params, extractor, *, seed: int = 0, num_s
     key = jax.random.PRNGKey(seed)
     res = {"model": model.name, "family": model.family, "bpd_kind": model.bpd_kind}
     res["test_bpd"] = test_bpd(model, params, test, info, jax.random.fold_in(key, 1), exp.eval.batch_size)
+    bits = test_token_bits(model, params, test, info, exp.eval.batch_size)
+    if bits is not None:
+        res["test_bits_per_token"] = bits
     labels = samples = None
     res["sample_seconds"] = None
-    if model.sample is not None:
+    if model.sample is not None and not has_image_metrics(model, info):
+        cond = conditions_for(exp, model, info, 8, arrays=test)
+        x = np.asarray(jax.jit(model.sample, static_argnums=(2,))(params, jax.random.fold_in(key, 3), 8, cond))
+        if "describe_samples" in model.extras:
+            res["samples_text"] = model.extras["describe_samples"](x)
+    elif model.sample is not None:
         cond = conditions_for(exp, model, info, num, arrays=test)
         labels = None if cond is None else cond.get("label")
         bs = min(num, exp.eval.batch_size)
@@ -125,7 +167,8 @@ def main(argv=None) -> int:
         exp = common.load_experiment(args.config, overrides)
         info, model, _ = common.setup(exp)
         state, _ = common.restore_state(exp, model, args.workdir, info)
-        extractor = feature_extractor(exp.dataset.name, common.data_dir(exp), exp.eval.feature_net)
+        extractor = (feature_extractor(exp.dataset.name, common.data_dir(exp), exp.eval.feature_net)
+                     if has_image_metrics(model, info) else None)
     except (ConfigError, CheckpointError, ValueError) as e:
         common.fail(str(e))
     from gen_jax.train.loop import eval_params
