@@ -2,8 +2,8 @@
 
 Two kinds of dataset are served by one :func:`load_split`:
 
-* **Embedded** (``digits``, ``shapes``; see :mod:`gen_jax.data.digits`,
-  :mod:`gen_jax.data.shapes`): built offline by their TFDS builders and prepared on first
+* **Embedded** (``digits``, ``shapes``, ``signals``; see :mod:`gen_jax.data.digits`,
+  :mod:`gen_jax.data.shapes`, :mod:`gen_jax.data.signals`): built offline by their TFDS builders and prepared on first
   use into ``data_dir`` (default ``$GEN_JAX_DATA_DIR``, else ``~/.cache/gen_jax/tfds``) as
   ``array_record`` files. Preparation holds an exclusive file lock
   (``<data_dir>/.<name>.lock``), so concurrent processes prepare once; TFDS itself writes
@@ -34,6 +34,7 @@ import tensorflow_datasets as tfds
 
 from gen_jax.data import digits as digits_lib
 from gen_jax.data import shapes as shapes_lib
+from gen_jax.data import signals as signals_lib
 from gen_jax.multimodal.tokenizers import ByteTokenizer, WordTokenizer
 
 
@@ -59,6 +60,10 @@ class DatasetInfo:
       caption_char_len: length of ``caption_chars`` (the caption as UTF-8 bytes + 1 from
         :class:`~gen_jax.multimodal.tokenizers.ByteTokenizer`, 0-padded; vocabulary 257);
         0 without captions.
+      local_cond_shape: shape (without the batch axis) of ``local_cond``, the low-rate
+        local-conditioning sequence of 1-D signal datasets (``(T // hop,)`` int ids for
+        ``signals``); ``()`` when the dataset has none.
+      local_cond_levels: number of ``local_cond`` ids (values lie in ``[0, levels)``); 0 without.
     """
 
     name: str
@@ -73,6 +78,8 @@ class DatasetInfo:
     has_labels: bool = True
     splits: tuple[str, ...] = ("train", "test")
     caption_char_len: int = 0
+    local_cond_shape: tuple[int, ...] = ()
+    local_cond_levels: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,6 +92,8 @@ class _Embedded:
     caption_vocabulary: Callable[[], list]
     caption_len: int  # words of the longest caption + <bos> + <eos>
     caption_char_len: int  # bytes of the longest caption, rounded up
+    local_cond_shape: tuple = ()  # per-example shape of the 'local_cond' feature, if any
+    local_cond_levels: int = 0
 
 
 EMBEDDED = {
@@ -99,6 +108,13 @@ EMBEDDED = {
         caption_vocabulary=shapes_lib.caption_vocabulary,
         caption_len=8 + 2,  # "a large red circle at the top left"
         caption_char_len=48),  # "a large magenta triangle at the bottom right": 44 bytes
+    "signals": _Embedded(
+        builder_cls=signals_lib.Signals, image_shape=(signals_lib.LENGTH, 1, 1), num_levels=256,
+        num_classes=len(signals_lib.TIMBRES), split_sizes=dict(signals_lib.SPLIT_SIZES),
+        caption_vocabulary=signals_lib.caption_vocabulary,
+        caption_len=4 + 2,  # "a wandering sawtooth melody"
+        caption_char_len=32,  # "a wandering sawtooth melody": 27 bytes
+        local_cond_shape=(signals_lib.FRAMES,), local_cond_levels=signals_lib.NUM_PITCH_IDS),
 }
 
 
@@ -207,7 +223,8 @@ def get_info(name: str, data_dir: Optional[str] = None) -> DatasetInfo:
             num_classes=spec.num_classes, num_train=spec.split_sizes.get("train", 0),
             num_test=spec.split_sizes.get("test", 0), has_captions=True,
             caption_len=spec.caption_len, vocab_size=tok.vocab_size,
-            has_labels=True, splits=tuple(spec.split_sizes), caption_char_len=spec.caption_char_len)
+            has_labels=True, splits=tuple(spec.split_sizes), caption_char_len=spec.caption_char_len,
+            local_cond_shape=tuple(spec.local_cond_shape), local_cond_levels=spec.local_cond_levels)
     builder = _standard_builder(name, data_dir)
     shape = _image_feature(builder, name)
     known = dict(builder.info.splits.items()) if builder.info.splits else {}
@@ -240,7 +257,8 @@ def load_split(name: str, split: str, data_dir: Optional[str] = None) -> dict[st
     int32 ``[N]``; for captioned datasets ``caption`` (``[N]`` str) and ``caption_tokens``
     int32 ``[N, L]`` and ``caption_chars`` int32 ``[N, info.caption_char_len]`` (UTF-8 bytes
     + 1, 0-padded); for embedded datasets also ``index`` int32 ``[N]`` (the order key) and
-    any integer factor features (``shape``, ``colour``, ``size``, ``x``, ``y`` for shapes).
+    any integer factor features (``shape``, ``colour``, ``size``, ``x``, ``y`` for shapes;
+    ``local_cond`` int32 ``[N, *info.local_cond_shape]`` for signals).
     """
     if name in EMBEDDED:
         spec = EMBEDDED[name]

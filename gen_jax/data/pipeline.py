@@ -12,7 +12,8 @@ therefore reproduces the batches exactly, on any number of devices or processes:
 hold, and :func:`jax.make_array_from_process_local_data` assembles the global array.
 
 Batch convention: ``image`` float32 ``[B, H, W, C]`` = ``level / (K - 1)`` in ``[0, 1]``,
-``label`` int32 ``[B]``, ``caption_tokens`` int32 ``[B, L]`` (0 = pad).
+``label`` int32 ``[B]``, ``caption_tokens`` int32 ``[B, L]`` (0 = pad); 1-D signal datasets
+add ``local_cond`` int32 ``[B, *info.local_cond_shape]`` (a low-rate conditioning sequence).
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ import numpy as np
 
 from gen_jax.data.datasets import DatasetInfo
 
-BATCH_KEYS = ("image", "label", "caption_tokens", "caption_chars")
+BATCH_KEYS = ("image", "label", "caption_tokens", "caption_chars", "local_cond")
 
 
 class BatchError(ValueError):
@@ -41,7 +42,8 @@ def validate_batch(batch: Mapping, info: DatasetInfo) -> None:
     Checks: ``image`` present, shape ``[B, *info.image_shape]``, floating dtype, finite,
     values in ``[0, 1]``; ``label`` (if present) integer ``[B]`` in ``[0, num_classes)``;
     ``caption_tokens`` (if present) integer ``[B, L]`` in ``[0, vocab_size)``; ``caption_chars``
-    (if present) integer ``[B, L]`` in ``[0, 257)``.
+    (if present) integer ``[B, L]`` in ``[0, 257)``; ``local_cond`` (if present) integer
+    ``[B, *info.local_cond_shape]`` in ``[0, info.local_cond_levels)``.
     """
     if not isinstance(batch, Mapping):
         raise BatchError(f"batch must be a dict of arrays, got {type(batch).__name__}")
@@ -81,6 +83,19 @@ def validate_batch(batch: Mapping, info: DatasetInfo) -> None:
         if vocab > 0 and tok.size and (tok.min() < 0 or tok.max() >= vocab):
             raise BatchError(f"batch[{key!r}] values lie in [{tok.min()}, {tok.max()}]; "
                              f"expected [0, {vocab})")
+    if "local_cond" in batch and batch["local_cond"] is not None:
+        lc = np.asarray(batch["local_cond"])
+        want_lc = (b,) + tuple(info.local_cond_shape)
+        if not info.local_cond_shape:
+            raise BatchError(f"batch['local_cond'] given, but dataset {info.name!r} has no local "
+                             f"conditioning (DatasetInfo.local_cond_shape is ())")
+        if not np.issubdtype(lc.dtype, np.integer):
+            raise BatchError(f"batch['local_cond'] has dtype {lc.dtype}; expected integer ids")
+        if lc.shape != want_lc:
+            raise BatchError(f"batch['local_cond'] has shape {lc.shape}; expected {want_lc}")
+        if info.local_cond_levels > 0 and lc.size and (lc.min() < 0 or lc.max() >= info.local_cond_levels):
+            raise BatchError(f"batch['local_cond'] values lie in [{lc.min()}, {lc.max()}]; "
+                             f"expected [0, {info.local_cond_levels})")
 
 
 # ----------------------------------------------------------------------------- stream
@@ -100,7 +115,8 @@ class BatchStream:
 
     Args:
       arrays: ``load_split`` output: ``image`` uint8 levels ``[N, H, W, C]``, ``label``
-        ``[N]``, optional ``caption_tokens`` ``[N, L]``.
+        ``[N]``, optional ``caption_tokens`` ``[N, L]``, ``caption_chars`` ``[N, L']``,
+        ``local_cond`` ``[N, ...]``.
       info: the dataset's :class:`DatasetInfo` (for ``num_levels`` and checks).
       global_batch_size: ``B`` (the ``train.batch_size`` config field), summed over all
         devices and processes. May exceed ``N`` (epochs wrap).
@@ -204,7 +220,7 @@ class BatchStream:
         batch = {"image": self._arrays["image"][idx].astype(np.float32) / denom}
         if "label" in self._arrays:
             batch["label"] = self._arrays["label"][idx].astype(np.int32)
-        for key in ("caption_tokens", "caption_chars"):
+        for key in ("caption_tokens", "caption_chars", "local_cond"):
             if key in self._arrays:
                 batch[key] = self._arrays[key][idx].astype(np.int32)
         return batch
