@@ -1,0 +1,341 @@
+"""PixelCNN, gated PixelCNN and PixelRNN (Row LSTM) as :class:`~gen_jax.model.GenerativeModel`
+bundles.
+
+Each network (:mod:`gen_jax.autoregressive.pixelcnn`, :mod:`gen_jax.autoregressive.pixelrnn`)
+gives logits ``[B, H, W, C, K]`` of a categorical over the ``K`` levels of every sub-pixel,
+causal in raster order with R, G, B inside a pixel, so (2016a Eq. 1-2)
+
+    log P(levels) = sum_{i, j, c} log softmax(logits[i, j, c])[level_{i, j, c}]
+
+exactly. Bundle functions:
+
+* ``loss(params, batch, key) -> (mean NLL in nats per sub-pixel, {'nll': [B] nats per
+  dim, 'bpd': [B]})``, dropout drawn from ``key``;
+* ``log_prob(params, batch, key) -> [B]`` = ``log P(levels) + D log K`` (the library
+  convention, :func:`gen_jax.autoregressive.common.density_log_prob`; ``bpd_kind='exact'``);
+* ``sample(params, key, num, cond=None, temperature=config) -> [num, H, W, C]`` in
+  ``[0, 1]``: sub-pixels drawn one at a time in raster order from ``softmax(logits / T)``
+  inside one ``lax.scan`` (:func:`gen_jax.autoregressive.common.raster_scan_sample`);
+  each step re-runs the network on the partially sampled image (``H W C`` passes);
+* extras ``logits(params, batch) -> [B, H, W, C, K]``.
+
+Conditioning (gated PixelCNN only, 2016b Sec. 2.3, Eq. 4): ``conditioning='label'`` feeds the
+one-hot label as ``h``; ``'caption'`` feeds a learned mean-pooled token embedding of
+``caption_tokens`` (:class:`gen_jax.nn.embeddings.CaptionEncoder`) as ``h``. Conditional
+bundles sample from ``cond={'label': [num]}`` or ``{'caption_tokens': [num, L]}``.
+
+Errors: unsupported image sizes (H or W not larger than a kernel's reach ``k // 2``, so its
+outer taps could never see a pixel), channel widths that do not split into ``C`` groups, and
+wrong batch shapes raise ``ValueError`` naming the field or argument when the bundle is built
+or the batch is seen.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+
+from gen_jax.autoregressive import common
+from gen_jax.autoregressive.masked_conv import check_channel_split
+from gen_jax.autoregressive.pixelcnn import GatedPixelCNN, PixelCNN
+from gen_jax.autoregressive.pixelrnn import PixelRNN
+from gen_jax.config import ConfigError, from_config
+from gen_jax.model import GenerativeModel, check_image_batch, condition_labels
+from gen_jax.nn.embeddings import CaptionEncoder
+
+import flax.linen as nn
+
+CONDITIONINGS = ("none", "label", "caption")
+
+
+def _bad(field: str, msg: str):
+    raise ConfigError(f"config.model.{field}: {msg}")
+
+
+def _check_common(cfg) -> None:
+    for f in ("hidden", "out_hidden"):
+        if getattr(cfg, f) < 1:
+            _bad(f, f"must be >= 1, got {getattr(cfg, f)}")
+    for f in ("first_kernel", "kernel"):
+        if hasattr(cfg, f) and (getattr(cfg, f) < 1 or getattr(cfg, f) % 2 == 0):
+            _bad(f, f"must be an odd size >= 1 (the kernel is centred on the current pixel), got {getattr(cfg, f)}")
+    if not 0.0 <= cfg.dropout < 1.0:
+        _bad("dropout", f"must be in [0, 1), got {cfg.dropout}")
+    if not cfg.temperature > 0:
+        _bad("temperature", f"must be > 0, got {cfg.temperature}")
+
+
+@dataclasses.dataclass(frozen=True)
+class PixelCNNConfig:
+    """``config.model`` of PixelCNN (2016a Sec. 3.5); fields as :class:`~gen_jax.autoregressive.pixelcnn.PixelCNN`.
+
+    ``temperature`` divides the logits when sampling.
+    """
+
+    name: str = "pixelcnn"
+    hidden: int = 64
+    num_blocks: int = 4
+    first_kernel: int = 7
+    kernel: int = 3
+    out_hidden: int = 64
+    dropout: float = 0.0
+    temperature: float = 1.0
+
+    def __post_init__(self):
+        _check_common(self)
+        if self.num_blocks < 0:
+            _bad("num_blocks", f"must be >= 0, got {self.num_blocks}")
+
+
+@dataclasses.dataclass(frozen=True)
+class GatedPixelCNNConfig:
+    """``config.model`` of gated PixelCNN (2016b); fields as
+    :class:`~gen_jax.autoregressive.pixelcnn.GatedPixelCNN`, plus
+
+    Attributes:
+      conditioning: ``'none' | 'label' | 'caption'`` (Eq. 4's ``h``).
+      cond_dim: width of the caption embedding.
+      temperature: divides the logits when sampling.
+    """
+
+    name: str = "gated_pixelcnn"
+    hidden: int = 64
+    num_layers: int = 6
+    first_kernel: int = 7
+    kernel: int = 3
+    out_hidden: int = 64
+    dropout: float = 0.0
+    conditioning: str = "none"
+    cond_dim: int = 32
+    temperature: float = 1.0
+
+    def __post_init__(self):
+        _check_common(self)
+        if self.num_layers < 1:
+            _bad("num_layers", f"must be >= 1, got {self.num_layers}")
+        if self.conditioning not in CONDITIONINGS:
+            _bad("conditioning", f"must be one of {list(CONDITIONINGS)}, got {self.conditioning!r}")
+        if self.cond_dim < 1:
+            _bad("cond_dim", f"must be >= 1, got {self.cond_dim}")
+
+
+@dataclasses.dataclass(frozen=True)
+class PixelRNNConfig:
+    """``config.model`` of the Row LSTM PixelRNN (2016a Sec. 3.1); fields as
+    :class:`~gen_jax.autoregressive.pixelrnn.PixelRNN`. ``temperature`` divides the logits when
+    sampling."""
+
+    name: str = "pixelrnn"
+    hidden: int = 32
+    num_layers: int = 2
+    kernel: int = 3
+    out_hidden: int = 64
+    dropout: float = 0.0
+    temperature: float = 1.0
+
+    def __post_init__(self):
+        _check_common(self)
+        if self.num_layers < 1:
+            _bad("num_layers", f"must be >= 1, got {self.num_layers}")
+
+
+class _Conditioned(nn.Module):
+    """Gated PixelCNN with its conditioning vector ``h``: ``(x, label, tokens) -> logits``."""
+
+    net: GatedPixelCNN
+    conditioning: str
+    num_classes: int = 0
+    vocab_size: int = 0
+    cond_dim: int = 32
+
+    @nn.compact
+    def __call__(self, x, label=None, tokens=None, train: bool = False):
+        h = None
+        if self.conditioning == "label":
+            h = jax.nn.one_hot(label, self.num_classes, dtype=x.dtype)  # [B, num_classes]
+        elif self.conditioning == "caption":
+            h = CaptionEncoder(self.vocab_size, features=self.cond_dim, name="caption")(tokens)  # [B, E]
+        return self.net(x, h, train)
+
+
+def _image_shape(info) -> tuple[int, int, int]:
+    shape = tuple(int(s) for s in info.image_shape)
+    if len(shape) != 3:
+        raise ValueError(f"info.image_shape must be (H, W, C), got {info.image_shape}")
+    return shape
+
+
+def _check_size(image_shape, cfg, fields) -> None:
+    for f in fields:
+        common.check_image_size(image_shape, getattr(cfg, f) // 2 + 1, f"config.model.{f}={getattr(cfg, f)}")
+
+
+def _check_split(cfg, fields, c: int) -> None:
+    for f, mult in fields:
+        try:
+            check_channel_split(getattr(cfg, f), mult * c, f"config.model.{f}")
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+
+
+def categorical_log_mass(logits: jax.Array, levels: jax.Array) -> jax.Array:
+    """``sum log softmax(logits)[levels]`` per example (2016a Eq. 1-2).
+
+    Args:
+      logits: ``[B, H, W, C, K]``.
+      levels: int ``[B, H, W, C]`` in ``0..K-1``.
+
+    Returns:
+      ``log P(levels)`` ``[B]``.
+    """
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    picked = jnp.take_along_axis(logp, levels[..., None], axis=-1)[..., 0]  # [B, H, W, C]
+    return jnp.sum(picked, axis=(1, 2, 3))
+
+
+def _make_bundle(*, name: str, apply_fn, init_fn, image_shape, num_levels: int, temperature: float,
+                 conditioning: str = "none") -> GenerativeModel:
+    """The bundle of pure functions around ``apply_fn(params, x, cond, train, rngs) -> logits``."""
+    k = int(num_levels)
+    d = math.prod(image_shape)
+    conditional = conditioning != "none"
+    cond_key = "caption_tokens" if conditioning == "caption" else "label"
+
+    def cond_of(source, n, where) -> Optional[dict]:
+        if not conditional:
+            return None
+        if cond_key == "label":
+            return {"label": condition_labels(source, n, where)}
+        if source is None or "caption_tokens" not in source:
+            raise ValueError(f"{where}: the model is caption-conditional; pass 'caption_tokens' int [{n}, L]")
+        tok = jnp.asarray(source["caption_tokens"])
+        if tok.ndim != 2 or tok.shape[0] != n:
+            raise ValueError(f"{where}: caption_tokens must be [{n}, L], got shape {tok.shape}")
+        return {"caption_tokens": tok.astype(jnp.int32)}
+
+    def init(key, batch):
+        x = batch["image"]
+        check_image_batch(x, image_shape, "init batch['image']")
+        return init_fn(key, x, cond_of(batch, x.shape[0], "init batch"))
+
+    def log_mass(params, batch, where, train=False, key=None):
+        x = batch["image"]
+        check_image_batch(x, image_shape, f"{where} batch['image']")
+        levels = common.to_levels(x, k)
+        rngs = {"dropout": key} if train else None
+        logits = apply_fn(params, common.from_levels(levels, k), cond_of(batch, x.shape[0], f"{where} batch"),
+                          train, rngs)
+        return categorical_log_mass(logits, levels)  # [B]
+
+    def loss(params, batch, key):
+        nll = -log_mass(params, batch, "loss", train=True, key=key) / d  # [B] nats per sub-pixel
+        return jnp.mean(nll), {"nll": nll, "bpd": nll / math.log(2.0)}
+
+    def log_prob(params, batch, key):
+        del key  # exact and deterministic
+        return common.density_log_prob(log_mass(params, batch, "log_prob"), image_shape, k)
+
+    def logits(params, batch):
+        x = batch["image"]
+        check_image_batch(x, image_shape, "logits batch['image']")
+        return apply_fn(params, x, cond_of(batch, x.shape[0], "logits batch"), False, None)
+
+    def sample(params, key, num, cond=None, temperature=temperature):
+        c = cond_of(cond, num, "sample")
+
+        def step(x, pos, key_i):  # x [num, H, W, C]; pos = (row, col, channel)
+            out = apply_fn(params, x, c, False, None)  # [num, H, W, C, K]
+            lg = out[:, pos[0], pos[1], pos[2], :] / temperature  # [num, K]
+            lev = jax.random.categorical(key_i, lg, axis=-1)  # [num]
+            return x.at[:, pos[0], pos[1], pos[2]].set(common.from_levels(lev, k))
+
+        init_x = jnp.zeros((num,) + tuple(image_shape), jnp.float32)
+        return common.raster_scan_sample(step, init_x, common.raster_positions(image_shape, True), key)
+
+    return GenerativeModel(name=name, family="autoregressive", init=init, loss=loss, sample=sample,
+                           log_prob=log_prob, bpd_kind="exact", conditional=conditional,
+                           condition_key="caption_tokens" if conditioning == "caption" else "label",
+                           extras={"logits": logits})
+
+
+def _unconditional(net: nn.Module, name: str, image_shape, info, temperature: float) -> GenerativeModel:
+    def apply_fn(params, x, cond, train, rngs):
+        return net.apply(params, x, train, rngs=rngs)
+
+    def init_fn(key, x, cond):
+        return net.init(key, x)
+
+    return _make_bundle(name=name, apply_fn=apply_fn, init_fn=init_fn, image_shape=image_shape,
+                        num_levels=int(info.num_levels), temperature=temperature)
+
+
+def make_pixelcnn(cfg: Any, info: Any) -> GenerativeModel:
+    """PixelCNN bundle (2016a Sec. 3.5; module docstring).
+
+    Args:
+      cfg: :class:`PixelCNNConfig` or ``config.model``.
+      info: dataset info with ``image_shape (H, W, C)`` and ``num_levels``.
+    """
+    cfg = cfg if isinstance(cfg, PixelCNNConfig) else from_config(PixelCNNConfig, cfg, "config.model")
+    shape = _image_shape(info)
+    _check_size(shape, cfg, ("first_kernel", "kernel"))
+    _check_split(cfg, (("hidden", 2), ("out_hidden", 1)), shape[2])
+    net = PixelCNN(shape[2], int(info.num_levels), cfg.hidden, cfg.num_blocks, cfg.first_kernel, cfg.kernel,
+                   cfg.out_hidden, cfg.dropout)
+    return _unconditional(net, cfg.name, shape, info, cfg.temperature)
+
+
+def make_pixelrnn(cfg: Any, info: Any) -> GenerativeModel:
+    """Row LSTM PixelRNN bundle (2016a Sec. 3.1; module docstring).
+
+    Args:
+      cfg: :class:`PixelRNNConfig` or ``config.model``.
+      info: dataset info with ``image_shape (H, W, C)`` and ``num_levels``.
+    """
+    cfg = cfg if isinstance(cfg, PixelRNNConfig) else from_config(PixelRNNConfig, cfg, "config.model")
+    shape = _image_shape(info)
+    _check_size(shape, cfg, ("kernel",))
+    _check_split(cfg, (("hidden", 1), ("out_hidden", 1)), shape[2])
+    net = PixelRNN(shape[2], int(info.num_levels), cfg.hidden, cfg.num_layers, cfg.kernel, cfg.out_hidden,
+                   cfg.dropout)
+    return _unconditional(net, cfg.name, shape, info, cfg.temperature)
+
+
+def make_gated_pixelcnn(cfg: Any, info: Any) -> GenerativeModel:
+    """Gated PixelCNN bundle (2016b Sec. 2.1-2.3; module docstring), optionally conditional.
+
+    Args:
+      cfg: :class:`GatedPixelCNNConfig` or ``config.model``.
+      info: dataset info with ``image_shape``, ``num_levels``, ``num_classes`` (label
+        conditioning) and ``vocab_size`` (caption conditioning).
+    """
+    cfg = cfg if isinstance(cfg, GatedPixelCNNConfig) else from_config(GatedPixelCNNConfig, cfg, "config.model")
+    shape = _image_shape(info)
+    _check_size(shape, cfg, ("first_kernel", "kernel"))
+    _check_split(cfg, (("hidden", 1), ("out_hidden", 1)), shape[2])
+    num_classes = int(getattr(info, "num_classes", 0) or 0)
+    vocab_size = int(getattr(info, "vocab_size", 0) or 0)
+    if cfg.conditioning == "label" and num_classes < 1:
+        _bad("conditioning", f"'label' needs a dataset with labels (info.num_classes={num_classes})")
+    if cfg.conditioning == "caption" and vocab_size < 1:
+        _bad("conditioning", f"'caption' needs a dataset with captions (info.vocab_size={vocab_size})")
+    net = _Conditioned(GatedPixelCNN(shape[2], int(info.num_levels), cfg.hidden, cfg.num_layers, cfg.first_kernel,
+                                     cfg.kernel, cfg.out_hidden, cfg.dropout),
+                       cfg.conditioning, num_classes, vocab_size, cfg.cond_dim)
+
+    def split(cond):
+        cond = cond or {}
+        return cond.get("label"), cond.get("caption_tokens")
+
+    def apply_fn(params, x, cond, train, rngs):
+        return net.apply(params, x, *split(cond), train, rngs=rngs)
+
+    def init_fn(key, x, cond):
+        return net.init(key, x, *split(cond))
+
+    return _make_bundle(name=cfg.name, apply_fn=apply_fn, init_fn=init_fn, image_shape=shape,
+                        num_levels=int(info.num_levels), temperature=cfg.temperature,
+                        conditioning=cfg.conditioning)
