@@ -22,7 +22,9 @@ def _example_batch(info, n):
     return {"image": jnp.zeros((n,) + tuple(info.image_shape), jnp.float32),
             "label": jnp.zeros((n,), jnp.int32),
             "caption_tokens": jnp.ones((n, max(info.caption_len, 1)), jnp.int32),
-            "caption_chars": jnp.ones((n, max(getattr(info, "caption_char_len", 0), 1)), jnp.int32)}
+            "caption_chars": jnp.ones((n, max(getattr(info, "caption_char_len", 0), 1)), jnp.int32),
+            **({"local_cond": jnp.zeros((n,) + tuple(info.local_cond_shape), jnp.int32)}
+               if getattr(info, "local_cond_shape", ()) else {})}
 
 
 def test_the_latent_family_configs_exist():

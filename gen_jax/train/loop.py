@@ -52,14 +52,19 @@ class TrainResult:
 def sample_conditions(model: GenerativeModel, info, num: int, arrays: Optional[dict] = None) -> Optional[dict]:
     """Conditions for ``num`` samples of a conditional model (``None`` for unconditional ones).
 
-    * ``condition_key='label'``: labels cycling ``0..C-1`` (as int32 numpy).
+    * ``condition_key='label'``: labels cycling ``0..C-1`` (as int32 numpy); datasets with
+      local conditioning also give the ``local_cond`` of the first ``num`` examples of ``arrays``.
     * ``condition_key='caption_tokens'``: the captions of the first ``num`` examples of
       ``arrays`` (a split, cycled if shorter), with their labels under ``'label'``.
     """
     if not model.conditional:
         return None
     if model.condition_key == "label":
-        return {"label": (np.arange(num) % max(info.num_classes, 1)).astype(np.int32)}
+        cond = {"label": (np.arange(num) % max(info.num_classes, 1)).astype(np.int32)}
+        if arrays is not None and "local_cond" in arrays:  # e.g. WaveNet's per-frame pitch ids
+            local = np.asarray(arrays["local_cond"])
+            cond["local_cond"] = local[np.arange(num) % len(local)]
+        return cond
     key = model.condition_key
     if arrays is None or key not in arrays:
         raise ValueError(f"model {model.name!r} samples from {key!r} conditions; the dataset split "
