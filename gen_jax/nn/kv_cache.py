@@ -9,54 +9,77 @@ recomputation.
 
 Layout (preallocated, fixed shapes, so the cache can be a ``lax.scan`` carry)::
 
-    k, v:  [layers, B, max_len, heads, head_dim]   (keys already position-rotated for RoPE)
-    index: int32 []                                (number of filled positions)
+    k:     layers x [B, heads, head_dim, max_len]   (one buffer per layer; keys already
+                                                    position-rotated for RoPE)
+    v:     layers x [B, heads, max_len, head_dim]
+    index: int32 []                                 (number of filled positions)
+
+``stacked(cache)`` gives the ``[layers, B, max_len, heads, head_dim]`` view of each. Why not
+store that: XLA (CPU) materializes a copy of a layer sliced out of one stacked array, and a
+transposed copy of any key buffer whose layout is not the ``[head_dim, max_len]`` operand
+its matmul wants, before the attention reads it, at every decode step. Those O(max_len)
+copies made the per-token decode time grow ~7x from 64 to 1024 slots
+(``experiments/benchmarks/kv_cache.py``); with per-layer buffers in these layouts, updated
+in place by ``dynamic_update_slice``, the compiled decode step copies no cache buffer.
 
 Entries at positions ``>= index`` are unused; attention masks them out by position, so their
 values never matter (they start at zero).
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, Tuple
 
 import jax
 import jax.numpy as jnp
 
 
 class KVCache(NamedTuple):
-    """Keys/values of every layer, ``[layers, B, max_len, heads, head_dim]``, and ``index``
-    (int32 scalar), the number of positions written so far."""
+    """Keys ``[B, heads, head_dim, max_len]`` and values ``[B, heads, max_len, head_dim]`` of
+    every layer (tuples, one buffer per layer) and ``index`` (int32 scalar), the number of
+    positions written so far."""
 
-    k: jax.Array
-    v: jax.Array
+    k: Tuple[jax.Array, ...]
+    v: Tuple[jax.Array, ...]
     index: jax.Array
 
     @property
     def batch_size(self) -> int:
-        return int(self.k.shape[1])
+        return int(self.v[0].shape[0])
 
     @property
     def max_len(self) -> int:
-        return int(self.k.shape[2])
+        return int(self.v[0].shape[2])
+
+
+def stacked(cache: KVCache) -> tuple[jax.Array, jax.Array]:
+    """``(k, v)`` as ``[layers, B, max_len, heads, head_dim]`` arrays (a copy)."""
+    return (jnp.transpose(jnp.stack(cache.k), (0, 1, 4, 2, 3)),
+            jnp.transpose(jnp.stack(cache.v), (0, 1, 3, 2, 4)))
 
 
 def init_cache(num_layers: int, batch: int, max_len: int, num_heads: int, head_dim: int,
                dtype=jnp.float32) -> KVCache:
     """An empty cache (zeros, ``index = 0``) of the given sizes."""
-    shape = (num_layers, batch, max_len, num_heads, head_dim)
-    return KVCache(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype), jnp.zeros((), jnp.int32))
+    k = tuple(jnp.zeros((batch, num_heads, head_dim, max_len), dtype) for _ in range(num_layers))
+    v = tuple(jnp.zeros((batch, num_heads, max_len, head_dim), dtype) for _ in range(num_layers))
+    return KVCache(k, v, jnp.zeros((), jnp.int32))
 
 
 def check_cache(cache: KVCache, num_layers: int, max_len: int, num_heads: int, head_dim: int,
                 where: str = "cache") -> None:
-    """Raises ``ValueError`` (naming ``where`` and the shapes) unless ``cache`` has the layout
-    ``[num_layers, B, max_len, num_heads, head_dim]``."""
+    """Raises ``ValueError`` (naming ``where`` and the shapes) unless ``cache`` holds
+    ``num_layers`` key buffers ``[B, num_heads, head_dim, max_len]`` and value buffers
+    ``[B, num_heads, max_len, head_dim]`` (same ``B``)."""
     if not isinstance(cache, KVCache):
         raise ValueError(f"{where} must be a KVCache (from init_cache / prefill), got {type(cache).__name__}")
-    want = (num_layers, max_len, num_heads, head_dim)
-    for name, a in (("k", cache.k), ("v", cache.v)):
-        if a.ndim != 5 or (a.shape[0],) + tuple(a.shape[2:]) != want:
-            raise ValueError(f"{where}.{name} must be [layers={num_layers}, B, max_len={max_len}, "
-                             f"heads={num_heads}, head_dim={head_dim}], got shape {a.shape}")
-    if cache.k.shape != cache.v.shape:
-        raise ValueError(f"{where}.k and {where}.v differ in shape: {cache.k.shape} vs {cache.v.shape}")
+    b = cache.v[0].shape[0] if len(cache.v) else None
+    for name, bufs, dims in (("k", cache.k, ("heads", "head_dim", "max_len")),
+                             ("v", cache.v, ("heads", "max_len", "head_dim"))):
+        if len(bufs) != num_layers:
+            raise ValueError(f"{where}.{name} must hold {num_layers} layer buffers, got {len(bufs)}")
+        sizes = {"heads": num_heads, "max_len": max_len, "head_dim": head_dim}
+        want = tuple(sizes[x] for x in dims)
+        for i, a in enumerate(bufs):
+            if a.ndim != 4 or tuple(a.shape[1:]) != want or a.shape[0] != b:
+                raise ValueError(f"{where}.{name}[{i}] must be [B={b}, " + ", ".join(f"{x}={sizes[x]}" for x in dims)
+                                 + f"], got shape {a.shape}")

@@ -147,7 +147,7 @@ def causal_attention(q: jax.Array, k: jax.Array, v: jax.Array, q_pos: jax.Array,
 
     Args:
       q: ``[B, T, H, D]`` queries at absolute positions ``q_pos [T]``.
-      k, v: ``[B, S, H, D]`` keys/values at positions ``k_pos [S]`` (a cache: ``arange(S)``).
+      k, v: ``[B, S, H, D]`` keys/values at positions ``k_pos [S]``.
 
     Returns:
       ``[B, T, H, D]``. Every query must see at least one key (``k_pos`` contains a position
@@ -159,6 +159,33 @@ def causal_attention(q: jax.Array, k: jax.Array, v: jax.Array, q_pos: jax.Array,
     logits = jnp.where(visible[None, None], logits, jnp.finfo(logits.dtype).min)
     weights = jax.nn.softmax(logits, axis=-1)
     return jnp.einsum("bhts,bshd->bthd", weights, v)
+
+
+def cached_attention(q: jax.Array, k_new: jax.Array, v_new: jax.Array, k_cache: jax.Array,
+                     v_cache: jax.Array, pos: jax.Array) -> jax.Array:
+    """:func:`causal_attention` of ``T`` new queries at positions ``pos..pos+T-1`` over the
+    cached past and the new keys: one softmax (Vaswani et al. 2017, Eq. 1) over the logits of
+    the cache slots ``j < pos`` and of the new keys ``t' <= t``.
+
+    Args:
+      q, k_new, v_new: ``[B, T, H, D]``.
+      k_cache: ``[B, H, D, S]``; v_cache: ``[B, H, S, D]`` (the :mod:`gen_jax.nn.kv_cache`
+        layouts; slots ``>= pos`` are ignored).
+      pos: int32 scalar, the position of the first new token.
+
+    Returns:
+      ``[B, T, H, D]``.
+    """
+    d = q.shape[-1]
+    t, s = q.shape[1], v_cache.shape[2]
+    neg = jnp.finfo(q.dtype).min
+    past = jnp.einsum("bthd,bhds->bhts", q, k_cache) / math.sqrt(d)  # [B, H, T, S]
+    past = jnp.where((jnp.arange(s) < pos)[None, None, None, :], past, neg)
+    new = jnp.einsum("bthd,buhd->bhtu", q, k_new) / math.sqrt(d)  # [B, H, T, T]
+    new = jnp.where(jnp.tril(jnp.ones((t, t), bool))[None, None], new, neg)
+    w = jax.nn.softmax(jnp.concatenate([past, new], axis=-1), axis=-1)
+    return (jnp.einsum("bhts,bhsd->bthd", w[..., :s], v_cache)
+            + jnp.einsum("bhtu,buhd->bthd", w[..., s:], v_new))
 
 
 # ----------------------------------------------------------------------------- modules
@@ -173,10 +200,11 @@ class CausalSelfAttention(nn.Module):
     with RoPE on queries/keys and a KV cache.
 
     ``__call__(x [B, T, d], positions [T], cache=None)``: without a cache the keys are the
-    ``T`` inputs themselves; with ``cache = (k_all, v_all, layer, pos)`` (``k_all`` ``[layers,
-    B, S, H, D]``) the new keys/values are written at ``[layer, :, pos:pos+T]`` and the queries
-    attend over all ``S`` slots (positions ``> pos + t`` masked). Returns ``(out [B, T, d],
-    (k_all, v_all))``.
+    ``T`` inputs themselves; with ``cache = (k_layer, v_layer, pos)`` (this layer's buffers,
+    keys ``[B, H, D, S]``, values ``[B, H, S, D]``) the queries attend over the cached slots
+    ``< pos`` and the new keys (:func:`cached_attention`), then the new keys/values are
+    written at slots ``pos..pos+T-1``. Returns ``(out [B, T, d], (k_layer, v_layer))`` (the
+    updated buffers; ``None`` without a cache).
     """
 
     cfg: TransformerConfig
@@ -191,17 +219,18 @@ class CausalSelfAttention(nn.Module):
             q = apply_rotary(q, positions, cfg.rope_base)
             k = apply_rotary(k, positions, cfg.rope_base)
         if cache is None:
-            k_pos, keys, values, new = positions, k, v, None
+            h, new = causal_attention(q, k, v, positions, positions), None
         else:
-            k_all, v_all, layer, pos = cache
-            zero = jnp.zeros((), jnp.int32)
-            start = (jnp.asarray(layer, jnp.int32), zero, jnp.asarray(pos, jnp.int32), zero, zero)
-            k_all = jax.lax.dynamic_update_slice(k_all, k[None].astype(k_all.dtype), start)
-            v_all = jax.lax.dynamic_update_slice(v_all, v[None].astype(v_all.dtype), start)
-            keys, values = k_all[layer], v_all[layer]
-            k_pos = jnp.arange(k_all.shape[2], dtype=jnp.int32)
-            new = (k_all, v_all)
-        h = causal_attention(q, keys, values, positions, k_pos)
+            k_layer, v_layer, pos = cache
+            h = cached_attention(q, k, v, k_layer, v_layer, pos)  # reads the cache
+            # Then writes the new keys/values in place. The zero term makes the write depend
+            # on the read: without that ordering XLA (CPU) copies both buffers at every step.
+            after_read = jnp.zeros((), h.dtype) * jnp.sum(h)
+            zero, p = jnp.zeros((), jnp.int32), jnp.asarray(pos, jnp.int32)
+            k_t = jnp.transpose(k + after_read, (0, 2, 3, 1)).astype(k_layer.dtype)  # [B, H, D, T]
+            v_t = jnp.transpose(v + after_read, (0, 2, 1, 3)).astype(v_layer.dtype)  # [B, H, T, D]
+            new = (jax.lax.dynamic_update_slice(k_layer, k_t, (zero, zero, zero, p)),
+                   jax.lax.dynamic_update_slice(v_layer, v_t, (zero, zero, p, zero)))
         out_init = nn.initializers.normal(0.02 / math.sqrt(2 * cfg.num_layers))
         out = nn.DenseGeneral(cfg.d_model, axis=(-2, -1), kernel_init=out_init, name="out")(h)
         return out, new
@@ -255,17 +284,16 @@ class Transformer(nn.Module):
         if self.cfg.positions == "learned":
             x = x + jnp.take(self.pos_embed, positions, axis=0, mode="fill", fill_value=jnp.nan)[None]
         x = self.drop(x, deterministic=deterministic)
-        k_all = v_all = None
-        if cache is not None:
-            k_all, v_all, pos = cache
+        new_k, new_v = [], []
         for i, block in enumerate(self.blocks):
-            c = None if cache is None else (k_all, v_all, i, pos)
+            c = None if cache is None else (cache[0][i], cache[1][i], cache[2])
             x, new = block(x, positions, c, deterministic)
             if new is not None:
-                k_all, v_all = new
+                new_k.append(new[0])
+                new_v.append(new[1])
         hidden = self.ln_f(x)
         logits = self.head(hidden)
-        return logits, hidden, (None if cache is None else (k_all, v_all))
+        return logits, hidden, (None if cache is None else (tuple(new_k), tuple(new_v)))
 
 
 # ----------------------------------------------------------------------------- checks
