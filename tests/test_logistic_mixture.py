@@ -86,7 +86,7 @@ def test_mass_sums_to_one_over_all_bins_and_gradients_are_finite(mass, name):
     lp = np.asarray(lp, np.float64)  # [n, 1, K^C] (coupled) or [n, K, C] (per channel)
     assert np.all(np.isfinite(lp))
     total = np.exp(lp).sum(axis=(1, 2)) if name != "channel" else np.exp(lp).sum(axis=1)
-    np.testing.assert_allclose(total, 1.0, atol=1e-5)
+    np.testing.assert_allclose(total, 1.0, atol=1e-6)  # measured <= 2.1e-7 (brief: 1e-5)
     assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grad))
     assert any(np.any(g != 0) for g in jax.tree.leaves(grad))
 
