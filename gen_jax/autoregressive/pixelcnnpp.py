@@ -1,7 +1,8 @@
-"""The PixelCNN++ network (Salimans, Karpathy, Chen & Kingma 2017, Secs. 2.3-2.5).
+"""The PixelCNN++ network (Salimans, Karpathy, Chen & Kingma 2017, Secs. 2.3-2.5, Fig. 2).
 
-Two causal streams over raster order (van den Oord et al. 2016b's vertical/horizontal stacks
-without a blind spot, PixelCNN++ Sec. 2.3 and Fig. 2):
+Two causal streams over raster order (the vertical/horizontal stacks of van den Oord et al.
+2016b, "Conditional Image Generation with PixelCNN Decoders", Sec. 2.2, which remove the
+blind spot; PixelCNN++ implements them with shifted convolutions):
 
 * ``u`` (the "up" stream): position ``(i, j)`` depends only on rows ``< i``; built from
   **down-shifted** convolutions (kernel ``[2, 3]``: pad one row on top and one column each
@@ -16,20 +17,22 @@ dependency sets, so the output at pixel ``i`` sees no channel of pixel ``i`` nor
 after it (the channel coupling of a pixel lives in the likelihood, see
 :mod:`gen_jax.autoregressive.logistic_mixture`).
 
-Gated ResNet block (Sec. 2.5 / the paper's code), on a stream ``x`` with auxiliary input
+Gated ResNet block (the "gated ResNet blocks" of Fig. 2, in the form of the paper's code;
+the gate is van den Oord et al. 2016b's Eq. 2 without its tanh), on a stream ``x`` with auxiliary input
 ``a`` (the other stream and/or the short-cut from the up pass) and optional class label ``y``:
 
     c1 = conv(concat_elu(x)) [+ nin(concat_elu(a))]
     c2 = conv(dropout(concat_elu(c1)))  [+ embed(y)]           (2F channels)
     out = x + c2[:F] * sigmoid(c2[F:]),          concat_elu(v) = elu([v, -v])
 
-U-Net-like multi-resolution structure (Sec. 2.4, Fig. 2): an up pass of ``num_stages``
-stages of ``nr_resnet`` blocks per stream, separated by stride-2 shifted convolutions
-(downsampling), then a down pass with stride-2 shifted transposed convolutions
+U-Net-like multi-resolution structure: an up pass of ``num_stages`` stages of ``nr_resnet``
+blocks per stream, separated by stride-2 shifted convolutions (downsampling instead of
+dilation, Sec. 2.3), then a down pass with stride-2 shifted transposed convolutions
 (upsampling) and ``nr_resnet`` (lowest resolution) / ``nr_resnet + 1`` (the others) blocks
 per stage, each taking the matching up-pass activation as short-cut ``a`` (``u`` gets the
-``u`` short-cut, ``ul`` gets ``[u, ul short-cut]``). The output is ``nin(elu(ul))``,
-``P`` raw mixture parameters per pixel.
+``u`` short-cut, ``ul`` gets ``[u, ul short-cut]``; short-cut connections, Sec. 2.4 and
+Fig. 2). Dropout on the blocks' inner activations regularizes (Sec. 2.5). The output is
+``nin(elu(ul))``, ``P`` raw mixture parameters per pixel.
 
 Layers are weight-normalized (Salimans & Kingma 2016, Eq. 2: ``w = g v / ||v||``), as in the
 paper's code. Deviation: ``g`` starts at ``init_scale`` (1, and 0.1 for the second conv of a
@@ -52,7 +55,7 @@ SHIFTS = ("down", "down_right")
 
 
 def concat_elu(x: jax.Array) -> jax.Array:
-    """``elu([x, -x])`` on the channel axis (Salimans et al. 2017, Sec. 2.5 / code): ``[..., 2F]``."""
+    """``elu([x, -x])`` on the channel axis (the non-linearity of the PixelCNN++ code): ``[..., 2F]``."""
     return jax.nn.elu(jnp.concatenate([x, -x], axis=-1))
 
 
@@ -146,7 +149,8 @@ class ShiftedConvTranspose(nn.Module):
 
 
 class GatedResnet(nn.Module):
-    """Gated ResNet block (Salimans et al. 2017, Sec. 2.5 / code; see module docstring).
+    """Gated ResNet block (Salimans et al. 2017, Fig. 2, code form; dropout Sec. 2.5; see the
+    module docstring for the equations).
 
     ``x`` ``[B, H, W, F]``, ``a`` ``[B, H, W, A]`` or ``None``, ``label`` int ``[B]`` or
     ``None`` -> ``[B, H, W, F]``.
