@@ -22,6 +22,8 @@ from typing import NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
+from gen_jax.autoregressive import logistic_mixture as lm
+
 LOG_2PI = math.log(2.0 * math.pi)
 
 
@@ -215,8 +217,7 @@ class LogisticMixture(NamedTuple):
     coeffs: Optional[jax.Array] = None
 
 
-MIN_LOG_SCALE = -7.0  # as in the PixelCNN++ reference implementation
-_MID_BIN_THRESHOLD = 1e-5  # Salimans et al. 2017: below this mass use log pdf * bin width
+MIN_LOG_SCALE = lm.MIN_LOG_SCALE  # as in the PixelCNN++ reference implementation
 
 
 def logistic_mixture_num_params(num_channels: int, num_mixtures: int, coupled: bool) -> int:
@@ -246,31 +247,9 @@ def unpack_logistic_mixture(raw: jax.Array, num_channels: int, num_mixtures: int
     return LogisticMixture(logit_probs, means, log_scales, coeffs)
 
 
-def _coupled_means(params: LogisticMixture, x: jax.Array) -> jax.Array:
-    """Means ``[..., H, W, C, M]`` with the channel-coupling terms added (x: ``[..., C]``
-    values on ``[-1, 1]``)."""
-    means = params.means
-    if params.coeffs is None:
-        return means
-    c = means.shape[-2]
-    rows = []
-    idx = 0
-    for ch in range(c):
-        mu = means[..., ch, :]
-        for prev in range(ch):
-            mu = mu + params.coeffs[..., idx, :] * x[..., prev, None]
-            idx += 1
-        rows.append(mu)
-    return jnp.stack(rows, axis=-2)
-
-
-def _log_sigmoid_diff(a: jax.Array, b: jax.Array) -> jax.Array:
-    """``log(sigmoid(a) - sigmoid(b))`` for ``a > b`` without cancellation:
-    ``log sigmoid(a) + log(-expm1(log sigmoid(b) - log sigmoid(a)))``."""
-    la = jax.nn.log_sigmoid(a)
-    d = jax.nn.log_sigmoid(b) - la
-    d = jnp.minimum(d, -1e-30)  # a == b in floating point: keep the log finite (masked later)
-    return la + jnp.log(-jnp.expm1(d))
+def _mixture_params(params: LogisticMixture) -> lm.MixtureParams:
+    return lm.MixtureParams(params.logit_probs, params.means,
+                            jnp.maximum(params.log_scales, MIN_LOG_SCALE), params.coeffs)
 
 
 def discretized_logistic_mixture_log_prob(levels: jax.Array, params: LogisticMixture,
@@ -282,14 +261,11 @@ def discretized_logistic_mixture_log_prob(levels: jax.Array, params: LogisticMix
 
         P(x | pi, mu, s) = sum_m pi_m [sigma((x + h - mu_m) / s_m) - sigma((x - h - mu_m) / s_m)],
 
-    with the edge cases of Sec. 2.1: the lowest bin integrates from ``-inf``
-    (``sigma((x + h - mu) / s)``) and the highest bin to ``+inf``
-    (``1 - sigma((x - h - mu) / s)``). The component is shared by the channels of a pixel and
-    channel ``c``'s mean depends linearly on the channels before it (Sec. 2.2, ``coeffs``).
-    The bin mass is computed in log space without cancellation; where it is below ``1e-5``
-    the mid-bin approximation ``log pdf(x) + log(2 h)`` is used, as in the paper's
-    implementation (the log-pdf of the logistic is ``t - log s - 2 softplus(t)``,
-    ``t = (x - mu) / s``).
+    with the edge bins of Sec. 2.1 (lowest from ``-inf``, highest to ``+inf``), the component
+    shared by the channels of a pixel and the channel coupling of Sec. 2.2 (``coeffs``). The
+    computation (log space, no cancellation, masses that telescope to one) is
+    :func:`gen_jax.autoregressive.logistic_mixture.mixture_log_prob`, the one implementation
+    of this likelihood in the library (PixelCNN++ uses it directly).
 
     Args:
       levels: int ``[..., H, W, C]`` in ``0..K-1``.
@@ -300,63 +276,17 @@ def discretized_logistic_mixture_log_prob(levels: jax.Array, params: LogisticMix
     Returns:
       ``[...]`` ``log P(levels)`` in nats.
     """
-    k = num_levels
-    levels = levels.astype(jnp.int32)
-    dtype = params.means.dtype
-    x = 2.0 * levels.astype(dtype) / (k - 1) - 1.0  # [..., H, W, C]
-    half = 1.0 / (k - 1)
-    means = _coupled_means(params, x)  # [..., H, W, C, M]
-    log_scales = jnp.maximum(params.log_scales, MIN_LOG_SCALE)
-    inv_s = jnp.exp(-log_scales)
-    xc = x[..., None]
-    centered = xc - means
-    plus_in = inv_s * (centered + half)
-    min_in = inv_s * (centered - half)
-    mid_in = inv_s * centered
-    log_cdf_plus = jax.nn.log_sigmoid(plus_in)  # lowest bin: log sigma(plus_in)
-    log_one_minus_cdf_min = jax.nn.log_sigmoid(-min_in)  # highest bin: log(1 - sigma(min_in))
-    log_delta = _log_sigmoid_diff(plus_in, min_in)
-    log_pdf_mid = mid_in - log_scales - 2.0 * jax.nn.softplus(mid_in)
-    log_mid = jnp.where(log_delta > math.log(_MID_BIN_THRESHOLD), log_delta,
-                        log_pdf_mid + math.log(2.0 * half))
-    lv = levels[..., None]
-    log_probs = jnp.where(lv == 0, log_cdf_plus, jnp.where(lv == k - 1, log_one_minus_cdf_min, log_mid))
-    # Shared component over channels: sum channel log-probs, then mix.
-    log_probs = jnp.sum(log_probs, axis=-2) + jax.nn.log_softmax(params.logit_probs, axis=-1)
-    per_pixel = jax.nn.logsumexp(log_probs, axis=-1)  # [..., H, W]
+    per_pixel = lm.mixture_log_prob(_mixture_params(params), levels.astype(jnp.int32), num_levels)
     return _sum_event(per_pixel, event_ndims)
 
 
 def discretized_logistic_mixture_sample(key: jax.Array, params: LogisticMixture,
                                         num_levels: int) -> jax.Array:
-    """Levels ``[..., H, W, C]`` (int32) sampled from a discretized logistic mixture.
-
-    Draws the component ``m ~ Cat(pi)`` per pixel, then channel by channel
-    ``x_c = mu_c + s_c (log u - log(1 - u))``, ``u ~ U(0, 1)`` (inverse logistic CDF) with
-    the coupled means of Salimans et al. 2017, Sec. 2.2; clips to ``[-1, 1]`` and rounds to
-    the nearest of the ``K`` levels (the bins of Eq. 2).
-    """
-    k_comp, k_u = jax.random.split(key)
-    m = jax.random.categorical(k_comp, params.logit_probs, axis=-1)  # [..., H, W]
-    one_hot = jax.nn.one_hot(m, params.logit_probs.shape[-1], dtype=params.means.dtype)
-    sel = lambda a: jnp.sum(a * one_hot[..., None, :], axis=-1)  # [..., H, W, C]
-    mu = sel(params.means)
-    log_s = sel(jnp.maximum(params.log_scales, MIN_LOG_SCALE))
-    u = jax.random.uniform(k_u, mu.shape, mu.dtype, minval=1e-5, maxval=1.0 - 1e-5)
-    noise = jnp.exp(log_s) * (jnp.log(u) - jnp.log1p(-u))
-    c = mu.shape[-1]
-    coeffs = None if params.coeffs is None else sel(params.coeffs)
-    xs = []
-    idx = 0
-    for ch in range(c):
-        v = mu[..., ch] + noise[..., ch]
-        if coeffs is not None:
-            for prev in range(ch):
-                v = v + coeffs[..., idx] * xs[prev]
-                idx += 1
-        xs.append(jnp.clip(v, -1.0, 1.0))
-    x = jnp.stack(xs, axis=-1)
-    return jnp.clip(jnp.round((x + 1.0) / 2.0 * (num_levels - 1)), 0, num_levels - 1).astype(jnp.int32)
+    """Levels ``[..., H, W, C]`` (int32) drawn from exactly the distribution of
+    :func:`discretized_logistic_mixture_log_prob` (component by Gumbel-max, logistic inverse
+    CDF, coupled means from the earlier channels' levels; see
+    :func:`gen_jax.autoregressive.logistic_mixture.sample_params`)."""
+    return lm.sample_params(_mixture_params(params), key, num_levels)
 
 
 def discretized_logistic_mixture_mean(params: LogisticMixture) -> jax.Array:

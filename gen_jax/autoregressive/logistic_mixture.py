@@ -309,7 +309,14 @@ def sample(raw: jax.Array, key: jax.Array, num_levels: int, channels: int) -> ja
     if raw.ndim != 4:
         raise ValueError(f"sample: raw must be [B, H, W, P], got shape {raw.shape}")
     c = int(channels)
-    params = unpack(raw, infer_num_mix(raw.shape[-1], c, f"sample raw {raw.shape}"), c)
+    return sample_params(unpack(raw, infer_num_mix(raw.shape[-1], c, f"sample raw {raw.shape}"), c), key, k)
+
+
+def sample_params(params: MixtureParams, key: jax.Array, num_levels: int) -> jax.Array:
+    """:func:`sample` from unpacked :class:`MixtureParams` (leading dims ``[...]``): int32
+    levels ``[..., C]``."""
+    k = _check_num_levels(num_levels)
+    c = params.means.shape[-2]
     k_m, k_u = jax.random.split(key)
     comp = jax.nn.one_hot(_gumbel_argmax(k_m, params.logits), params.logits.shape[-1], dtype=jnp.float32)
     pick = lambda a: jnp.sum(a * comp[..., None, :], axis=-1)  # [..., C', M] -> [..., C']
