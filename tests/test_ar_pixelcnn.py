@@ -218,7 +218,7 @@ def test_gated_conditioning_changes_the_logits_and_samples_from_cond():
     ("gated_pixelcnn", dict(conditioning="text"), (8, 8, 1), "config.model.conditioning"),
 ])
 def test_unsupported_configs_fail_when_the_bundle_is_built(name, cfg, shape, match):
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(ConfigError, match=match):  # a ValueError naming config.model.<field>
         MAKERS[name](cfg, info(*shape, 4))
 
 

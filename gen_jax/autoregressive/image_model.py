@@ -35,6 +35,7 @@ import dataclasses
 import math
 from typing import Any, Optional
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
@@ -45,8 +46,6 @@ from gen_jax.autoregressive.pixelrnn import PixelRNN
 from gen_jax.config import ConfigError, from_config
 from gen_jax.model import GenerativeModel, check_image_batch, condition_labels
 from gen_jax.nn.embeddings import CaptionEncoder
-
-import flax.linen as nn
 
 CONDITIONINGS = ("none", "label", "caption")
 
@@ -170,13 +169,16 @@ def _image_shape(info) -> tuple[int, int, int]:
 
 def _check_size(image_shape, cfg, fields) -> None:
     for f in fields:
-        common.check_image_size(image_shape, getattr(cfg, f) // 2 + 1, f"config.model.{f}={getattr(cfg, f)}")
+        try:
+            common.check_image_size(image_shape, getattr(cfg, f) // 2 + 1, f"config.model.{f}={getattr(cfg, f)}")
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
 
 
 def _check_split(cfg, fields, c: int) -> None:
     for f, mult in fields:
         try:
-            check_channel_split(getattr(cfg, f), mult * c, f"config.model.{f}")
+            check_channel_split(getattr(cfg, f), c, f"config.model.{f}", splits=mult)
         except ValueError as e:
             raise ConfigError(str(e)) from None
 
@@ -282,7 +284,7 @@ def make_pixelcnn(cfg: Any, info: Any) -> GenerativeModel:
     cfg = cfg if isinstance(cfg, PixelCNNConfig) else from_config(PixelCNNConfig, cfg, "config.model")
     shape = _image_shape(info)
     _check_size(shape, cfg, ("first_kernel", "kernel"))
-    _check_split(cfg, (("hidden", 2), ("out_hidden", 1)), shape[2])
+    _check_split(cfg, (("hidden", 2), ("out_hidden", 1)), shape[2])  # hidden = 2h, h in C groups
     net = PixelCNN(shape[2], int(info.num_levels), cfg.hidden, cfg.num_blocks, cfg.first_kernel, cfg.kernel,
                    cfg.out_hidden, cfg.dropout)
     return _unconditional(net, cfg.name, shape, info, cfg.temperature)

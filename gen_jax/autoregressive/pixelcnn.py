@@ -33,9 +33,11 @@ Stacked masked ``k x k`` kernels leave a *blind spot* to the upper right of ever
   connection from every layer; the summed skips go through ReLU -> 1x1 -> ReLU -> 1x1
   (mask B) to the ``C K`` logits.
 
-Deviation: the paper's first layer uses a ``7 x 7`` vertical kernel and ``3 x 3`` after;
-here ``first_kernel`` and ``kernel`` choose them (as for PixelCNN). Dropout (rate ``dropout``)
-acts on the residual branches, a regularizer the papers do not use on CIFAR/ImageNet.
+Notes: Fig. 2 of 2016b draws ``n x n`` / ``1 x n`` convolutions; the taps those would mask
+to zero are simply not allocated here (``(n//2 + 1) x n`` and ``1 x (n//2 + 1)``). The first
+layer's ``n`` (``first_kernel``, e.g. 7 as PixelCNN's first layer, 2016a Table 1) and the
+later layers' ``n`` (``kernel``) are separate fields. Dropout (rate ``dropout``) on the gated
+horizontal outputs is a regularizer for small data sets, not part of the papers.
 """
 from __future__ import annotations
 
@@ -86,7 +88,7 @@ class PixelCNN(nn.Module):
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         c = self.image_channels
         _check_input(x, c, "PixelCNN")
-        check_channel_split(self.hidden, 2 * c, "PixelCNN.hidden (2h, h = hidden / 2)")
+        check_channel_split(self.hidden, c, "PixelCNN.hidden (2h, h = hidden / 2)", splits=2)
         check_channel_split(self.out_hidden, c, "PixelCNN.out_hidden")
         fk, k = self.first_kernel, self.kernel
         h = MaskedConv(self.hidden, (fk, fk), "A", c, name="input_conv")(2.0 * x - 1.0)  # [B, H, W, 2h]
