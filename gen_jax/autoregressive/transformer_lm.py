@@ -39,7 +39,8 @@ leading ``<bos>``, ``[num, Lw]``; chars: ``[num, Lc + 1]``), decoded by
 
 Extras: ``make_sampler(temperature, top_k, top_p, use_cache=True)``, ``sample_no_cache`` (the
 same sampler recomputing the full forward pass at every step: same keys, same tokens up to
-float rounding), ``token_log_prob``, ``describe_samples`` (text), ``hidden_states(params,
+float rounding), ``token_log_prob``, ``num_tokens(batch) -> [B]`` (scored tokens per example;
+``experiments/evaluate.py`` divides by it for test bits/token), ``describe_samples`` (text), ``hidden_states(params,
 batch) -> (hidden [B, L, d], mask [B, L])`` (final normed hidden states at the inputs whose
 next token is scored, for attribute classifiers, :mod:`gen_jax.autoregressive.pplm`),
 ``decoder`` (:class:`gen_jax.nn.transformer.Decoder`) and ``layout`` (:class:`SequenceLayout`).
@@ -400,6 +401,10 @@ def make_transformer_lm(cfg: Any, info: Any) -> GenerativeModel:
         del key
         return density_log_prob(token_log_prob(params, batch), layout.image_shape, layout.num_levels)
 
+    def num_tokens(batch):
+        """``[B]``: the scored tokens per example (text: up to and including the end token)."""
+        return jnp.sum(layout.mask(layout.targets(batch, "num_tokens")), axis=1)
+
     def hidden_states(params, batch):
         """``(hidden [B, L, d], mask [B, L])`` at the inputs ``<bos>, y_1..y_{L-1}``."""
         _, mask, hidden = scored(params, batch, None, "hidden_states")
@@ -418,7 +423,7 @@ def make_transformer_lm(cfg: Any, info: Any) -> GenerativeModel:
         return sample
 
     extras = {"make_sampler": make_sampler, "sample_no_cache": make_sampler(use_cache=False),
-              "token_log_prob": token_log_prob, "hidden_states": hidden_states,
+              "token_log_prob": token_log_prob, "num_tokens": num_tokens, "hidden_states": hidden_states,
               "decoder": decoder, "layout": layout}
     if is_text:
         extras["describe_samples"] = layout.describe
