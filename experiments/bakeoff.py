@@ -40,6 +40,11 @@ BAKEOFF: list[tuple[str, dict]] = [
     ("realnvp_digits", {}),
     ("glow_digits", {}),
     ("glow_digits_cond", {}),
+    ("pixelcnn_digits", {}),
+    ("gated_pixelcnn_digits", {}),
+    ("pixelrnn_digits", {}),
+    ("pixelcnnpp_digits", {}),
+    ("image_transformer_digits", {}),
 ]
 
 # Rows that evaluate another row's trained run with other sampling settings: row -> run.
