@@ -301,3 +301,18 @@ def test_bad_configs_name_the_field():
             make_transformer_lm(kw, _info())
     with pytest.raises(ValueError, match="top_p"):
         make_transformer_lm({}, _info()).extras["make_sampler"](top_p=2.0)
+
+
+def test_caption_prefix_conditioning_shapes_and_errors():
+    info = _info(image_shape=(2, 2, 1), caption_len=4, vocab_size=9)
+    m = make_transformer_lm(dict(tokens="image", condition="caption_tokens", num_layers=1, d_model=16,
+                                 num_heads=2), info)
+    assert m.conditional and m.condition_key == "caption_tokens" and m.extras["layout"].max_len == 4 + 4
+    batch = {"image": jnp.zeros((3, 2, 2, 1)), "caption_tokens": jnp.ones((3, 4), jnp.int32)}
+    params = jax.eval_shape(m.init, jax.random.PRNGKey(0), batch)
+    out = jax.eval_shape(lambda p: m.sample(p, jax.random.PRNGKey(1), 3, batch), params)
+    assert out.shape == (3, 2, 2, 1) and out.dtype == jnp.float32
+    with pytest.raises(ValueError, match=r"'caption_tokens' must have shape \[3, 4\], got \(2, 4\)"):
+        m.sample(params, jax.random.PRNGKey(1), 3, {"caption_tokens": jnp.ones((2, 4), jnp.int32)})
+    with pytest.raises(ValueError, match=r"'caption_tokens': token ids lie in \[1, 9\]"):
+        m.loss(params, batch | {"caption_tokens": jnp.array([[1, 9, 1, 1]] * 3)}, None)

@@ -5,8 +5,14 @@
 
 The image is the token sequence ``<bos>, x_1 .. x_63`` -> ``x_1 .. x_64`` (raster order, van
 den Oord et al. 2016, Eq. 1) of a decoder-only transformer (gen_jax/autoregressive/transformer_lm.py):
-3 pre-norm layers, d = 96, 4 heads, learned positions, dropout 0.1; the likelihood is exact
-(``bpd_kind = 'exact'``). Results: filled after the run.
+3 pre-norm layers, d = 96, 4 heads, learned positions, dropout 0.1 (0.35M parameters); the
+likelihood is exact (``bpd_kind = 'exact'``).
+
+Measured here (2 CPU cores shared with 3 other jobs): 1000 steps in 300 s (compile included);
+exact test bits/dim 1.851 (train batches, dropout on: 1.80 at step 1000, 1.78 at 900); FID 9.9,
+precision 0.64, recall 0.97, Inception Score 7.3 (1000 samples, the digits classifier
+features); sampling 1000 images with the KV-cached lax.scan took 1.5 s. Only this one setting
+was run.
 """
 import ml_collections
 

@@ -1,7 +1,7 @@
 """Decoder-only transformer (GPT-style) with a KV cache for incremental decoding.
 
 Architecture (Vaswani et al. 2017, Sec. 3.1-3.5, decoder stack only, with the pre-LayerNorm
-residual arrangement of GPT-2 / Xiong et al. 2020, Eq. in Sec. 3 "Pre-LN Transformer")::
+residual arrangement of GPT-2 / Xiong et al. 2020, Fig. 1 (b), the "Pre-LN Transformer")::
 
     h_0 = E[x] (+ P[pos] for learned positions)                 token (+ position) embedding
     a_l = h_{l-1} + Attn_l(LN(h_{l-1}))                          causal multi-head attention
@@ -20,7 +20,7 @@ Positions (config ``positions``):
 * ``'rotary'``: RoPE (Su et al. 2021, RoFormer, Eq. 34): queries and keys of position ``m``
   are rotated pairwise, ``(x_{2i-1}, x_{2i}) -> (x_{2i-1} cos m t_i - x_{2i} sin m t_i,
   x_{2i} cos m t_i + x_{2i-1} sin m t_i)`` with ``t_i = base^{-2(i-1)/d_head}``, so
-  ``<R_m q, R_n k> = <q, R_{n-m} k>`` depends only on the offset ``n - m`` (Eq. 16).
+  ``<R_m q, R_n k> = <q, R_{n-m} k>`` depends only on the offset ``n - m`` (Sec. 3.2).
 
 Initialization follows GPT-2: weights ``N(0, 0.02)``, residual output projections scaled by
 ``1 / sqrt(2 N)``.
@@ -32,7 +32,8 @@ Pure functions (:func:`make_decoder`), all with explicit params:
   enables dropout); ``apply_hidden`` also returns the final normed hidden states ``[B, L, d]``;
   ``apply_embeds`` takes input embeddings ``[B, L, d]`` instead of token ids;
 * ``prefill(params, tokens [B, P]) -> (logits [B, P, V], cache)``: runs a prompt, filling a
-  fresh :class:`~gen_jax.nn.kv_cache.KVCache` (``max_len`` slots);
+  fresh :class:`~gen_jax.nn.kv_cache.KVCache` (``max_len`` slots; one key and one value
+  buffer per layer, laid out so that a compiled decode step updates them in place);
 * ``decode_step(params, cache, token [B], pos=None) -> (logits [B, V], cache)``: one token at
   position ``pos`` (default ``cache.index``) attending to the cached past;
 * ``decode(params, cache, tokens [B, T] or embeds [B, T, d], pos) -> (logits, hidden, cache)``:
@@ -43,8 +44,9 @@ Input checks (``ValueError`` naming the argument and sizes): sequences longer th
 positions past ``max_len`` are checked on the host whenever the array is concrete (eager
 calls, ``prefill``/``decode_step`` outside ``jit``). Under ``jit`` they cannot be checked
 without a host round trip; there an out-of-vocabulary id (negative ones included) embeds to
-NaN and a decode position ``>= max_len`` yields NaN logits, so a NaN loss or NaN samples (and
-the train loop's finiteness guard) flag the error instead of a silently wrong result.
+NaN (and attention spreads it to the logits of every position of that sequence) and a decode
+position ``>= max_len`` yields NaN logits, so a NaN loss or NaN samples (and the train loop's
+finiteness guard) flag the error instead of a silently wrong result.
 """
 from __future__ import annotations
 
