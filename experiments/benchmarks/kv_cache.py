@@ -19,18 +19,19 @@ Both are jitted; compile time is excluded (one warm-up call); the figures are me
 timed with ``block_until_ready``. Prints ms/token and tokens/s (``batch * tokens / seconds``)
 and the speed-up of the cache.
 
-Measured here (2 CPU cores shared with other jobs, load ~5; batch 1; 75 s in all)::
+Measured here (2 CPU cores shared with other jobs, load ~2.7; batch 1; 75 s in all)::
 
          L  cache ms/tok  cache tok/s  recomp ms/tok  recomp tok/s  recomp steps  speed-up
-        64         0.353         2830          9.050           110            32     25.6x
-       256         0.921         1086         42.946            23            32     46.7x
-      1024         1.903          525        190.931             5            32    100.3x
+        64         0.288         3474          6.064           165            32     21.1x
+       256         0.378         2644         25.188            40            32     66.6x
+      1024         1.299          770        163.374             6            32    125.8x
 
-The cached per-token time grows 5.4x over a 16x longer sequence (each step reads all
-``max_len`` cache slots, 8 MB at ``L = 1024`` against 13 MB of weights), the recomputing one
-21x (and its time per sequence quadratically). Before the cache buffers were split per layer,
-laid out for the matmuls and written after they are read (:mod:`gen_jax.nn.kv_cache`), XLA
-copied the whole cache at every step and the cached time grew 7x (1.3 -> 9.4 ms/token).
+(an earlier run at load ~5: 0.35 / 0.92 / 1.90 ms per token cached, 100x at 1024). The cached
+per-token time grows 4.5x over a 16x longer sequence (each step reads all ``max_len`` cache
+slots: 8 MB at ``L = 1024`` against 13 MB of weights), the recomputing one 27x (and its time
+per sequence quadratically). Before the cache buffers were split per layer, laid out for the
+matmuls and written after they are read (:mod:`gen_jax.nn.kv_cache`), XLA copied the whole
+cache at every step and the cached time grew 7x (1.3 -> 9.4 ms/token at load ~7).
 """
 from __future__ import annotations
 
