@@ -12,7 +12,7 @@ NOTEBOOKS = sorted(glob.glob(os.path.join(REPO, "notebooks", "*.ipynb")))
 
 def test_there_is_a_notebook_per_landed_family():
     names = {os.path.basename(p) for p in NOTEBOOKS}
-    assert {"latent_variable_models.ipynb", "diffusion_models.ipynb"} <= names
+    assert {"latent_variable_models.ipynb", "diffusion_models.ipynb", "autoregressive_models.ipynb"} <= names
 
 
 @pytest.mark.slow
