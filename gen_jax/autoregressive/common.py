@@ -23,10 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-
-def to_levels(x: jax.Array, num_levels: int) -> jax.Array:
-    """``x = level / (K - 1)`` in ``[0, 1]`` -> int32 levels ``0..K-1`` (rounded)."""
-    return jnp.clip(jnp.round(x * (num_levels - 1)), 0, num_levels - 1).astype(jnp.int32)
+from gen_jax.distributions import to_levels  # noqa: F401  (x = level / (K - 1) -> int32 levels)
 
 
 def from_levels(levels: jax.Array, num_levels: int) -> jax.Array:
