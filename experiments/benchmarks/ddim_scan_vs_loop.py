@@ -18,21 +18,12 @@ tests/test_diffusion_model.py). Figures are medians of 3 runs after compilation.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-
-def _median_seconds(fn, repeats=3):
-    out = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn())
-        out.append(time.perf_counter() - t0)
-    return statistics.median(out)
+from experiments.benchmarks.timing import median_seconds
 
 
 def main(argv=None) -> int:
@@ -65,8 +56,8 @@ def main(argv=None) -> int:
         key = jax.random.PRNGKey(1)
         xs, xl = scan(params, key, b, cond), loop(params, key, b, cond)  # compile both
         np.testing.assert_allclose(np.asarray(xs), np.asarray(xl), atol=1e-5)
-        ts = _median_seconds(lambda: scan(params, key, b, cond))
-        tl = _median_seconds(lambda: loop(params, key, b, cond))
+        ts = median_seconds(lambda: scan(params, key, b, cond))
+        tl = median_seconds(lambda: loop(params, key, b, cond))
         print(f"{b:6d} {ts:9.3f} {tl:9.3f} {tl / ts:10.2f}")
     return 0
 

@@ -36,25 +36,15 @@ cache at every step and the cached time grew 7x (1.3 -> 9.4 ms/token at load ~7)
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments.benchmarks.timing import median_seconds
 from gen_jax.autoregressive.token_sampling import make_token_sampler
 from gen_jax.autoregressive.transformer_lm import make_cached_generator, make_recompute_generator
 from gen_jax.nn.transformer import TransformerConfig, make_decoder
-
-
-def _median_seconds(fn, repeats=3):
-    out = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn())
-        out.append(time.perf_counter() - t0)
-    return statistics.median(out)
 
 
 def main(argv=None) -> int:
@@ -87,8 +77,8 @@ def main(argv=None) -> int:
         key = jax.random.PRNGKey(1)
         jax.block_until_ready(cached(params, key, first, length))
         jax.block_until_ready(recompute(params, key, first, n_rec, length))
-        t_c = _median_seconds(lambda: cached(params, key, first, length)) / length
-        t_r = _median_seconds(lambda: recompute(params, key, first, n_rec, length)) / n_rec
+        t_c = median_seconds(lambda: cached(params, key, first, length)) / length
+        t_r = median_seconds(lambda: recompute(params, key, first, n_rec, length)) / n_rec
         print(f"{length:6d} {t_c * 1e3:13.3f} {a.batch / t_c:12.0f} {t_r * 1e3:14.3f} {a.batch / t_r:13.0f} "
               f"{n_rec:13d} {t_r / t_c:8.1f}x", flush=True)
     return 0

@@ -17,6 +17,18 @@ def median_ms_per_step(run: Callable[[int], None], steps: int, repeats: int = 3)
     return statistics.median(times)
 
 
+def median_seconds(fn: Callable[[], object], repeats: int = 3) -> float:
+    """Median over ``repeats`` of the wall seconds of ``fn()``, waiting for its JAX results."""
+    import jax
+
+    out = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn())
+        out.append(time.perf_counter() - t0)
+    return statistics.median(out)
+
+
 def matmul_gflops(n: int = 2048) -> float:
     """float32 ``n x n`` matmul rate of ``jax.jit(x @ x)`` in GFLOP/s (median of 3 x 10)."""
     import jax
