@@ -44,6 +44,7 @@ from gen_jax.autoregressive.masked_conv import check_channel_split
 from gen_jax.autoregressive.pixelcnn import GatedPixelCNN, PixelCNN
 from gen_jax.autoregressive.pixelrnn import PixelRNN
 from gen_jax.config import ConfigError, from_config
+from gen_jax.distributions import pixel_categorical_log_prob
 from gen_jax.model import GenerativeModel, check_image_batch, condition_labels
 from gen_jax.nn.embeddings import CaptionEncoder
 
@@ -183,21 +184,6 @@ def _check_split(cfg, fields, c: int) -> None:
             raise ConfigError(str(e)) from None
 
 
-def categorical_log_mass(logits: jax.Array, levels: jax.Array) -> jax.Array:
-    """``sum log softmax(logits)[levels]`` per example (2016a Eq. 1-2).
-
-    Args:
-      logits: ``[B, H, W, C, K]``.
-      levels: int ``[B, H, W, C]`` in ``0..K-1``.
-
-    Returns:
-      ``log P(levels)`` ``[B]``.
-    """
-    logp = jax.nn.log_softmax(logits, axis=-1)
-    picked = jnp.take_along_axis(logp, levels[..., None], axis=-1)[..., 0]  # [B, H, W, C]
-    return jnp.sum(picked, axis=(1, 2, 3))
-
-
 def _make_bundle(*, name: str, apply_fn, init_fn, image_shape, num_levels: int, temperature: float,
                  conditioning: str = "none") -> GenerativeModel:
     """The bundle of pure functions around ``apply_fn(params, x, cond, train, rngs) -> logits``."""
@@ -230,7 +216,7 @@ def _make_bundle(*, name: str, apply_fn, init_fn, image_shape, num_levels: int, 
         rngs = {"dropout": key} if train else None
         logits = apply_fn(params, common.from_levels(levels, k), cond_of(batch, x.shape[0], f"{where} batch"),
                           train, rngs)
-        return categorical_log_mass(logits, levels)  # [B]
+        return pixel_categorical_log_prob(levels, logits)  # [B] (2016a Eq. 1-2)
 
     def loss(params, batch, key):
         nll = -log_mass(params, batch, "loss", train=True, key=key) / d  # [B] nats per sub-pixel
@@ -259,7 +245,7 @@ def _make_bundle(*, name: str, apply_fn, init_fn, image_shape, num_levels: int, 
 
     return GenerativeModel(name=name, family="autoregressive", init=init, loss=loss, sample=sample,
                            log_prob=log_prob, bpd_kind="exact", conditional=conditional,
-                           condition_key="caption_tokens" if conditioning == "caption" else "label",
+                           condition_key=cond_key,
                            extras={"logits": logits})
 
 
