@@ -30,6 +30,7 @@ def conditions_for(exp, model, info, num: int, labels_path: str = "", arrays: di
 
     if not model.conditional:
         return None
+    labels = None
     if labels_path:
         if model.condition_key != "label":
             raise ValueError(f"--labels: model {model.name!r} is conditioned on {model.condition_key}, not labels")
@@ -40,19 +41,14 @@ def conditions_for(exp, model, info, num: int, labels_path: str = "", arrays: di
             raise ValueError(f"--labels: expected int labels of shape ({num},), got {labels.dtype} {labels.shape}")
         if labels.min() < 0 or labels.max() >= info.num_classes:
             raise ValueError(f"--labels: values must be in [0, {info.num_classes}), got [{labels.min()}, {labels.max()}]")
-        cond = {"label": labels.astype(np.int32)}
-        if getattr(info, "local_cond_shape", ()):  # the local conditioning of test examples
-            from gen_jax.data.datasets import load_split
-
-            local = (arrays if arrays is not None else
-                     load_split(exp.dataset.name, "test", common.data_dir(exp)))["local_cond"]
-            cond["local_cond"] = np.asarray(local)[np.arange(num) % len(local)]
-        return cond
     if (model.condition_key != "label" or getattr(info, "local_cond_shape", ())) and arrays is None:
         from gen_jax.data.datasets import load_split
 
         arrays = load_split(exp.dataset.name, "test", common.data_dir(exp))
-    return sample_conditions(model, info, num, arrays)
+    cond = sample_conditions(model, info, num, arrays)
+    if labels is not None:
+        cond["label"] = labels.astype(np.int32)
+    return cond
 
 
 def main(argv=None) -> int:
