@@ -33,7 +33,7 @@ def test_bpd(model, params, arrays: dict, info, key, batch_size: int) -> Optiona
     """Mean test bits/dim under the DESIGN.md convention, or None without a likelihood."""
     if model.log_prob is None:
         return None
-    from gen_jax.metrics.bpd import bits_per_dim
+    from gen_jax.distributions.bpd import bits_per_dim
 
     fn = jax.jit(model.log_prob)
     x = images01(arrays, info)

@@ -20,7 +20,7 @@ import tensorflow_datasets as tfds
 from gen_jax.data import datasets, digits, pipeline, shapes
 from gen_jax.data.datasets import DatasetError, DatasetInfo
 from gen_jax.data.pipeline import BatchError, BatchStream, validate_batch
-from gen_jax.multimodal.tokenizers import ByteTokenizer, WordTokenizer
+from gen_jax.data.tokenizers import ByteTokenizer, WordTokenizer
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SPLIT_JSON = pathlib.Path(__file__).parent / "data" / "digits_test_split.json"
@@ -81,7 +81,7 @@ def test_digits_builder_matches_sklearn(digits_splits, sk_digits):
     tok = datasets.get_tokenizer("digits")
     assert te["caption_tokens"].shape == (360, info.caption_len)
     assert tok.decode(te["caption_tokens"]) == list(te["caption"])
-    from gen_jax.multimodal.tokenizers import ByteTokenizer
+    from gen_jax.data.tokenizers import ByteTokenizer
     assert te["caption_chars"].shape == (360, info.caption_char_len)
     assert ByteTokenizer().decode(te["caption_chars"]) == list(te["caption"])  # nothing truncated
 

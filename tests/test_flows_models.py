@@ -19,7 +19,7 @@ from gen_jax.config import ConfigError
 from gen_jax.flows.glow import GlowConfig, make_glow
 from gen_jax.flows.image_flow import standard_normal_log_prob
 from gen_jax.flows.realnvp import RealNVPConfig, make_realnvp
-from gen_jax.metrics.bpd import bits_per_dim
+from gen_jax.distributions.bpd import bits_per_dim
 
 Info = collections.namedtuple("Info", "image_shape num_levels num_classes")
 INFO = Info((8, 8, 1), 17, 10)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from gen_jax.autoregressive import logistic_mixture as lm
+from gen_jax.distributions import logistic_mixture as lm
 
 def _extreme_raw(rng, n, m, c):
     """``[n, P]`` raw params: log s in {-9 (clamped), -7, ..., 7}, means at and beyond the

@@ -12,7 +12,8 @@ import scipy.linalg
 from sklearn.datasets import load_digits
 
 from gen_jax.config import ConfigError
-from gen_jax.metrics import bpd, fid, features, mmd
+from gen_jax.distributions import bpd
+from gen_jax.metrics import fid, features, mmd
 from gen_jax.metrics import classifier as clf
 from gen_jax.metrics.inception_score import inception_score
 from gen_jax.metrics.precision_recall import knn_radii, precision_recall

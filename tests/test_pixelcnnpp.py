@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from gen_jax.autoregressive import logistic_mixture as lm
+from gen_jax.distributions import logistic_mixture as lm
 from gen_jax.autoregressive.pixelcnnpp import PixelCNNPP
 from gen_jax.autoregressive.pixelcnnpp_model import PixelCNNPPConfig, make_pixelcnnpp
 from gen_jax.config import ConfigError

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from gen_jax.autoregressive import mulaw
+from gen_jax.data import mulaw
 from gen_jax.data import datasets, signals
 from gen_jax.data.pipeline import BatchError, BatchStream, validate_batch
 

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gen_jax.autoregressive import mulaw
+from gen_jax.data import mulaw
 from gen_jax.autoregressive import wavenet as wn
 from gen_jax.autoregressive.wavenet_model import make_wavenet
 from gen_jax.config import ConfigError

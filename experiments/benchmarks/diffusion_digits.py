@@ -50,7 +50,7 @@ def _ints(s):
 def test_bits_per_dim(fn, params, x01, labels, batch_size, key, num_levels):
     """Mean bits/dim of ``fn(params, batch, key) -> log_prob [B]`` over the whole split
     (the last batch is padded by wrapping and trimmed: one compile)."""
-    from gen_jax.metrics.bpd import bits_per_dim
+    from gen_jax.distributions.bpd import bits_per_dim
 
     n, d = len(x01), int(np.prod(x01.shape[1:]))
     out = []

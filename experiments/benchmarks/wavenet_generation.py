@@ -56,7 +56,7 @@ import wave
 import jax
 import numpy as np
 
-from gen_jax.autoregressive import mulaw
+from gen_jax.data import mulaw
 from gen_jax.autoregressive import wavenet as wn
 from gen_jax.data import signals
 

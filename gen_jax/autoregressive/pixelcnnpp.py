@@ -15,7 +15,7 @@ The first layer reads the image and shifts its output by one row (``u``) / one r
 column (``ul``), which removes the current pixel; every later layer preserves the two
 dependency sets, so the output at pixel ``i`` sees no channel of pixel ``i`` nor anything
 after it (the channel coupling of a pixel lives in the likelihood, see
-:mod:`gen_jax.autoregressive.logistic_mixture`).
+:mod:`gen_jax.distributions.logistic_mixture`).
 
 Gated ResNet block (the "gated ResNet blocks" of Fig. 2, in the form of the paper's code;
 the gate is van den Oord et al. 2016b's Eq. 2 without its tanh), on a stream ``x`` with auxiliary input

@@ -3,7 +3,7 @@
 The network (:mod:`gen_jax.autoregressive.pixelcnnpp`) maps the image to raw mixture
 parameters ``[B, H, W, P]`` whose value at pixel ``i`` depends only on pixels before ``i``
 in raster order; the discretized logistic mixture with channel coupling
-(:mod:`gen_jax.autoregressive.logistic_mixture`, Eq. 2 and Sec. 2.2) gives each pixel's
+(:mod:`gen_jax.distributions.logistic_mixture`, Eq. 2 and Sec. 2.2) gives each pixel's
 ``C`` channels jointly, so the chain rule over pixels (van den Oord et al. 2016a, Eq. 1)
 
     log P(levels) = sum_i log p(x_i | x_<i)
@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gen_jax.autoregressive import common
-from gen_jax.autoregressive import logistic_mixture as lm
+from gen_jax.distributions import logistic_mixture as lm
 from gen_jax.autoregressive.pixelcnnpp import PixelCNNPP, check_image_size
 from gen_jax.config import ConfigError, from_config
 from gen_jax.model import GenerativeModel, check_image_batch, condition_labels

@@ -62,7 +62,7 @@ from gen_jax.model import GenerativeModel, check_image_batch
 from gen_jax.nn.transformer import Decoder, TransformerConfig, check_token_ids, concrete, make_decoder
 
 CHAR_VOCAB = 257  # ByteTokenizer: byte + 1, 0 = pad / end of text
-WORD_BOS, WORD_EOS = 2, 3  # gen_jax.multimodal.tokenizers
+WORD_BOS, WORD_EOS = 2, 3  # gen_jax.data.tokenizers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -222,7 +222,7 @@ class SequenceLayout:
         """Text of int samples ``[num, L]``."""
         samples = np.asarray(samples)
         if self.tokens == "caption_chars":
-            from gen_jax.multimodal.tokenizers import ByteTokenizer
+            from gen_jax.data.tokenizers import ByteTokenizer
 
             return ByteTokenizer().decode(np.clip(samples, 0, CHAR_VOCAB - 1))
         from gen_jax.data.datasets import get_tokenizer

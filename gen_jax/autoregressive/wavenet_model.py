@@ -1,6 +1,6 @@
 """WaveNet (van den Oord et al. 2016) on 1-D signals as a :class:`~gen_jax.model.GenerativeModel`.
 
-Data: a signal of ``T`` mu-law codes (Sec. 2.2, :mod:`gen_jax.autoregressive.mulaw`) is stored
+Data: a signal of ``T`` mu-law codes (Sec. 2.2, :mod:`gen_jax.data.mulaw`) is stored
 as an "image" ``[T, 1, 1]`` with ``K = 256`` levels, so batches carry ``image`` float32
 ``[B, T, 1, 1] = code / 255``; ``label`` int32 ``[B]`` is the global condition (Sec. 2.5, the
 timbre for the ``signals`` dataset) and ``local_cond`` int32 ``[B, F]`` (``F = T / hop``) the
@@ -42,7 +42,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gen_jax.autoregressive import common, mulaw
+from gen_jax.autoregressive import common
+from gen_jax.data import mulaw
 from gen_jax.autoregressive import wavenet as wn
 from gen_jax.config import ConfigError, from_config
 from gen_jax.model import GenerativeModel

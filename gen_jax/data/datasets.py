@@ -35,7 +35,7 @@ import tensorflow_datasets as tfds
 from gen_jax.data import digits as digits_lib
 from gen_jax.data import shapes as shapes_lib
 from gen_jax.data import signals as signals_lib
-from gen_jax.multimodal.tokenizers import ByteTokenizer, WordTokenizer
+from gen_jax.data.tokenizers import ByteTokenizer, WordTokenizer
 
 
 class DatasetError(ValueError):
@@ -58,7 +58,7 @@ class DatasetInfo:
       has_labels: ``False`` for datasets without a ``label`` feature (labels are zeros).
       splits: the split names.
       caption_char_len: length of ``caption_chars`` (the caption as UTF-8 bytes + 1 from
-        :class:`~gen_jax.multimodal.tokenizers.ByteTokenizer`, 0-padded; vocabulary 257);
+        :class:`~gen_jax.data.tokenizers.ByteTokenizer`, 0-padded; vocabulary 257);
         0 without captions.
       local_cond_shape: shape (without the batch axis) of ``local_cond``, the low-rate
         local-conditioning sequence of 1-D signal datasets (``(T // hop,)`` int ids for

@@ -2,7 +2,7 @@
 
 Every clip is ``T = 1024`` samples at ``SAMPLE_RATE = 4000`` Hz (0.256 s) of a short melody
 played by one synthetic instrument, then mu-law companded and quantized to 256 codes
-(:mod:`gen_jax.autoregressive.mulaw`, WaveNet Sec. 2.2). Rendering is vectorized per note in
+(:mod:`gen_jax.data.mulaw`, WaveNet Sec. 2.2). Rendering is vectorized per note in
 numpy and deterministic given a seed (:func:`generate_signals`). The builder downloads nothing.
 
 Structure of a clip:
@@ -44,7 +44,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow_datasets as tfds
 
-from gen_jax.autoregressive import mulaw
+from gen_jax.data import mulaw
 
 SAMPLE_RATE = 4000
 LENGTH = 1024

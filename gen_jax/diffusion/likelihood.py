@@ -32,7 +32,7 @@ import jax.numpy as jnp
 from gen_jax import distributions as dist
 from gen_jax.diffusion import sde as sde_lib
 from gen_jax.diffusion.samplers import rk45_solve
-from gen_jax.metrics.bpd import bits_per_dim
+from gen_jax.distributions.bpd import bits_per_dim
 
 INTEGRATORS = ("euler", "heun", "rk4", "rk45")
 DIVERGENCES = ("exact", "hutchinson")

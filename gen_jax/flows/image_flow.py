@@ -9,7 +9,7 @@ bijectors in the chain, so the change of variables (Dinh et al. 2017, Eq. 3)
     log p(y) = log N(f(y); 0, I) + log|det df/dy|
 
 is the exact log density on ``[0, 1)^D`` that the bits/dim convention of
-:mod:`gen_jax.metrics.bpd` needs (``bpd_kind = 'exact'``): ``y = (level + u) / K`` with
+:mod:`gen_jax.distributions.bpd` needs (``bpd_kind = 'exact'``): ``y = (level + u) / K`` with
 ``u ~ U[0, 1)^D`` is drawn inside ``loss`` and ``log_prob`` by
 :func:`gen_jax.distributions.dequantize` (Theis et al. 2016, Sec. 3.1).
 
@@ -101,7 +101,7 @@ def make_image_flow_model(*, name: str, flow: Bijector, image_shape, num_levels:
 
     def loss(params, batch, key):
         lp, log_prior, log_det = terms(params, batch, key, "loss")
-        bpd = (-lp + log_k) / (d * math.log(2.0))  # [B], gen_jax.metrics.bpd convention
+        bpd = (-lp + log_k) / (d * math.log(2.0))  # [B], gen_jax.distributions.bpd convention
         return jnp.mean(bpd), {"bpd": bpd, "log_prior": log_prior, "log_det": log_det}
 
     def sample(params, key, num, cond=None, temperature=temperature):

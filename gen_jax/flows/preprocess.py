@@ -2,7 +2,7 @@
 
 Their log-dets are part of the model's density, so ``log_prob`` stays the log density of
 the dequantized data ``y`` on ``[0, 1)^D`` (the bits/dim convention of
-:mod:`gen_jax.metrics.bpd`).
+:mod:`gen_jax.distributions.bpd`).
 
 * :class:`Logit` (Dinh et al. 2017, RealNVP, Sec. 4.1: "we model the density of
   logit(alpha + (1 - alpha) * x/256)", alpha = .05; here symmetric in the two ends):

@@ -1,6 +1,5 @@
 """Evaluation metrics for generative models.
 
-* :mod:`gen_jax.metrics.bpd` -- bits per dimension from log densities (Theis et al. 2016).
 * :mod:`gen_jax.metrics.fid` -- Frechet distance / FID (Heusel et al. 2017) and KID
   (Binkowski et al. 2018).
 * :mod:`gen_jax.metrics.precision_recall` -- improved precision and recall

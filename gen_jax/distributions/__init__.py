@@ -22,7 +22,7 @@ from typing import NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from gen_jax.autoregressive import logistic_mixture as lm
+from gen_jax.distributions import logistic_mixture as lm
 
 LOG_2PI = math.log(2.0 * math.pi)
 
@@ -264,7 +264,7 @@ def discretized_logistic_mixture_log_prob(levels: jax.Array, params: LogisticMix
     with the edge bins of Sec. 2.1 (lowest from ``-inf``, highest to ``+inf``), the component
     shared by the channels of a pixel and the channel coupling of Sec. 2.2 (``coeffs``). The
     computation (log space, no cancellation, masses that telescope to one) is
-    :func:`gen_jax.autoregressive.logistic_mixture.mixture_log_prob`, the one implementation
+    :func:`gen_jax.distributions.logistic_mixture.mixture_log_prob`, the one implementation
     of this likelihood in the library (PixelCNN++ uses it directly).
 
     Args:
@@ -285,7 +285,7 @@ def discretized_logistic_mixture_sample(key: jax.Array, params: LogisticMixture,
     """Levels ``[..., H, W, C]`` (int32) drawn from exactly the distribution of
     :func:`discretized_logistic_mixture_log_prob` (component by Gumbel-max, logistic inverse
     CDF, coupled means from the earlier channels' levels; see
-    :func:`gen_jax.autoregressive.logistic_mixture.sample_params`)."""
+    :func:`gen_jax.distributions.logistic_mixture.sample_params`)."""
     return lm.sample_params(_mixture_params(params), key, num_levels)
 
 
