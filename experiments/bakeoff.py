@@ -24,7 +24,8 @@ import time
 import numpy as np
 
 from experiments import common
-from experiments.evaluate import evaluate_params, feature_extractor, images01
+from gen_jax.evaluation.evaluate import evaluate_params
+from gen_jax.evaluation.likelihood import images01
 
 # (config name, extra overrides) in table order. Later families append their configs here.
 BAKEOFF: list[tuple[str, dict]] = [
@@ -34,7 +35,7 @@ BAKEOFF: list[tuple[str, dict]] = [
     ("beta_vae_digits", {}),
     ("iwae_digits", {}),
     ("cvae_digits", {}),
-    ("ldm_digits", {"model.stage1_workdir": "{out}/runs/vae"}),  # stage one: the vae row's run
+    ("ldm_digits", {"stages.stage1.workdir": "{out}/runs/vae"}),  # stage one: the vae row's run
     ("ddpm_digits", {}),
     ("ddpm_digits", {"model.sampler": "ddim", "model.sample_steps": 50}),
     ("realnvp_digits", {}),
@@ -100,18 +101,19 @@ def run_one(name: str, overrides: dict, out: str, extractor, test, progress: boo
         prev = json.load(open(record))["seconds"] if os.path.exists(record) and result.resumed_from else 0.0
         json.dump({"seconds": prev + result.seconds, "steps": exp.train.steps}, open(record, "w"))
     train_seconds = json.load(open(record))["seconds"]
-    res = evaluate_params(exp, model, info, eval_params(result.state), extractor, test_arrays=test)
+    ev = evaluate_params(model, eval_params(result.state, model), info, test, extractor,
+                         num_samples=exp.eval.num_samples, batch_size=exp.eval.batch_size)
     row = {"model": model.name, "family": model.family, "train_seconds": train_seconds}
-    row.update({k: v for k, v in res.items() if not k.startswith("_") and k not in ("model", "family")})
+    row.update({k: v for k, v in ev.metrics.items() if k not in ("model", "family")})
     row["samples"] = row["labels"] = None
-    if res["_samples"] is not None:
+    if ev.samples is not None:
         rel = os.path.join("samples", f"{model.name}.npy")
-        np.save(os.path.join(out, rel), res["_samples"])
-        save_grid(os.path.join(out, "samples", f"{model.name}.png"), res["_samples"][:100], ncols=10)
+        np.save(os.path.join(out, rel), ev.samples)
+        save_grid(os.path.join(out, "samples", f"{model.name}.png"), ev.samples[:100], ncols=10)
         row["samples"] = rel
-        if res["_labels"] is not None:
+        if ev.labels is not None:
             rel_l = os.path.join("samples", f"{model.name}_labels.npy")
-            np.save(os.path.join(out, rel_l), res["_labels"])
+            np.save(os.path.join(out, rel_l), ev.labels)
             row["labels"] = rel_l
     curve = os.path.join(workdir, "loss_curve.png")
     if os.path.exists(curve):
@@ -123,9 +125,9 @@ def floor_row(out: str, train_arrays: dict, test: dict, info, extractor, num: in
     """Real-vs-real: ``num`` train images (a fixed random subset) scored like samples."""
     from gen_jax.metrics.features import score_samples
 
-    x = images01(train_arrays, info)
+    x = images01(train_arrays, info.num_levels)
     idx = np.random.default_rng(0).choice(len(x), size=min(num, len(x)), replace=False)
-    scores = score_samples(x[idx], images01(test, info), extractor, seed=0)
+    scores = score_samples(x[idx], images01(test, info.num_levels), extractor, seed=0)
     row = {"model": "real-vs-real", "family": None, "test_bpd": None, "bpd_kind": None,
            "train_seconds": None, "sample_seconds": None, "samples": None, "labels": None}
     row.update({k: float(v) for k, v in scores.items()})
@@ -146,7 +148,7 @@ def main(argv=None) -> int:
         os.makedirs(os.path.join(out, sub), exist_ok=True)
     info = get_info("digits")
     train_arrays, test = load_split("digits", "train"), load_split("digits", "test")
-    extractor = feature_extractor("digits", None, progress=not args.no_progress)
+    extractor = common.feature_extractor("digits", None, progress=not args.no_progress)
     only = [s for s in args.only.split(",") if s]
     rows = []
     for name, ov in BAKEOFF:

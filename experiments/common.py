@@ -1,5 +1,6 @@
-"""What train, sample, evaluate and the bake-off share: config loading, model building,
-restoring a workdir's params, and the feature network the metrics use."""
+"""The experiment edge that train, sample, evaluate and the bake-off share: config loading,
+model building (trained stage ones loaded here and handed to stage-two factories), restoring
+a workdir's params, and the feature network the metrics use."""
 from __future__ import annotations
 
 import argparse
@@ -12,7 +13,7 @@ import jax
 import numpy as np
 
 from gen_jax.config import ConfigError
-from gen_jax.model import GenerativeModel
+from gen_jax.model import Model, Stage
 from gen_jax.train import sharding as shd
 from gen_jax.train.experiment import ExperimentConfig, apply_overrides, load_config_file, parse_cli_overrides, parse_config
 
@@ -41,10 +42,75 @@ def data_dir(exp: ExperimentConfig) -> Optional[str]:
     return exp.dataset.data_dir or None
 
 
-def build_model(exp: ExperimentConfig, info) -> GenerativeModel:
-    from experiments.registry import get_factory
+def build_model(exp: ExperimentConfig, info) -> Model:
+    """The model of ``exp``: its factory from the registry, given the trained stages it names
+    (``config.stages``), each loaded by :func:`load_stage`."""
+    from experiments.registry import get_entry
 
-    return get_factory(exp.model_name)(exp.model, info)
+    entry = get_entry(exp.model_name)
+    if not entry.stages:
+        if exp.stages:
+            raise ConfigError(f"config.stages: model {exp.model_name!r} composes no trained stage "
+                              f"(got {sorted(exp.stages)})")
+        return entry.factory()(exp.model, info)
+    missing = [s for s in entry.stages if s not in exp.stages]
+    if missing:
+        raise ConfigError(f"config.stages.{missing[0]}: model {exp.model_name!r} needs a trained "
+                          f"{missing[0]} (config, workdir)")
+    stages = {name: load_stage(name, exp.stages[name], info) for name in entry.stages}
+    return entry.factory()(exp.model, info, stages)
+
+
+def resolve_workdir(path: str) -> str:
+    """A workdir path: absolute, or relative to the working directory if it exists there,
+    else to the repository root."""
+    if os.path.isabs(path) or os.path.isdir(path):
+        return os.path.abspath(path)
+    in_repo = os.path.join(REPO, path)
+    return in_repo if os.path.isdir(in_repo) else os.path.abspath(path)
+
+
+def load_stage(name: str, spec, info=None) -> Stage:
+    """Loads the trained stage ``config.stages.<name>``: its config (``spec.config`` plus
+    ``spec.overrides``), its model, and the params of the latest checkpoint in
+    ``spec.workdir`` (the EMA params when the run kept them), on the host.
+
+    Raises:
+      ConfigError naming ``config.stages.<name>.config`` (no such config, a bad override, a
+      stage of another dataset than ``info``) or ``config.stages.<name>.workdir`` (no
+      checkpoint there, or one of another architecture), with the command that trains it.
+    """
+    from gen_jax.data.datasets import get_info
+    from gen_jax.train.checkpoint import CheckpointError
+    from gen_jax.train.loop import eval_params
+
+    where = f"config.stages.{name}"
+    try:
+        path = config_path(spec.config)
+    except ConfigError:
+        raise ConfigError(f"{where}.config: no config file {spec.config!r} (tried it as a path and in "
+                          f"{CONFIG_DIR})") from None
+    try:
+        exp = load_experiment(path, dict(o.split("=", 1) for o in spec.overrides))
+    except ConfigError as e:
+        raise ConfigError(f"{where}.config / overrides: {e}") from None
+    ds = getattr(info, "name", None)
+    if ds is not None and exp.dataset.name != ds:
+        raise ConfigError(f"{where}.config: stage {name} was configured on dataset {exp.dataset.name!r}, "
+                          f"this model on {ds!r}")
+    stage_info = get_info(exp.dataset.name, data_dir(exp))
+    model = build_model(exp, stage_info)
+    workdir = resolve_workdir(spec.workdir)
+    hint = f"python -m experiments.train --config {path} --workdir {spec.workdir}"
+    try:
+        state, meta = restore_state(exp, model, workdir, stage_info)
+    except CheckpointError as e:
+        raise ConfigError(f"{where}.workdir: cannot restore stage {name} ({spec.config!r}) from {workdir}: "
+                          f"{e}. Either train stage one first: {hint}, or point {where}.config / overrides at "
+                          f"the config that workdir was trained with.") from None
+    params = jax.tree.map(np.asarray, jax.device_get(eval_params(state, model)))
+    return Stage(model=model, params=params, config=exp, workdir=workdir,
+                 step=int(meta.get("step", int(state.step))))
 
 
 def build_stream(exp: ExperimentConfig, info, mesh, split: str = "train"):
@@ -68,8 +134,9 @@ def setup(exp: ExperimentConfig):
     return info, model, mesh
 
 
-def restore_state(exp: ExperimentConfig, model: GenerativeModel, workdir: str, info, step=None):
-    """Restores the train state of ``workdir`` onto one device (for sampling/evaluation)."""
+def restore_state(exp: ExperimentConfig, model: Model, workdir: str, info, step=None):
+    """Restores the train state of ``workdir`` onto one device (for sampling/evaluation).
+    Frozen stage-one groups are not in it: :func:`gen_jax.train.loop.eval_params` merges them."""
     from gen_jax.data.datasets import load_split
     from gen_jax.data.pipeline import BatchStream
     from gen_jax.train.checkpoint import Checkpointer
@@ -77,35 +144,83 @@ def restore_state(exp: ExperimentConfig, model: GenerativeModel, workdir: str, i
 
     mesh = shd.make_mesh(1)
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), create=False)
-    arrays = load_split(exp.dataset.name, "train", data_dir(exp))
-    example = BatchStream(arrays, info, exp.train.batch_size, exp.seed).batch_at(0)
-    _, _, abstract, state_sh, _ = init_state(exp, model, example, mesh, shd.batch_sharding(mesh))
-    state, meta = ckpt.restore(_with_shardings(abstract, state_sh), step=step)
-    ckpt.close()
+    try:
+        arrays = load_split(exp.dataset.name, "train", data_dir(exp))
+        example = BatchStream(arrays, info, exp.train.batch_size, exp.seed).batch_at(0)
+        _, _, abstract, state_sh, _ = init_state(exp, model, example, mesh, shd.batch_sharding(mesh))
+        state, meta = ckpt.restore(_with_shardings(abstract, state_sh), step=step)
+    finally:
+        ckpt.close()
     return state, meta
 
 
-def sample_in_batches(model: GenerativeModel, params, key, num: int, batch_size: int,
-                      cond: Optional[dict] = None) -> np.ndarray:
-    """``num`` samples ``[num, H, W, C]`` in [0, 1], drawn ``batch_size`` at a time with one
-    compiled sampler (key of chunk i is ``fold_in(key, i)``)."""
-    fn = jax.jit(model.sample, static_argnums=(2,))
-    out = []
-    for i, start in enumerate(range(0, num, batch_size)):
-        n = batch_size
-        c = None
-        if cond is not None:
-            c = {k: _pad(v[start:start + n], n) for k, v in cond.items()}
-        x = np.asarray(fn(params, jax.random.fold_in(key, i), n, c))
-        out.append(x[: min(n, num - start)])
-    return np.concatenate(out, 0).astype(np.float32)
+def default_feature_dir(dataset: str) -> str:
+    return os.path.join(REPO, "results", "feature_nets", dataset)
 
 
-def _pad(a, n):
-    a = np.asarray(a)
-    if len(a) == n:
-        return a
-    return np.concatenate([a, np.repeat(a[-1:], n - len(a), 0)], 0)
+def feature_extractor(dataset: str, data_dir_: Optional[str], path: str = "", progress: bool = False):
+    """The feature network the sample metrics use for ``dataset``.
+
+    * ``path`` ending in ``.npz``: Inception-v3 weights given by the user (standard datasets);
+    * otherwise a classifier workdir (default ``results/feature_nets/<dataset>``), trained with
+      ``experiments/configs/classifier_<dataset>.py`` if it holds no checkpoint yet.
+    """
+    from gen_jax.metrics import features as F
+
+    if path.endswith(".npz"):
+        from gen_jax.metrics.inception import load_inception_params
+
+        return F.make_inception_extractor(load_inception_params(path))
+    path = path or default_feature_dir(dataset)
+    overrides = {"dataset.data_dir": data_dir_} if data_dir_ else {}
+    try:
+        exp = load_experiment(f"classifier_{dataset}", overrides)
+    except ConfigError:
+        raise ConfigError(f"config.eval.feature_net: no classifier config for dataset {dataset!r}; "
+                          f"give Inception-v3 weights as a .npz path") from None
+    info, model, mesh = setup(exp)
+    if not os.path.isdir(os.path.join(path, "checkpoints")):
+        from gen_jax.train.loop import train
+
+        print(f"training the {dataset} feature network into {path} (once; the metrics use it)", flush=True)
+        train(exp, model, path, build_stream(exp, info, mesh), info, progress=progress, mesh=mesh)
+    state, _ = restore_state(exp, model, path, info)
+    from gen_jax.config import typed
+    from gen_jax.metrics.classifier import ClassifierConfig
+
+    return F.make_classifier_extractor(typed(ClassifierConfig, exp.model, "config.model"), state.params)
+
+
+def conditions_for(model: Model, info, num: int, labels_path: str = "", arrays: Optional[dict] = None,
+                   exp: Optional[ExperimentConfig] = None) -> Optional[dict]:
+    """The ``cond`` dict of ``num`` samples of a conditional model (``None`` otherwise): the
+    model's own draw (``model.conditioning.draw`` over ``arrays``, default the test split),
+    with the labels of ``labels_path`` (int ``[num]`` .npy) in place of its labels."""
+    from gen_jax.data.datasets import load_split
+
+    cond_cap = getattr(model, "conditioning", None)
+    if cond_cap is None:
+        if labels_path:
+            raise ValueError(f"--labels: model {model.name!r} is unconditional")
+        return None
+    labels = None
+    if labels_path:
+        if "label" not in cond_cap.keys or cond_cap.num_classes < 1:
+            raise ValueError(f"--labels: model {model.name!r} is conditioned on {cond_cap.key}, not labels")
+        if not os.path.isfile(labels_path):
+            raise ValueError(f"--labels: no file at {labels_path}")
+        labels = np.load(labels_path)
+        if labels.shape != (num,) or not np.issubdtype(labels.dtype, np.integer):
+            raise ValueError(f"--labels: expected int labels of shape ({num},), got {labels.dtype} {labels.shape}")
+        if labels.min() < 0 or labels.max() >= cond_cap.num_classes:
+            raise ValueError(f"--labels: values must be in [0, {cond_cap.num_classes}), got "
+                             f"[{labels.min()}, {labels.max()}]")
+    if arrays is None and exp is not None:
+        arrays = load_split(exp.dataset.name, "test", data_dir(exp))
+    cond = cond_cap.draw(num, arrays)
+    if labels is not None:
+        cond["label"] = labels.astype(np.int32)
+    return cond
 
 
 def base_parser(description: str) -> argparse.ArgumentParser:

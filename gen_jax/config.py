@@ -17,6 +17,52 @@ class ConfigError(ValueError):
     """An invalid configuration; the message names the field (``config.model.latent_dim``)."""
 
 
+class FieldError(ConfigError):
+    """A bad value of one field, raised by :class:`Checked` configs; :func:`from_config`
+    re-raises it with the field's full dotted path."""
+
+    def __init__(self, where: str, field: str, msg: str):
+        self.field, self.msg = field, msg
+        super().__init__(f"{where}.{field}: {msg}")
+
+
+class Checked:
+    """Mixin of typed config dataclasses: the one checker their ``__post_init__`` calls.
+
+    ``PATH`` is the config path used when the dataclass is built directly in Python (built
+    through :func:`from_config`, errors name the path it was read from)::
+
+        @dataclasses.dataclass(frozen=True)
+        class VAEConfig(Checked):
+            latent_dim: int = 16
+            def __post_init__(self):
+                self.positive("latent_dim")
+    """
+
+    PATH = "config.model"
+
+    def require(self, ok: bool, field: str, msg: str) -> None:
+        """Raises :class:`FieldError` naming ``field`` unless ``ok``."""
+        if not ok:
+            raise FieldError(self.PATH, field, msg)
+
+    def positive(self, *fields: str) -> None:
+        for f in fields:
+            v = getattr(self, f)
+            self.require(v > 0, f, f"must be > 0, got {v!r}")
+
+    def nonnegative(self, *fields: str) -> None:
+        for f in fields:
+            v = getattr(self, f)
+            self.require(v >= 0, f, f"must be >= 0, got {v!r}")
+
+    def in_range(self, field: str, lo: float, hi: float, *, lo_open: bool = False, hi_open: bool = False) -> None:
+        """``lo <= value <= hi`` (``<`` on an open end)."""
+        v = getattr(self, field)
+        ok = (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
+        self.require(ok, field, f"must be in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}, got {v!r}")
+
+
 def _as_dict(cfg: Any) -> dict:
     if cfg is None:
         return {}
@@ -109,7 +155,15 @@ def from_config(cls: type[T], cfg: Any, where: str = "config") -> T:
         kwargs[name] = _check_type(values[name], hints[name], f"{where}.{name}")
     try:
         return cls(**kwargs)
+    except FieldError as e:
+        raise ConfigError(f"{where}.{e.field}: {e.msg}") from None
     except ConfigError:
         raise
     except (ValueError, TypeError) as e:
         raise ConfigError(f"{where}: {e}") from e
+
+
+def typed(cls: type[T], cfg: Any, where: str = "config.model") -> T:
+    """``cfg`` as a ``cls`` instance: returned as is when it already is one, else read with
+    :func:`from_config` (the one ``as_<x>_config`` every factory uses)."""
+    return cfg if isinstance(cfg, cls) else from_config(cls, cfg, where)

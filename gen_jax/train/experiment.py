@@ -15,8 +15,8 @@ from typing import Any, Optional
 
 import ml_collections
 
-from gen_jax.config import ConfigError, from_config
-from gen_jax.train.optim import OptimConfig
+from gen_jax.config import Checked, ConfigError, from_config
+from gen_jax.train.optim import OptimConfig, parse_optim_sections
 from gen_jax.train.sharding import MeshConfig
 
 
@@ -29,8 +29,10 @@ class DataConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(Checked):
     """``config.train``."""
+
+    PATH = "config.train"
 
     steps: int = 1000
     batch_size: int = 64
@@ -42,32 +44,52 @@ class TrainConfig:
     grid_size: int = 64        # samples in a grid PNG
 
     def __post_init__(self):
-        for f in ("steps", "log_every", "ckpt_every", "keep_checkpoints", "grid_size"):
-            if getattr(self, f) <= 0:
-                raise ConfigError(f"config.train.{f}: must be > 0, got {getattr(self, f)}")
-        if self.batch_size <= 0:
-            raise ConfigError(f"config.train.batch_size: must be > 0, got {self.batch_size}")
-        if self.sample_every < 0:
-            raise ConfigError(f"config.train.sample_every: must be >= 0, got {self.sample_every}")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ConfigError(f"config.train.ema_decay: must be in [0, 1), got {self.ema_decay}")
+        self.positive("steps", "log_every", "ckpt_every", "keep_checkpoints", "grid_size", "batch_size")
+        self.nonnegative("sample_every")
+        self.in_range("ema_decay", 0.0, 1.0, hi_open=True)
 
 
 @dataclasses.dataclass(frozen=True)
-class EvalConfig:
+class EvalConfig(Checked):
     """``config.eval``."""
+
+    PATH = "config.eval"
 
     num_samples: int = 1000
     batch_size: int = 250
     feature_net: str = ""  # workdir of a trained classifier config ('' = default for the dataset)
 
     def __post_init__(self):
-        if self.num_samples <= 0 or self.batch_size <= 0:
-            raise ConfigError("config.eval.num_samples / batch_size: must be > 0")
+        self.positive("num_samples", "batch_size")
+
+
+@dataclasses.dataclass(frozen=True)
+class StageConfig(Checked):
+    """``config.stages.<name>``: a trained stage one that a two-stage model composes.
+
+    Attributes:
+      config: the stage's experiment config: a file path, or a config name (``'vae_digits'``).
+      workdir: the workdir it was trained into (relative paths are tried against the working
+        directory, then the repository root).
+      overrides: ``'section.field=value'`` overrides of that config (as ``--config.a.b=v``).
+    """
+
+    config: str
+    workdir: str
+    overrides: tuple[str, ...] = ()
+
+    PATH = "config.stages.<name>"
+
+    def __post_init__(self):
+        for o in self.overrides:
+            self.require("=" in o, "overrides", f"entries must be 'section.field=value', got {o!r}")
 
 
 @dataclasses.dataclass(frozen=True)
 class ExperimentConfig:
+    """The typed view of a whole config file (``optim_sections``: named optimizer sections,
+    ``stages``: trained stage ones this model composes)."""
+
     seed: int
     dataset: DataConfig
     model: Any  # ConfigDict; checked by the model factory
@@ -77,9 +99,24 @@ class ExperimentConfig:
     mesh: MeshConfig
     eval: EvalConfig
     raw: Any  # the full ConfigDict, for checkpoints and logs
+    optim_sections: Any = dataclasses.field(default_factory=dict)
+    stages: Any = dataclasses.field(default_factory=dict)
 
 
-SECTIONS = ("seed", "dataset", "model", "optim", "train", "mesh", "eval")
+SECTIONS = ("seed", "dataset", "model", "optim", "train", "mesh", "eval", "stages")
+
+
+def _parse_stages(d: Optional[dict]) -> dict:
+    out = {}
+    for name, spec in (d or {}).items():
+        where = f"config.stages.{name}"
+        if not isinstance(spec, dict):
+            raise ConfigError(f"{where}: expected a section with config, workdir, overrides")
+        spec = dict(spec)
+        if "overrides" in spec:
+            spec["overrides"] = tuple(spec["overrides"])
+        out[name] = from_config(StageConfig, spec, where)
+    return out
 
 
 def parse_config(cfg: ml_collections.ConfigDict) -> ExperimentConfig:
@@ -99,12 +136,15 @@ def parse_config(cfg: ml_collections.ConfigDict) -> ExperimentConfig:
         raise ConfigError(f"config.model.name: expected str, got {name!r}")
     with model.unlocked():
         del model["name"]
+    optim, sections = parse_optim_sections(d.get("optim"))
     return ExperimentConfig(
         seed=seed,
         dataset=from_config(DataConfig, d.get("dataset"), "config.dataset"),
         model=model,
         model_name=name,
-        optim=from_config(OptimConfig, d.get("optim"), "config.optim"),
+        optim=optim,
+        optim_sections=sections,
+        stages=_parse_stages(d.get("stages")),
         train=from_config(TrainConfig, d.get("train"), "config.train"),
         mesh=from_config(MeshConfig, _rules_as_tuples(d.get("mesh")), "config.mesh"),
         eval=from_config(EvalConfig, d.get("eval"), "config.eval"),

@@ -1,10 +1,12 @@
-"""The train loop: any :class:`GenerativeModel`, any mesh, resumable to the exact trajectory.
+"""The train loop: any :class:`gen_jax.model.Model`, any mesh, resumable to the exact trajectory.
 
 ``train(exp, model, workdir, arrays, info)``:
 
 1. mesh and shardings (data parallel; parameter rules from ``config.mesh``);
 2. the deterministic batch stream (batch ``s`` depends only on ``(seed, s)``);
-3. params from ``jax.jit(model.init)`` (with output shardings), optimizers, the state;
+3. params from ``jax.jit(model.training.init)`` (with output shardings), one optimizer per
+   trained group (its ``config.optim`` section), the state; frozen stage-one params placed
+   once on the mesh (an argument of every step, never in the state or the checkpoint);
 4. restore the latest checkpoint if the workdir has one (same config and architecture);
 5. loop: step, check finiteness (one step behind, so the device never idles), log to
    ``metrics.jsonl`` + TensorBoard, checkpoint (async orbax), draw sample grids;
@@ -26,13 +28,14 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from gen_jax.model import GenerativeModel
+from gen_jax.config import ConfigError
+from gen_jax.model import Model, full_params
 from gen_jax.train import sharding as shd
 from gen_jax.train.checkpoint import Checkpointer
 from gen_jax.train.experiment import ExperimentConfig
-from gen_jax.train.optim import make_optimizer
-from gen_jax.train.state import TrainState, create_train_state
-from gen_jax.train.step import group_key, make_train_step
+from gen_jax.train.optim import make_optimizer, optimizer_for
+from gen_jax.train.state import TrainState, group_key, with_ema
+from gen_jax.train.step import create_train_state, make_train_step
 from gen_jax.train.writers import MetricWriter, read_metrics
 
 
@@ -49,55 +52,67 @@ class TrainResult:
     mesh: Any
 
 
-def sample_conditions(model: GenerativeModel, info, num: int, arrays: Optional[dict] = None) -> Optional[dict]:
-    """Conditions for ``num`` samples of a conditional model (``None`` for unconditional ones).
-
-    * ``condition_key='label'``: labels cycling ``0..C-1`` (as int32 numpy); datasets with
-      local conditioning also give the ``local_cond`` of the first ``num`` examples of ``arrays``.
-    * ``condition_key='caption_tokens'``: the captions of the first ``num`` examples of
-      ``arrays`` (a split, cycled if shorter), with their labels under ``'label'``.
-    """
-    if not model.conditional:
-        return None
-    if model.condition_key == "label":
-        cond = {"label": (np.arange(num) % max(info.num_classes, 1)).astype(np.int32)}
-        if arrays is not None and "local_cond" in arrays:  # e.g. WaveNet's per-frame pitch ids
-            local = np.asarray(arrays["local_cond"])
-            cond["local_cond"] = local[np.arange(num) % len(local)]
-        return cond
-    key = model.condition_key
-    if arrays is None or key not in arrays:
-        raise ValueError(f"model {model.name!r} samples from {key!r} conditions; the dataset split "
-                         f"given has {'no split' if arrays is None else sorted(arrays)}")
-    idx = np.arange(num) % len(arrays[key])
-    cond = {key: np.asarray(arrays[key])[idx]}
-    if "label" in arrays:
-        cond["label"] = np.asarray(arrays["label"])[idx].astype(np.int32)
-    return cond
+def sample_conditions(model: Model, info, num: int, arrays: Optional[dict] = None) -> Optional[dict]:
+    """Conditions for ``num`` samples (``model.conditioning.draw``), ``None`` without conditioning."""
+    cond = getattr(model, "conditioning", None)
+    return None if cond is None else cond.draw(num, arrays)
 
 
-def eval_params(state: TrainState):
-    """The params to sample and evaluate with: the EMA when the run keeps one."""
-    return state.ema_params if state.ema_params is not None else state.params
+def eval_params(state: TrainState, model: Optional[Model] = None):
+    """The params to sample and evaluate with: the EMA of the EMA groups where the run keeps
+    one, merged with the model's frozen groups (``model`` given)."""
+    groups = None if model is None else model.training.ema_groups
+    params = with_ema(state.params, state.ema_params, groups)
+    return params if model is None else full_params(model, params)
 
 
-def init_state(exp: ExperimentConfig, model: GenerativeModel, example_batch, mesh, batch_sh):
+def make_optimizers(exp: ExperimentConfig, phases) -> dict:
+    """``{group key: optax transformation}``, one per trained group, from its config section;
+    a group trained by phases naming different sections is a ``ConfigError``."""
+    chosen: dict = {}
+    for p in phases:
+        if p.loss is None:
+            continue
+        for g in p.groups:
+            section, cfg = optimizer_for(p, g, exp.optim, exp.optim_sections)
+            k = group_key(g)
+            if k in chosen and chosen[k][0] != section:
+                raise ConfigError(f"config.optim: group {k!r} is trained by phases naming the optimizer "
+                                  f"sections {chosen[k][0]!r} and {section!r}; one group has one optimizer")
+            chosen[k] = (section, cfg)
+    return {k: make_optimizer(cfg, exp.train.steps) for k, (_, cfg) in chosen.items()}
+
+
+def init_state(exp: ExperimentConfig, model: Model, example_batch, mesh, batch_sh):
     """Builds optimizers, the abstract state, its shardings, and an init function."""
-    phases = model.train_phases()
-    groups = {group_key(p.group) for p in phases if p.loss is not None}
-    optimizers = {g: make_optimizer(exp.optim, exp.train.steps) for g in groups}
-    use_ema = exp.train.ema_decay > 0
+    tr = model.training
+    optimizers = make_optimizers(exp, tr.phases)
+    use_ema = exp.train.ema_decay > 0 and tr.ema_groups != ()
     rng = jax.random.PRNGKey(exp.seed)
 
     def make(rng, batch):
         k_init, k_run = jax.random.split(rng)
-        params = model.init(k_init, batch)
-        return create_train_state(params, optimizers, k_run, phases=phases, use_ema=use_ema)
+        params = tr.init(k_init, batch)
+        ms = tr.init_model_state(k_init, batch) if tr.init_model_state is not None else None
+        return create_train_state(params, optimizers, k_run, phases=tr.phases, ema_groups=tr.ema_groups,
+                                  use_ema=use_ema, model_state=ms)
 
     abstract = jax.eval_shape(make, rng, example_batch)
     state_sh = shd.state_shardings(abstract, mesh, exp.mesh)
     init_fn = jax.jit(make, in_shardings=(shd.replicated(mesh), batch_sh), out_shardings=state_sh)
-    return phases, optimizers, abstract, state_sh, lambda batch: init_fn(rng, batch)
+    return tr.phases, optimizers, abstract, state_sh, lambda batch: init_fn(rng, batch)
+
+
+def step_batches(stream, step: int, per_step: int) -> tuple:
+    """The ``per_step`` fresh batches of train step ``step``: stream batches
+    ``step * per_step + r`` (one model, one deterministic order, resumable)."""
+    return tuple(stream.batch_at(step * per_step + r) for r in range(per_step))
+
+
+def place_frozen(model: Model, mesh):
+    """The model's frozen groups on the mesh, replicated (``{}`` without frozen groups)."""
+    frozen = dict(model.training.frozen)
+    return jax.device_put(frozen, shd.replicated(mesh)) if frozen else {}
 
 
 def _with_shardings(abstract, shardings):
@@ -107,7 +122,7 @@ def _with_shardings(abstract, shardings):
 
 def train(
     exp: ExperimentConfig,
-    model: GenerativeModel,
+    model: Model,
     workdir: str,
     stream,
     info,
@@ -123,7 +138,8 @@ def train(
     batch_sh = shd.batch_sharding(mesh)
     is_main = jax.process_index() == 0
     os.makedirs(workdir, exist_ok=True)
-    meta = {"model": model.name, "family": model.family, "config": exp.raw.to_json()}
+    meta = {"model": model.name, "family": getattr(model, "family", "predictor"), "config": exp.raw.to_json()}
+    per_step = model.training.batches_per_step
 
     example = stream.batch_at(0)
     phases, optimizers, abstract, state_sh, init_fn = init_state(exp, model, example, mesh, batch_sh)
@@ -136,10 +152,11 @@ def train(
     start = int(state.step)
     writer = MetricWriter(workdir, enabled=is_main, resume_step=start)
     train_step = make_train_step(phases, optimizers, ema_decay=exp.train.ema_decay or None,
-                                 state_sharding=state_sh, batch_sharding=batch_sh)
-    sample_fn = None
-    if model.sample is not None:
-        sample_fn = jax.jit(model.sample, static_argnums=(2,))
+                                 ema_groups=model.training.ema_groups, state_sharding=state_sh,
+                                 batch_sharding=batch_sh, frozen_sharding=shd.replicated(mesh))
+    frozen = place_frozen(model, mesh)
+    sampler = getattr(model, "sampler", None)
+    sample_fn = None if sampler is None else jax.jit(sampler.sample, static_argnums=(2,))
 
     total = exp.train.steps if stop_after is None else min(stop_after, exp.train.steps)
     last_good_ckpt = resumed_from
@@ -165,8 +182,7 @@ def train(
                desc=model.name, dynamic_ncols=True)
     try:
         for s in bar:
-            batch = stream.batch_at(s)
-            state, metrics = train_step(state, batch)
+            state, metrics = train_step(state, step_batches(stream, s, per_step), frozen)
             done = s + 1
             if pending is not None:
                 check(*pending)
@@ -203,15 +219,18 @@ def _write_grid(sample_fn, state, model, info, exp, workdir, step, stream):
 
     n = exp.train.grid_size
     key = jax.random.fold_in(jax.random.PRNGKey(exp.seed + 1), step)
-    x = np.asarray(sample_fn(eval_params(state), key, n, sample_conditions(model, info, n, stream.arrays)))
-    os.makedirs(os.path.join(workdir, "samples"), exist_ok=True)
-    if "describe_samples" in model.extras:  # text (and other non-image) models: one line per sample
-        with open(os.path.join(workdir, "samples", f"samples_{step:07d}.txt"), "w") as f:
-            f.write("\n".join(model.extras["describe_samples"](x)) + "\n")
-    elif x.ndim == 4 and x.shape[1] > 1 and x.shape[2] > 1:
-        save_grid(os.path.join(workdir, "samples", f"grid_{step:07d}.png"), x)
-    else:  # e.g. 1-D signals stored as [N, T, 1, 1]
-        np.save(os.path.join(workdir, "samples", f"samples_{step:07d}.npy"), x)
+    params = eval_params(state, model)
+    x = np.asarray(sample_fn(params, key, n, sample_conditions(model, info, n, stream.arrays)))
+    out = os.path.join(workdir, "samples")
+    os.makedirs(out, exist_ok=True)
+    kind = model.sampler.kind
+    if kind == "image":
+        save_grid(os.path.join(out, f"grid_{step:07d}.png"), x)
+    elif kind == "tokens" and model.sampler.describe is not None:  # one line per sample
+        with open(os.path.join(out, f"samples_{step:07d}.txt"), "w") as f:
+            f.write("\n".join(model.sampler.describe(x)) + "\n")
+    else:  # signals (and undescribed tokens) as arrays
+        np.save(os.path.join(out, f"samples_{step:07d}.npy"), x)
 
 
 def _write_curves(workdir, title):

@@ -1,17 +1,30 @@
-"""optax optimizers and learning-rate schedules built from config."""
+"""optax optimizers and learning-rate schedules built from config.
+
+``config.optim`` holds the fields of one optimizer; a model with several trained parameter
+groups may add named sections beside them (``config.optim.gen``, ``config.optim.disc``), each
+setting only the fields in which that group's optimizer differs::
+
+    config.optim = dict(name='adam', learning_rate=2e-4, b1=0.5, b2=0.999,
+                        disc=dict(learning_rate=4e-4))
+
+A phase picks its section by name (:class:`gen_jax.model.Phase` ``optim``, else the group's
+name); a group without a section uses ``config.optim`` itself.
+"""
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+from typing import Any, Literal, Mapping
 
 import optax
 
-from gen_jax.config import ConfigError
+from gen_jax.config import Checked, ConfigError, from_config
 
 
 @dataclasses.dataclass(frozen=True)
-class OptimConfig:
+class OptimConfig(Checked):
     """``config.optim``: one optimizer (per parameter group, if the model has several)."""
+
+    PATH = "config.optim"
 
     name: Literal["adam", "adamw", "sgd", "lamb"] = "adam"
     learning_rate: float = 1e-3
@@ -25,12 +38,8 @@ class OptimConfig:
     momentum: float = 0.9   # sgd only
 
     def __post_init__(self):
-        if not self.learning_rate > 0:
-            raise ConfigError(f"config.optim.learning_rate: must be > 0, got {self.learning_rate}")
-        if self.warmup_steps < 0:
-            raise ConfigError(f"config.optim.warmup_steps: must be >= 0, got {self.warmup_steps}")
-        if self.grad_clip < 0:
-            raise ConfigError(f"config.optim.grad_clip: must be >= 0, got {self.grad_clip}")
+        self.positive("learning_rate")
+        self.nonnegative("warmup_steps", "grad_clip")
 
 
 def make_schedule(cfg: OptimConfig, total_steps: int) -> optax.Schedule:
@@ -62,3 +71,27 @@ def make_optimizer(cfg: OptimConfig, total_steps: int) -> optax.GradientTransfor
     if cfg.grad_clip > 0:
         opt = optax.chain(optax.clip_by_global_norm(cfg.grad_clip), opt)
     return opt
+
+
+def parse_optim_sections(d: Any) -> tuple[OptimConfig, dict[str, OptimConfig]]:
+    """``config.optim`` -> (the base optimizer, ``{section: optimizer}``); a section inherits
+    every field it does not set from the base. Errors name ``config.optim[.section].field``."""
+    d = dict(d.to_dict() if hasattr(d, "to_dict") else (d or {}))
+    sections = {k: d.pop(k) for k in list(d) if isinstance(d[k], Mapping)}
+    base = from_config(OptimConfig, d, "config.optim")
+    out = {}
+    for name, sec in sections.items():
+        out[name] = from_config(OptimConfig, {**d, **dict(sec)}, f"config.optim.{name}")
+    return base, out
+
+
+def optimizer_for(phase, group, base: OptimConfig, sections: Mapping[str, OptimConfig]) -> tuple[str, OptimConfig]:
+    """``(section name, optimizer config)`` of ``group`` trained by ``phase``: the section the
+    phase names, else the section named like the group, else the base (``'optim'``)."""
+    name = phase.optim or group
+    if phase.optim is not None and phase.optim not in sections:
+        raise ConfigError(f"config.optim.{phase.optim}: phase {phase.name or group!r} names this optimizer "
+                          f"section, the config has {sorted(sections) or 'no sections'}")
+    if name is not None and name in sections:
+        return name, sections[name]
+    return "optim", base

@@ -1,17 +1,28 @@
-"""``make_train_step``: one compiled, sharded, donated train step for any family.
+"""``make_train_step``: one compiled, sharded, donated train step for any model.
 
-The step runs the model's :class:`gen_jax.model.Phase` list in order:
+``train_step(state, batches, frozen) -> (state, metrics)`` runs the model's
+:class:`gen_jax.model.Phase` list in order:
 
 * a gradient phase differentiates its loss w.r.t. its parameter group only and applies that
-  group's optax optimizer (GAN discriminator / generator, or the whole model);
+  group's optax optimizer (each group has its own optimizer and its own config section:
+  a GAN's ``config.optim.disc`` and ``config.optim.gen``);
+* a phase over several groups is a simultaneous update: one forward pass returns one loss per
+  group, and each group follows the gradient of its own loss (one VJP per group);
 * a gradient-free phase replaces the params with what its ``update`` returns (EM);
-* a phase with ``repeats = k`` runs k times under ``lax.scan`` (k discriminator steps);
-* groups no phase names are never touched (frozen stage-one params of two-stage models).
+* a phase with ``repeats = k`` runs k times under ``lax.scan``, repeat ``r`` on ``batches[r]``:
+  the step receives ``R = max(repeats)`` fresh batches of the stream (a phase with one repeat
+  sees ``batches[0]``);
+* ``frozen`` holds the stage-one params of two-stage models (``Training.frozen``): merged into
+  the params every loss sees, never differentiated, never donated, never in the state;
+* the EMA tracks only the groups the model names (``Training.ema_groups``).
 
 If any metric of the step is non-finite the state is left unchanged (the guard is a
 ``jnp.where`` on device, no host round trip) and ``metrics['finite']`` is 0, so the loop can
 stop with an error naming the step and the offending terms while the last good state and
 checkpoint stay valid.
+
+Keys: step ``s`` uses ``k_s = fold_in(rng, s)``; phase ``i`` uses ``fold_in(k_s, i)``, split
+into ``repeats`` keys when it repeats.
 """
 from __future__ import annotations
 
@@ -22,33 +33,92 @@ import jax.numpy as jnp
 import optax
 
 from gen_jax.model import Phase
-from gen_jax.train.state import TrainState
-
-ALL = "__all__"
-
-
-def group_key(group: Optional[str]) -> str:
-    return ALL if group is None else group
-
-
-def select_group(params, group: Optional[str]):
-    if group is None:
-        return params
-    if not isinstance(params, Mapping) or group not in params:
-        raise KeyError(f"parameter group {group!r} not in params (groups: {list(params)})")
-    return params[group]
-
-
-def merge_group(params, group: Optional[str], value):
-    if group is None:
-        return value
-    out = dict(params)
-    out[group] = value
-    return out
+from gen_jax.train.state import TrainState, ema_view, group_key, merge_group, select_group
 
 
 def _mean_metrics(m):
     return jax.tree.map(lambda v: jnp.mean(v.astype(jnp.float32)), m)
+
+
+def _merged(params, frozen):
+    return {**params, **frozen} if frozen else params
+
+
+def _grad_phase(phase: Phase, tx, params, opt_state, model_state, batch, key, frozen):
+    """One gradient update of a single-group phase: ``(params, opt_state, model_state, metrics)``."""
+    g = group_key(phase.group)
+
+    def loss_of_group(gp):
+        full = _merged(merge_group(params, phase.group, gp), frozen)
+        if phase.stateful:
+            return phase.loss(full, model_state, batch, key)
+        loss, m = phase.loss(full, batch, key)
+        return loss, (m, model_state)
+
+    gp = select_group(params, phase.group)
+    (loss, (m, model_state)), grads = jax.value_and_grad(loss_of_group, has_aux=True)(gp)
+    updates, new_os = tx[g].update(grads, opt_state[g], gp)
+    new_gp = optax.apply_updates(gp, updates)
+    m = dict(_mean_metrics(m))
+    m.update(loss=loss.astype(jnp.float32), grad_norm=optax.tree.norm(grads),
+             update_norm=optax.tree.norm(updates), param_norm=optax.tree.norm(new_gp))
+    return merge_group(params, phase.group, new_gp), {**opt_state, g: new_os}, model_state, m
+
+
+def _simultaneous_phase(phase: Phase, tx, params, opt_state, model_state, batch, key, frozen):
+    """A simultaneous update of several groups from one forward pass: the loss returns
+    ``({group: scalar}, metrics)``; group ``g`` descends the gradient of its own scalar."""
+    groups = phase.groups
+
+    def losses_of(gps):
+        full = dict(params)
+        full.update(zip(groups, gps))
+        losses, m = phase.loss(_merged(full, frozen), batch, key)
+        missing = set(groups) - set(losses)
+        if missing:
+            raise KeyError(f"phase {phase.name!r}: the loss returned no scalar for groups {sorted(missing)}")
+        return {g: losses[g] for g in groups}, m
+
+    gps = tuple(select_group(params, g) for g in groups)
+    losses, vjp, m = jax.vjp(losses_of, gps, has_aux=True)
+    m = dict(_mean_metrics(m))
+    new_params, opt_state = dict(params), dict(opt_state)
+    for i, g in enumerate(groups):
+        cot = {h: jnp.ones_like(v) if h == g else jnp.zeros_like(v) for h, v in losses.items()}
+        grads = vjp(cot)[0][i]
+        updates, opt_state[g] = tx[g].update(grads, opt_state[g], gps[i])
+        new_params[g] = optax.apply_updates(gps[i], updates)
+        m.update({f"loss/{g}": losses[g].astype(jnp.float32), f"grad_norm/{g}": optax.tree.norm(grads),
+                  f"update_norm/{g}": optax.tree.norm(updates), f"param_norm/{g}": optax.tree.norm(new_params[g])})
+    return new_params, opt_state, model_state, m
+
+
+def _run_phase(phase: Phase, tx, params, opt_state, model_state, batches, key, frozen):
+    """``phase.repeats`` updates, repeat ``r`` on ``batches[r]``; metrics are means over repeats."""
+
+    def once(carry, xs):
+        params, opt_state, model_state = carry
+        rkey, batch = xs
+        if phase.update is not None:
+            new_params, m = phase.update(_merged(params, frozen), batch, rkey)
+            new_params = {g: new_params[g] for g in params} if frozen else new_params
+            return (new_params, opt_state, model_state), dict(_mean_metrics(m))
+        fn = _simultaneous_phase if isinstance(phase.group, tuple) else _grad_phase
+        params, opt_state, model_state, m = fn(phase, tx, params, opt_state, model_state, batch, rkey, frozen)
+        return (params, opt_state, model_state), m
+
+    carry = (params, opt_state, model_state)
+    if phase.repeats == 1:
+        return once(carry, (key, batches[0]))
+    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *batches[: phase.repeats])
+    carry, ms = jax.lax.scan(once, carry, (jax.random.split(key, phase.repeats), stacked))
+    return carry, jax.tree.map(jnp.mean, ms)
+
+
+def _all_finite(metrics, params):
+    checks = [jnp.all(jnp.isfinite(v)) for v in metrics.values()]
+    checks += [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(params) if jnp.issubdtype(x.dtype, jnp.floating)]
+    return jnp.all(jnp.stack(checks or [jnp.array(True)]))
 
 
 def make_step_fn(
@@ -56,80 +126,45 @@ def make_step_fn(
     optimizers: Mapping[str, optax.GradientTransformation],
     *,
     ema_decay: Optional[float] = None,
-) -> Callable[[TrainState, Any], tuple[TrainState, dict]]:
-    """The un-jitted pure step ``(state, batch) -> (state, metrics)`` (see module docstring).
+    ema_groups: Optional[tuple[str, ...]] = None,
+) -> Callable[[TrainState, Sequence, Mapping], tuple[TrainState, dict]]:
+    """The un-jitted pure step ``(state, batches, frozen) -> (state, metrics)`` (module docstring).
 
-    Metrics: every phase's loss terms (prefixed ``<phase>/`` when there are several phases),
-    its ``grad_norm``, ``update_norm`` and ``param_norm``, and ``finite`` (1.0 or 0.0).
+    ``batches`` is a sequence of ``R = max(repeats)`` batch dicts; ``frozen`` a dict of frozen
+    groups (``{}`` when the model has none). Metrics: every phase's loss terms (prefixed
+    ``<phase>/`` when there are several phases), its ``grad_norm``, ``update_norm`` and
+    ``param_norm``, and ``finite`` (1.0 or 0.0).
     """
     multi = len(phases) > 1
 
-    def run_phase(phase: Phase, pidx: int, params, opt_state, model_state, batch, key):
-        g = group_key(phase.group)
-
-        def once(carry, rkey):
-            params, opt_state, model_state = carry
-            if phase.update is not None:
-                new_params, m = phase.update(params, batch, rkey)
-                m = dict(_mean_metrics(m))
-                return (new_params, opt_state, model_state), m
-            tx = optimizers[g]
-
-            def loss_of_group(gp):
-                full = merge_group(params, phase.group, gp)
-                if phase.stateful:
-                    loss, (m, ms) = phase.loss(full, model_state, batch, rkey)
-                    return loss, (m, ms)
-                loss, m = phase.loss(full, batch, rkey)
-                return loss, (m, model_state)
-
-            gp = select_group(params, phase.group)
-            (loss, (m, model_state)), grads = jax.value_and_grad(loss_of_group, has_aux=True)(gp)
-            updates, new_os = tx.update(grads, opt_state[g], gp)
-            new_gp = optax.apply_updates(gp, updates)
-            m = dict(_mean_metrics(m))
-            m["loss"] = loss.astype(jnp.float32)
-            m["grad_norm"] = optax.tree.norm(grads)
-            m["update_norm"] = optax.tree.norm(updates)
-            m["param_norm"] = optax.tree.norm(new_gp)
-            opt_state = dict(opt_state)
-            opt_state[g] = new_os
-            return (merge_group(params, phase.group, new_gp), opt_state, model_state), m
-
-        carry = (params, opt_state, model_state)
-        if phase.repeats == 1:
-            (params, opt_state, model_state), m = once(carry, key)
-        else:
-            keys = jax.random.split(key, phase.repeats)
-            (params, opt_state, model_state), ms = jax.lax.scan(once, carry, keys)
-            m = jax.tree.map(jnp.mean, ms)  # mean over the k repeats
-        prefix = f"{phase.name or g}/" if multi else ""
-        return params, opt_state, model_state, {prefix + k: v for k, v in m.items()}
-
-    def step_fn(state: TrainState, batch):
+    def step_fn(state: TrainState, batches, frozen=None):
+        frozen = {} if frozen is None else frozen
+        if isinstance(batches, Mapping):
+            batches = (batches,)
+        need = max(p.repeats for p in phases)
+        if len(batches) < need:
+            raise ValueError(f"train step: the phases repeat up to {need} times and take {need} fresh "
+                             f"batches; got {len(batches)}")
         key = jax.random.fold_in(state.rng, state.step)
         params, opt_state, model_state = state.params, state.opt_state, state.model_state
         metrics = {}
         for i, phase in enumerate(phases):
-            params, opt_state, model_state, m = run_phase(
-                phase, i, params, opt_state, model_state, batch, jax.random.fold_in(key, i))
-            metrics.update(m)
-        finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in metrics.values()]))
-        finite = finite & jnp.all(jnp.stack(
-            [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(params)
-             if jnp.issubdtype(x.dtype, jnp.floating)] or [jnp.array(True)]))
+            (params, opt_state, model_state), m = _run_phase(
+                phase, optimizers, params, opt_state, model_state, batches, jax.random.fold_in(key, i), frozen)
+            prefix = f"{phase.name or group_key(phase.group)}/" if multi else ""
+            metrics.update({prefix + k: v for k, v in m.items()})
+        finite = _all_finite(metrics, params)
         ema = state.ema_params
         if ema is not None:
             d = jnp.float32(ema_decay if ema_decay is not None else 0.999)
-            ema = jax.tree.map(lambda e, p: (d * e + (1 - d) * p).astype(e.dtype), ema, params)
+            ema = jax.tree.map(lambda e, p: (d * e + (1 - d) * p).astype(e.dtype), ema, ema_view(params, ema_groups))
         new = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                             ema_params=ema, model_state=model_state)
         # Non-finite step: keep the old state (the step counter still advances so the loop
         # can report which step failed; the loop stops there).
         kept = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, state)
-        kept = kept.replace(step=state.step + 1)
         metrics["finite"] = finite.astype(jnp.float32)
-        return kept, metrics
+        return kept.replace(step=state.step + 1), metrics
 
     return step_fn
 
@@ -139,24 +174,51 @@ def make_train_step(
     optimizers: Mapping[str, optax.GradientTransformation],
     *,
     ema_decay: Optional[float] = None,
+    ema_groups: Optional[tuple[str, ...]] = None,
     state_sharding=None,
     batch_sharding=None,
+    frozen_sharding=None,
     donate: bool = True,
 ):
-    """``train_step(state, batch) -> (state, metrics)`` compiled with ``jax.jit``.
+    """``train_step(state, batches, frozen={}) -> (state, metrics)`` compiled with ``jax.jit``.
 
     Args:
-      phases: the model's phases (``GenerativeModel.train_phases()``).
-      optimizers: ``group_key(phase.group) -> optax transformation`` for gradient phases.
+      phases: the model's phases (``model.training.phases``).
+      optimizers: ``group_key(group) -> optax transformation`` for every trained group.
       ema_decay: EMA decay for ``state.ema_params`` (ignored when the state has no EMA).
+      ema_groups: the groups the EMA tracks (``None`` = all params).
       state_sharding: a pytree of ``NamedSharding`` matching the state (from
         :func:`gen_jax.train.sharding.state_shardings`), or ``None`` for default placement.
       batch_sharding: sharding of every batch leaf (data-parallel: leading axis over 'data').
-      donate: donate the input state buffers (the caller must not reuse the old state).
+      frozen_sharding: sharding of every frozen leaf (replicated, typically).
+      donate: donate the input state buffers (the caller must not reuse the old state);
+        ``batches`` and ``frozen`` are never donated.
     """
-    step_fn = make_step_fn(phases, optimizers, ema_decay=ema_decay)
+    step_fn = make_step_fn(phases, optimizers, ema_decay=ema_decay, ema_groups=ema_groups)
     kwargs = {}
     if state_sharding is not None:
-        kwargs["in_shardings"] = (state_sharding, batch_sharding)
+        kwargs["in_shardings"] = (state_sharding, batch_sharding, frozen_sharding)
         kwargs["out_shardings"] = (state_sharding, None)
-    return jax.jit(step_fn, donate_argnums=(0,) if donate else (), **kwargs)
+    jitted = jax.jit(step_fn, donate_argnums=(0,) if donate else (), **kwargs)
+
+    def train_step(state, batches, frozen=None):
+        return jitted(state, batches, {} if frozen is None else frozen)
+
+    train_step.lower = lambda state, batches, frozen=None: jitted.lower(state, batches, {} if frozen is None else frozen)
+    return train_step
+
+
+def create_train_state(params, optimizers, rng, *, phases, ema_groups=None, use_ema: bool,
+                       model_state=None) -> TrainState:
+    """The initial state: one optimizer state per trained group, EMA of the EMA groups."""
+    opt_state = {}
+    for phase in phases:
+        if phase.loss is None:
+            continue
+        for g in phase.groups:
+            k = group_key(g)
+            if k not in opt_state:
+                opt_state[k] = optimizers[k].init(select_group(params, g))
+    ema = jax.tree.map(jnp.copy, ema_view(params, ema_groups)) if use_ema else None
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state, ema_params=ema,
+                      model_state={} if model_state is None else model_state, rng=rng)

@@ -6,9 +6,9 @@ import numpy as np
 import optax
 import pytest
 
-from gen_jax.model import GenerativeModel, Phase
+from gen_jax.model import Phase
 from gen_jax.train import sharding as shd
-from gen_jax.train.state import create_train_state
+from gen_jax.train.step import create_train_state
 from gen_jax.train.step import make_step_fn, make_train_step
 
 
@@ -57,7 +57,7 @@ def test_two_players_k_repeats_and_frozen_group():
     phases = (Phase("disc", d_loss, repeats=3, name="d"), Phase("gen", g_loss, name="g"))
     opt = {"disc": sgd, "gen": sgd}
     state = create_train_state(params, opt, jax.random.PRNGKey(0), phases=phases, use_ema=False)
-    s2, m = jax.jit(make_step_fn(phases, opt))(state, batch)
+    s2, m = jax.jit(make_step_fn(phases, opt))(state, (batch,) * 3)
     d, g, f = np.ones(2), np.zeros(2), np.full(2, 7.0)
     for _ in range(3):
         d = d - 0.1 * 2 * (d - g)

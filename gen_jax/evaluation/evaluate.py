@@ -1,0 +1,70 @@
+"""All metrics of one model's params: test likelihood, and sample metrics for image samplers.
+
+The metrics of image samples (FID, KID, precision/recall, Inception Score) are computed on a
+feature network given as ``extractor`` (:mod:`gen_jax.metrics.features`); which network that is
+(the dataset's classifier, Inception-v3 weights) is the caller's choice.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Mapping, NamedTuple, Optional
+
+import jax
+import numpy as np
+
+from gen_jax.evaluation.likelihood import images01, test_bits_per_token, test_bpd
+from gen_jax.evaluation.sampling import sample_in_batches
+from gen_jax.metrics.features import score_samples
+from gen_jax.model import GenerativeModel
+
+
+class Evaluation(NamedTuple):
+    """``metrics`` (JSON-ready), and the image samples ``[N, H, W, C]`` and labels used
+    (``None`` when the model draws no image samples / is unconditional)."""
+
+    metrics: dict
+    samples: Optional[np.ndarray]
+    labels: Optional[np.ndarray]
+
+
+def has_image_metrics(model: GenerativeModel) -> bool:
+    """Sample metrics apply to models whose sampler draws images."""
+    return model.sampler is not None and model.sampler.kind == "image"
+
+
+def draw_conditions(model: GenerativeModel, num: int, arrays: Optional[Mapping]) -> Optional[dict]:
+    """Sampling conditions of ``num`` samples (from ``arrays``, a split, where needed)."""
+    return None if model.conditioning is None else model.conditioning.draw(num, arrays)
+
+
+def evaluate_params(model: GenerativeModel, params, info, test: Mapping, extractor: Optional[Callable], *,
+                    num_samples: int = 1000, batch_size: int = 250, seed: int = 0) -> Evaluation:
+    """Every metric of ``params`` on the ``test`` split (key ``PRNGKey(seed)``: ``fold_in 1``
+    the likelihood, ``2`` a compile run, ``3`` the scored samples)."""
+    key = jax.random.PRNGKey(seed)
+    lik = model.likelihood
+    res: dict[str, Any] = {"model": model.name, "family": model.family,
+                           "bpd_kind": lik.kind if lik is not None and lik.unit == "dim" else None}
+    res["test_bpd"] = test_bpd(model, params, test, info, jax.random.fold_in(key, 1), batch_size)
+    bits = test_bits_per_token(model, params, test, info, jax.random.fold_in(key, 1), batch_size)
+    if bits is not None:
+        res["test_bits_per_token"] = bits
+    res["sample_seconds"] = None
+    if model.sampler is None:
+        return Evaluation(res, None, None)
+    if not has_image_metrics(model):
+        x = np.asarray(jax.jit(model.sampler.sample, static_argnums=(2,))(
+            params, jax.random.fold_in(key, 3), 8, draw_conditions(model, 8, test)))
+        if model.sampler.describe is not None:
+            res["samples_text"] = model.sampler.describe(x)
+        return Evaluation(res, None, None)
+    cond = draw_conditions(model, num_samples, test)
+    bs = min(num_samples, batch_size)
+    first = None if cond is None else {k: v[:bs] for k, v in cond.items()}
+    sample_in_batches(model, params, jax.random.fold_in(key, 2), bs, bs, first)  # compile
+    t0 = time.time()
+    samples = sample_in_batches(model, params, jax.random.fold_in(key, 3), num_samples, bs, cond)
+    res["sample_seconds"] = time.time() - t0
+    scores = score_samples(samples, images01(test, info.num_levels), extractor, seed=seed)
+    res.update({k: float(v) for k, v in scores.items()})
+    return Evaluation(res, samples, None if cond is None else cond.get("label"))
