@@ -12,7 +12,7 @@ from typing import Any, Callable, Mapping, NamedTuple, Optional
 import jax
 import numpy as np
 
-from gen_jax.evaluation.likelihood import images01, test_bits_per_token, test_bpd
+from gen_jax.evaluation.likelihood import images01, split_bits_per_token, split_bpd
 from gen_jax.evaluation.sampling import sample_in_batches
 from gen_jax.metrics.features import score_samples
 from gen_jax.model import GenerativeModel
@@ -45,8 +45,8 @@ def evaluate_params(model: GenerativeModel, params, info, test: Mapping, extract
     lik = model.likelihood
     res: dict[str, Any] = {"model": model.name, "family": model.family,
                            "bpd_kind": lik.kind if lik is not None and lik.unit == "dim" else None}
-    res["test_bpd"] = test_bpd(model, params, test, info, jax.random.fold_in(key, 1), batch_size)
-    bits = test_bits_per_token(model, params, test, info, jax.random.fold_in(key, 1), batch_size)
+    res["test_bpd"] = split_bpd(model, params, test, info, jax.random.fold_in(key, 1), batch_size)
+    bits = split_bits_per_token(model, params, test, info, jax.random.fold_in(key, 1), batch_size)
     if bits is not None:
         res["test_bits_per_token"] = bits
     res["sample_seconds"] = None

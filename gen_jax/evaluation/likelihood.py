@@ -38,7 +38,7 @@ def _batches(arrays: Mapping, num_levels: int, batch_size: int):
         yield i, batch_of(arrays, x, idx), min(batch_size, n - start)
 
 
-def test_log_probs(model: GenerativeModel, params, arrays: Mapping, num_levels: int, key,
+def split_log_probs(model: GenerativeModel, params, arrays: Mapping, num_levels: int, key,
                    batch_size: int) -> np.ndarray:
     """``log_prob [N]`` nats of every example of the split (key of chunk i: ``fold_in(key, i)``)."""
     fn = jax.jit(model.likelihood.log_prob)
@@ -47,15 +47,15 @@ def test_log_probs(model: GenerativeModel, params, arrays: Mapping, num_levels: 
     return np.concatenate(out)
 
 
-def test_bpd(model: GenerativeModel, params, arrays: Mapping, info, key, batch_size: int) -> Optional[float]:
+def split_bpd(model: GenerativeModel, params, arrays: Mapping, info, key, batch_size: int) -> Optional[float]:
     """Mean test bits/dim, or ``None`` without a per-dimension likelihood."""
     if model.likelihood is None or model.likelihood.unit != "dim":
         return None
-    lp = test_log_probs(model, params, arrays, info.num_levels, key, batch_size)
+    lp = split_log_probs(model, params, arrays, info.num_levels, key, batch_size)
     return float(np.mean(bits_per_dim(lp, int(np.prod(info.image_shape)), info.num_levels)))
 
 
-def test_bits_per_token(model: GenerativeModel, params, arrays: Mapping, info, key, batch_size: int) -> Optional[float]:
+def split_bits_per_token(model: GenerativeModel, params, arrays: Mapping, info, key, batch_size: int) -> Optional[float]:
     """Bits per scored token over the split, or ``None`` without a per-token likelihood."""
     lik = model.likelihood
     if lik is None or lik.unit != "token":

@@ -1,4 +1,4 @@
-"""Worker for tests/test_multiprocess.py: one process of a (possibly multi-process) data
+"""Worker for tests/train/test_multiprocess.py: one process of a (possibly multi-process) data
 parallel run of a small softmax-regression model on digits; prints its losses as JSON."""
 import json
 import sys
@@ -17,8 +17,7 @@ def main(process_id: int, num_processes: int, port: int) -> None:
     from gen_jax.data.pipeline import BatchStream
     from gen_jax.model import Phase
     from gen_jax.train import sharding as shd
-    from gen_jax.train.state import create_train_state
-    from gen_jax.train.step import make_train_step
+    from gen_jax.train.step import create_train_state, make_train_step
 
     info = get_info("digits")
     mesh = shd.make_mesh()

@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STEPS = 600
 ARGS = ["--config", "experiments/configs/vae_digits.py", "--no_progress",
         f"--config.train.steps={STEPS}", "--config.train.ckpt_every=100",

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _free_port():
@@ -32,7 +32,7 @@ def _result(out):
 
 @pytest.mark.slow
 def test_two_processes_match_one(digits_data_dir):
-    worker = os.path.join(REPO, "tests", "mp_worker.py")
+    worker = os.path.join(REPO, "tests", "train", "mp_worker.py")
     single = subprocess.run([sys.executable, worker, "0", "1", "0"], env=_env(4, digits_data_dir),
                             capture_output=True, text=True, timeout=300)
     assert single.returncode == 0, single.stderr[-3000:]

@@ -16,7 +16,7 @@ from gen_jax.data.datasets import DatasetError
 from gen_jax.train.checkpoint import Checkpointer
 from gen_jax.train.loop import NonFiniteError, train
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _run(workdir, **overrides):

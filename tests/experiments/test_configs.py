@@ -11,9 +11,10 @@ import pytest
 from experiments import common
 from gen_jax.config import ConfigError
 from gen_jax.data.datasets import EMBEDDED
+from gen_jax.model import full_params
 from gen_jax.train.loop import sample_conditions
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIGS = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(REPO, "experiments", "configs", "*.py"))
                  if not os.path.basename(p).startswith(("_", "base")))
 
@@ -39,20 +40,22 @@ def test_config_builds_and_documents_its_command(name):
     exp = common.load_experiment(name)
     if exp.dataset.name not in EMBEDDED:
         return  # paper-scale configs on standard datasets: shape-checked by their family's tests
-    stage1 = exp.raw.model.get("stage1_workdir")
-    if stage1 is not None and not os.path.isdir(os.path.join(REPO, stage1, "checkpoints")):
-        # A two-stage config whose stage one is not trained here: building must say so.
-        with pytest.raises(ConfigError, match="config.model.stage1_workdir"):
-            common.setup(exp)
-        return
+    for name_, stage in exp.stages.items():
+        if not os.path.isdir(os.path.join(common.resolve_workdir(stage.workdir), "checkpoints")):
+            # A two-stage config whose stage one is not trained here: building must say so.
+            with pytest.raises(ConfigError, match=f"config.stages.{name_}.workdir"):
+                common.setup(exp)
+            return
     info, model, _ = common.setup(exp)
     batch = _example_batch(info, 4)
-    params = jax.eval_shape(model.init, jax.random.PRNGKey(0), batch)
+    params = jax.eval_shape(model.training.init, jax.random.PRNGKey(0), batch)
     assert sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params)) > 0
-    if model.sample is not None:
+    sampler = getattr(model, "sampler", None)
+    if sampler is not None:
         cond = sample_conditions(model, info, 3, {k: np.asarray(v) for k, v in batch.items()})
-        out = jax.eval_shape(lambda p, k: model.sample(p, k, 3, cond), params, jax.random.PRNGKey(1))
-        if "describe_samples" in model.extras:  # sequence models (text LMs): int tokens [3, L]
+        params = full_params(model, params)
+        out = jax.eval_shape(lambda p, k: sampler.sample(p, k, 3, cond), params, jax.random.PRNGKey(1))
+        if sampler.kind == "tokens":  # sequence models (text LMs): int tokens [3, L]
             assert out.ndim == 2 and out.shape[0] == 3 and out.dtype == jnp.int32
         else:
             assert out.shape == (3,) + tuple(info.image_shape) and out.dtype == jnp.float32
@@ -61,7 +64,7 @@ def test_config_builds_and_documents_its_command(name):
 def test_caption_conditions_come_from_the_split():
     exp = common.load_experiment("cvae_shapes_caption")
     info, model, _ = common.setup(exp)
-    assert model.conditional and model.condition_key == "caption_tokens"
+    assert model.conditional and model.conditioning.key == "caption_tokens"
     arrays = {"caption_tokens": np.arange(12, dtype=np.int32).reshape(2, 6) + 1,
               "label": np.array([3, 5], np.int32)}
     cond = sample_conditions(model, info, 5, arrays)
