@@ -62,6 +62,7 @@ def main(argv=None) -> int:
     from experiments import common
     from gen_jax.autoregressive.pplm import (AttributeClassifier, PPLMConfig, make_pplm_sampler, mean_pool,
                                              train_attribute_classifier)
+    from gen_jax.autoregressive.transformer_lm import build_transformer_lm
     from gen_jax.data import shapes as S
     from gen_jax.data.datasets import load_split
     from gen_jax.train.loop import eval_params
@@ -83,17 +84,18 @@ def main(argv=None) -> int:
     t_start = time.time()
 
     exp = common.load_experiment(a.config)
-    info, model, _ = common.setup(exp)
-    if model.extras.get("layout") is None or model.extras["layout"].tokens != "caption_chars":
+    info, _, _ = common.setup(exp)
+    lm = build_transformer_lm(exp.model, info) if exp.model_name == "transformer_lm" else None
+    if lm is None or lm.layout.tokens != "caption_chars":
         common.fail(f"--config {a.config}: needs a transformer_lm with tokens='caption_chars'")
-    params = eval_params(common.restore_state(exp, model, a.workdir, info)[0])
-    layout, decoder = model.extras["layout"], model.extras["decoder"]
+    model, layout, decoder = lm.model, lm.layout, lm.decoder
+    params = eval_params(common.restore_state(exp, model, a.workdir, info)[0], model)
     train = load_split("shapes", "train", common.data_dir(exp))
     test = load_split("shapes", "test", common.data_dir(exp))
     colour = S.COLOURS.index(a.colour)
 
-    hidden_fn = jax.jit(model.extras["hidden_states"])
-    lp_fn = jax.jit(lambda prm, b: (model.extras["token_log_prob"](prm, b), model.loss(prm, b, None)[1]["scored_tokens"]))
+    hidden_fn = jax.jit(lm.hidden_states)
+    lp_fn = jax.jit(lambda prm, b: (lm.token_log_prob(prm, b), lm.num_tokens(b)))
 
     def pooled_and_bits(chars, bs=500):
         """Mean-pooled hidden states [N, d], total nats and scored tokens of caption_chars [N, Lc]."""
@@ -138,7 +140,7 @@ def main(argv=None) -> int:
                                       accumulate=False)}
     key = jax.random.PRNGKey(a.seed + 1)
     t0 = time.time()
-    samples = {"unsteered": np.asarray(jax.jit(model.sample, static_argnums=2)(params, key, a.num))}
+    samples = {"unsteered": np.asarray(jax.jit(model.sampler.sample, static_argnums=2)(params, key, a.num))}
     seconds = {"unsteered": time.time() - t0}
     gains = {"unsteered": float("nan")}
     for name, cfg in configs.items():

@@ -33,7 +33,7 @@ its per-step cost measured at T = 2048 (same 2048-input window; ``(T=2048)`` in 
 **Evaluation** (``--eval_workdir``). Restores the workdir's params (config ``--config``,
 default wavenet_signals) and prints, on the signals test split (500 clips x 1024 samples):
 
-* the exact test NLL in bits per sample (``model.log_prob``; bits/dim = bits per sample);
+* the exact test NLL in bits per sample (``model.likelihood``; bits/dim = bits per sample);
 * baselines fitted on the train split, scored on the test split, bits per sample: the i.i.d.
   marginal histogram of the codes, the histogram per timbre (label), and an order-1 Markov
   chain ``p(x_t | x_{t-1})`` (add-0.1 smoothing; the first sample scored by the marginal);
@@ -197,29 +197,31 @@ def _write_wav(path: str, audio: np.ndarray) -> None:
 
 def evaluate(config: str, workdir: str, num_samples: int) -> None:
     from experiments import common
-    from experiments.evaluate import test_bpd
     from gen_jax.data.datasets import load_split
+    from gen_jax.evaluation.likelihood import split_bpd
     from gen_jax.train.loop import eval_params
 
     exp = common.load_experiment(config)
     info, model, _ = common.setup(exp)
+    if model.sampler is None or model.sampler.kind != "signal":
+        common.fail(f"--config {config}: needs a model of 1-D signals (a wavenet)")
     state, _ = common.restore_state(exp, model, workdir, info)
-    params = eval_params(state)
+    params = eval_params(state, model)
     train = load_split(exp.dataset.name, "train", common.data_dir(exp))
     test = load_split(exp.dataset.name, "test", common.data_dir(exp))
     t0 = time.time()
     res = {"step": int(state.step),
-           "test_bits_per_sample": test_bpd(model, params, test, info, jax.random.PRNGKey(0), exp.eval.batch_size)}
+           "test_bits_per_sample": split_bpd(model, params, test, info, jax.random.PRNGKey(0), exp.eval.batch_size)}
     res["eval_seconds"] = round(time.time() - t0, 1)
     res["baselines_bits_per_sample"] = baselines(train, test)
     cond = {"label": test["label"][:num_samples], "local_cond": test["local_cond"][:num_samples]}
-    sample = jax.jit(model.sample, static_argnums=2)
+    sample = jax.jit(model.sampler.sample, static_argnums=2)
     jax.block_until_ready(sample(params, jax.random.PRNGKey(1), num_samples, cond))
     t0 = time.time()
     x = np.asarray(jax.block_until_ready(sample(params, jax.random.PRNGKey(2), num_samples, cond)))
     res["sample_seconds"] = round(time.time() - t0, 2)
     res["sample_audio_samples_per_second"] = round(x.shape[0] * x.shape[1] / (time.time() - t0))
-    audio = np.asarray(model.extras["decode_audio"](x))
+    audio = np.asarray(model.sampler.render(x))
     real = mulaw.decode(test["image"][:num_samples, :, 0, 0].astype(np.int32))
     res["pitch_accuracy"] = {
         "samples": round(pitch_accuracy(audio, cond["local_cond"]), 3),

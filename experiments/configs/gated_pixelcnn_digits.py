@@ -22,18 +22,12 @@ from experiments.configs.base import get_base_config
 
 def get_config():
     c = get_base_config()
-    c.model = ml_collections.ConfigDict(dict(
-        name="gated_pixelcnn", hidden=48, num_layers=5, first_kernel=7, kernel=3, out_hidden=64, dropout=0.2,
-        conditioning="none", cond_dim=32, temperature=1.0))
+    c.model = ml_collections.ConfigDict(dict(name="gated_pixelcnn", hidden=48, num_layers=5, dropout=0.2))
     c.optim.name = "adamw"
     c.optim.learning_rate = 2e-3
     c.optim.weight_decay = 1e-4
     c.optim.schedule = "cosine"
     c.optim.warmup_steps = 100
     c.optim.grad_clip = 1.0
-    c.train.steps = 1000
-    c.train.batch_size = 64
     c.train.log_every = 100
-    c.train.ckpt_every = 500
-    c.train.sample_every = 0
     return c

@@ -20,10 +20,8 @@ def get_config():
     c = get_base_config()
     c.dataset.name = "shapes"
     c.model = ml_collections.ConfigDict(dict(
-        name="gated_pixelcnn", hidden=48, num_layers=8, first_kernel=7, kernel=3, out_hidden=96, dropout=0.1,
-        conditioning="label", cond_dim=32, temperature=1.0))
+        name="gated_pixelcnn", hidden=48, num_layers=8, out_hidden=96, dropout=0.1, conditioning="label"))
     c.optim.name = "adamw"
-    c.optim.learning_rate = 1e-3
     c.optim.weight_decay = 1e-4
     c.optim.schedule = "cosine"
     c.optim.warmup_steps = 200
@@ -32,7 +30,6 @@ def get_config():
     c.train.batch_size = 32
     c.train.log_every = 100
     c.train.ckpt_every = 1000
-    c.train.sample_every = 0
     c.train.grid_size = 16
     c.eval.batch_size = 100
     return c

@@ -20,9 +20,7 @@ from experiments.configs.base import get_base_config
 
 def get_config():
     c = get_base_config()
-    c.model = ml_collections.ConfigDict(dict(
-        name="pixelcnn", hidden=64, num_blocks=4, first_kernel=7, kernel=3, out_hidden=64, dropout=0.2,
-        temperature=1.0))
+    c.model = ml_collections.ConfigDict(dict(name="pixelcnn", dropout=0.2))
     c.optim.name = "adamw"
     c.optim.learning_rate = 2e-3
     c.optim.weight_decay = 1e-4
@@ -30,8 +28,5 @@ def get_config():
     c.optim.warmup_steps = 100
     c.optim.grad_clip = 1.0
     c.train.steps = 1500
-    c.train.batch_size = 64
     c.train.log_every = 100
-    c.train.ckpt_every = 500
-    c.train.sample_every = 0
     return c

@@ -25,10 +25,7 @@ from experiments.configs.base import get_base_config
 def get_config():
     c = get_base_config()
     c.dataset.name = "cifar10"
-    c.model = ml_collections.ConfigDict(dict(
-        name="pixelcnnpp", nr_resnet=5, nr_filters=160, num_stages=3, nr_logistic_mix=10, dropout=0.5,
-        conditional=False, weight_norm=True))
-    c.optim.learning_rate = 1e-3
+    c.model = ml_collections.ConfigDict(dict(name="pixelcnnpp"))
     c.optim.schedule = "linear"  # gen_jax.train.optim has no exponential decay (the paper's 0.999995^step)
     c.train.steps = 500_000
     c.train.batch_size = 128

@@ -22,15 +22,11 @@ from experiments.configs.base import get_base_config
 def get_config():
     c = get_base_config()
     c.model = ml_collections.ConfigDict(dict(
-        name="pixelcnnpp", nr_resnet=2, nr_filters=32, num_stages=2, nr_logistic_mix=5, dropout=0.25,
-        conditional=False, weight_norm=True))
-    c.optim.learning_rate = 1e-3
+        name="pixelcnnpp", nr_resnet=2, nr_filters=32, num_stages=2, nr_logistic_mix=5, dropout=0.25))
     c.optim.schedule = "cosine"
     c.optim.warmup_steps = 50
     c.optim.grad_clip = 100.0
     c.train.steps = 300
-    c.train.batch_size = 64
-    c.train.log_every = 50
     c.train.ckpt_every = 300
     c.train.sample_every = 300
     return c

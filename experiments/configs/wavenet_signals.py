@@ -28,20 +28,14 @@ from experiments.configs.base import get_base_config
 def get_config():
     c = get_base_config()
     c.dataset.name = "signals"
-    c.model = ml_collections.ConfigDict(dict(
-        name="wavenet", residual_channels=32, gate_channels=32, skip_channels=64,
-        dilation_depth=8, stacks=2, kernel_size=2, input_kernel_size=2,
-        global_cond=True, local_cond=True, local_channels=16, local_upsample="transposed",
-        temperature=1.0))
+    c.model = ml_collections.ConfigDict(dict(name="wavenet"))
     c.optim.learning_rate = 5e-3
     c.optim.schedule = "cosine"
     c.optim.warmup_steps = 50
     c.optim.grad_clip = 1.0
     c.train.steps = 450
     c.train.batch_size = 8
-    c.train.log_every = 50
     c.train.ckpt_every = 450
-    c.train.sample_every = 0
     c.train.grid_size = 8
     c.eval.batch_size = 100
     return c

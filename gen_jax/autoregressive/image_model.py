@@ -9,20 +9,26 @@ causal in raster order with R, G, B inside a pixel, so (2016a Eq. 1-2)
 
 exactly. Bundle functions:
 
-* ``loss(params, batch, key) -> (mean NLL in nats per sub-pixel, {'nll': [B] nats per
-  dim, 'bpd': [B]})``, dropout drawn from ``key``;
-* ``log_prob(params, batch, key) -> [B]`` = ``log P(levels) + D log K`` (the library
-  convention, :func:`gen_jax.autoregressive.common.density_log_prob`; ``bpd_kind='exact'``);
-* ``sample(params, key, num, cond=None, temperature=config) -> [num, H, W, C]`` in
-  ``[0, 1]``: sub-pixels drawn one at a time in raster order from ``softmax(logits / T)``
-  inside one ``lax.scan`` (:func:`gen_jax.autoregressive.common.raster_scan_sample`);
-  each step re-runs the network on the partially sampled image (``H W C`` passes);
-* extras ``logits(params, batch) -> [B, H, W, C, K]``.
+* ``training``: one loss, ``loss(params, batch, key) -> (mean NLL in nats per sub-pixel,
+  {'nll': [B] nats per dim, 'bpd': [B]})``, dropout drawn from ``key``;
+* ``likelihood`` (``'exact'``, unit ``'dim'``): ``log_prob(params, batch, key) -> [B]`` =
+  ``log P(levels) + D log K`` (the library convention,
+  :func:`gen_jax.autoregressive.common.density_log_prob`);
+* ``sampler`` (kind ``'image'``): ``sample(params, key, num, cond=None, temperature=config)
+  -> [num, H, W, C]`` in ``[0, 1]``: sub-pixels drawn one at a time in raster order from
+  ``softmax(logits / T)`` inside one ``lax.scan``
+  (:func:`gen_jax.autoregressive.common.raster_scan_sample`); each step re-runs the network on
+  the partially sampled image (``H W C`` passes).
+
+:func:`build_pixelcnn` / :func:`build_gated_pixelcnn` / :func:`build_pixelrnn` also return
+``logits(params, batch) -> [B, H, W, C, K]`` in :class:`PixelModelParts`; the registry's
+``make_*`` return the model only.
 
 Conditioning (gated PixelCNN only, 2016b Sec. 2.3, Eq. 4): ``conditioning='label'`` feeds the
 one-hot label as ``h``; ``'caption'`` feeds a learned mean-pooled token embedding of
 ``caption_tokens`` (:class:`gen_jax.nn.embeddings.CaptionEncoder`) as ``h``. Conditional
-bundles sample from ``cond={'label': [num]}`` or ``{'caption_tokens': [num, L]}``.
+bundles sample from ``cond={'label': [num]}`` or ``{'caption_tokens': [num, L]}``; their
+``conditioning`` draws labels cycling ``0..C-1`` or the captions of a split's first examples.
 
 Errors: unsupported image sizes (H or W not larger than a kernel's reach ``k // 2``, so its
 outer taps could never see a pixel), channel widths that do not split into ``C`` groups, and
@@ -33,7 +39,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Optional
+from typing import Any, Callable, Literal, NamedTuple, Optional
 
 import flax.linen as nn
 import jax
@@ -43,33 +49,29 @@ from gen_jax.autoregressive import common
 from gen_jax.autoregressive.masked_conv import check_channel_split
 from gen_jax.autoregressive.pixelcnn import GatedPixelCNN, PixelCNN
 from gen_jax.autoregressive.pixelrnn import PixelRNN
-from gen_jax.config import ConfigError, from_config
+from gen_jax.config import Checked, ConfigError, typed
 from gen_jax.distributions import pixel_categorical_log_prob
-from gen_jax.model import GenerativeModel, check_image_batch, condition_labels
-from gen_jax.nn.embeddings import CaptionEncoder
-
-CONDITIONINGS = ("none", "label", "caption")
-
-
-def _bad(field: str, msg: str):
-    raise ConfigError(f"config.model.{field}: {msg}")
+from gen_jax.model import (Conditioning, GenerativeModel, Likelihood, Sampler, check_image_batch, condition_labels,
+                           label_conditioning, loss_training, require_labels, split_conditioning)
+from gen_jax.nn.caption_encoder import bag_of_words_encoder as CaptionEncoder
 
 
-def _check_common(cfg) -> None:
-    for f in ("hidden", "out_hidden"):
-        if getattr(cfg, f) < 1:
-            _bad(f, f"must be >= 1, got {getattr(cfg, f)}")
-    for f in ("first_kernel", "kernel"):
-        if hasattr(cfg, f) and (getattr(cfg, f) < 1 or getattr(cfg, f) % 2 == 0):
-            _bad(f, f"must be an odd size >= 1 (the kernel is centred on the current pixel), got {getattr(cfg, f)}")
-    if not 0.0 <= cfg.dropout < 1.0:
-        _bad("dropout", f"must be in [0, 1), got {cfg.dropout}")
-    if not cfg.temperature > 0:
-        _bad("temperature", f"must be > 0, got {cfg.temperature}")
+class _PixelConfig(Checked):
+    """The checks every pixel model's config shares (``hidden``, ``out_hidden``, odd kernels,
+    ``dropout``, ``temperature``)."""
+
+    def check_pixel_fields(self) -> None:
+        self.positive("hidden", "out_hidden", "temperature")
+        for f in ("first_kernel", "kernel"):
+            if hasattr(self, f):
+                v = getattr(self, f)
+                self.require(v >= 1 and v % 2 == 1, f,
+                             f"must be an odd size >= 1 (the kernel is centred on the current pixel), got {v}")
+        self.in_range("dropout", 0, 1, hi_open=True)
 
 
 @dataclasses.dataclass(frozen=True)
-class PixelCNNConfig:
+class PixelCNNConfig(_PixelConfig):
     """``config.model`` of PixelCNN (2016a Sec. 3.5); fields as :class:`~gen_jax.autoregressive.pixelcnn.PixelCNN`.
 
     ``temperature`` divides the logits when sampling.
@@ -85,13 +87,12 @@ class PixelCNNConfig:
     temperature: float = 1.0
 
     def __post_init__(self):
-        _check_common(self)
-        if self.num_blocks < 0:
-            _bad("num_blocks", f"must be >= 0, got {self.num_blocks}")
+        self.check_pixel_fields()
+        self.nonnegative("num_blocks")
 
 
 @dataclasses.dataclass(frozen=True)
-class GatedPixelCNNConfig:
+class GatedPixelCNNConfig(_PixelConfig):
     """``config.model`` of gated PixelCNN (2016b); fields as
     :class:`~gen_jax.autoregressive.pixelcnn.GatedPixelCNN`, plus
 
@@ -108,22 +109,17 @@ class GatedPixelCNNConfig:
     kernel: int = 3
     out_hidden: int = 64
     dropout: float = 0.0
-    conditioning: str = "none"
+    conditioning: Literal["none", "label", "caption"] = "none"
     cond_dim: int = 32
     temperature: float = 1.0
 
     def __post_init__(self):
-        _check_common(self)
-        if self.num_layers < 1:
-            _bad("num_layers", f"must be >= 1, got {self.num_layers}")
-        if self.conditioning not in CONDITIONINGS:
-            _bad("conditioning", f"must be one of {list(CONDITIONINGS)}, got {self.conditioning!r}")
-        if self.cond_dim < 1:
-            _bad("cond_dim", f"must be >= 1, got {self.cond_dim}")
+        self.check_pixel_fields()
+        self.positive("num_layers", "cond_dim")
 
 
 @dataclasses.dataclass(frozen=True)
-class PixelRNNConfig:
+class PixelRNNConfig(_PixelConfig):
     """``config.model`` of the Row LSTM PixelRNN (2016a Sec. 3.1); fields as
     :class:`~gen_jax.autoregressive.pixelrnn.PixelRNN`. ``temperature`` divides the logits when
     sampling."""
@@ -137,9 +133,20 @@ class PixelRNNConfig:
     temperature: float = 1.0
 
     def __post_init__(self):
-        _check_common(self)
-        if self.num_layers < 1:
-            _bad("num_layers", f"must be >= 1, got {self.num_layers}")
+        self.check_pixel_fields()
+        self.positive("num_layers")
+
+
+class PixelModelParts(NamedTuple):
+    """A pixel model and the functions beyond the contract.
+
+    Attributes:
+      model: the :class:`~gen_jax.model.GenerativeModel`.
+      logits: ``(params, batch) -> [B, H, W, C, K]`` logits of every sub-pixel (no dropout).
+    """
+
+    model: GenerativeModel
+    logits: Callable
 
 
 class _Conditioned(nn.Module):
@@ -184,8 +191,17 @@ def _check_split(cfg, fields, c: int) -> None:
             raise ConfigError(str(e)) from None
 
 
+def _conditioning(conditioning: str, num_classes: int) -> Optional[Conditioning]:
+    """How a pixel model's sampling conditions are drawn (``None`` when unconditional)."""
+    if conditioning == "label":
+        return label_conditioning(num_classes)
+    if conditioning == "caption":
+        return split_conditioning("caption_tokens")
+    return None
+
+
 def _make_bundle(*, name: str, apply_fn, init_fn, image_shape, num_levels: int, temperature: float,
-                 conditioning: str = "none") -> GenerativeModel:
+                 conditioning: str = "none", num_classes: int = 0) -> PixelModelParts:
     """The bundle of pure functions around ``apply_fn(params, x, cond, train, rngs) -> logits``."""
     k = int(num_levels)
     d = math.prod(image_shape)
@@ -243,13 +259,14 @@ def _make_bundle(*, name: str, apply_fn, init_fn, image_shape, num_levels: int, 
         init_x = jnp.zeros((num,) + tuple(image_shape), jnp.float32)
         return common.raster_scan_sample(step, init_x, common.raster_positions(image_shape, True), key)
 
-    return GenerativeModel(name=name, family="autoregressive", init=init, loss=loss, sample=sample,
-                           log_prob=log_prob, bpd_kind="exact", conditional=conditional,
-                           condition_key=cond_key,
-                           extras={"logits": logits})
+    model = GenerativeModel(
+        name=name, family="autoregressive", training=loss_training(init, loss),
+        sampler=Sampler(sample, "image"), likelihood=Likelihood(log_prob, "exact"),
+        conditioning=_conditioning(conditioning, num_classes))
+    return PixelModelParts(model=model, logits=logits)
 
 
-def _unconditional(net: nn.Module, name: str, image_shape, info, temperature: float) -> GenerativeModel:
+def _unconditional(net: nn.Module, name: str, image_shape, info, temperature: float) -> PixelModelParts:
     def apply_fn(params, x, cond, train, rngs):
         return net.apply(params, x, train, rngs=rngs)
 
@@ -260,14 +277,14 @@ def _unconditional(net: nn.Module, name: str, image_shape, info, temperature: fl
                         num_levels=int(info.num_levels), temperature=temperature)
 
 
-def make_pixelcnn(cfg: Any, info: Any) -> GenerativeModel:
-    """PixelCNN bundle (2016a Sec. 3.5; module docstring).
+def build_pixelcnn(cfg: Any, info: Any) -> PixelModelParts:
+    """PixelCNN (2016a Sec. 3.5; module docstring) and its logits.
 
     Args:
       cfg: :class:`PixelCNNConfig` or ``config.model``.
       info: dataset info with ``image_shape (H, W, C)`` and ``num_levels``.
     """
-    cfg = cfg if isinstance(cfg, PixelCNNConfig) else from_config(PixelCNNConfig, cfg, "config.model")
+    cfg = typed(PixelCNNConfig, cfg)
     shape = _image_shape(info)
     _check_size(shape, cfg, ("first_kernel", "kernel"))
     _check_split(cfg, (("hidden", 2), ("out_hidden", 1)), shape[2])  # hidden = 2h, h in C groups
@@ -276,14 +293,14 @@ def make_pixelcnn(cfg: Any, info: Any) -> GenerativeModel:
     return _unconditional(net, cfg.name, shape, info, cfg.temperature)
 
 
-def make_pixelrnn(cfg: Any, info: Any) -> GenerativeModel:
-    """Row LSTM PixelRNN bundle (2016a Sec. 3.1; module docstring).
+def build_pixelrnn(cfg: Any, info: Any) -> PixelModelParts:
+    """Row LSTM PixelRNN (2016a Sec. 3.1; module docstring) and its logits.
 
     Args:
       cfg: :class:`PixelRNNConfig` or ``config.model``.
       info: dataset info with ``image_shape (H, W, C)`` and ``num_levels``.
     """
-    cfg = cfg if isinstance(cfg, PixelRNNConfig) else from_config(PixelRNNConfig, cfg, "config.model")
+    cfg = typed(PixelRNNConfig, cfg)
     shape = _image_shape(info)
     _check_size(shape, cfg, ("kernel",))
     _check_split(cfg, (("hidden", 1), ("out_hidden", 1)), shape[2])
@@ -292,24 +309,26 @@ def make_pixelrnn(cfg: Any, info: Any) -> GenerativeModel:
     return _unconditional(net, cfg.name, shape, info, cfg.temperature)
 
 
-def make_gated_pixelcnn(cfg: Any, info: Any) -> GenerativeModel:
-    """Gated PixelCNN bundle (2016b Sec. 2.1-2.3; module docstring), optionally conditional.
+def build_gated_pixelcnn(cfg: Any, info: Any) -> PixelModelParts:
+    """Gated PixelCNN (2016b Sec. 2.1-2.3; module docstring), optionally conditional, and its
+    logits.
 
     Args:
       cfg: :class:`GatedPixelCNNConfig` or ``config.model``.
       info: dataset info with ``image_shape``, ``num_levels``, ``num_classes`` (label
         conditioning) and ``vocab_size`` (caption conditioning).
     """
-    cfg = cfg if isinstance(cfg, GatedPixelCNNConfig) else from_config(GatedPixelCNNConfig, cfg, "config.model")
+    cfg = typed(GatedPixelCNNConfig, cfg)
     shape = _image_shape(info)
     _check_size(shape, cfg, ("first_kernel", "kernel"))
     _check_split(cfg, (("hidden", 1), ("out_hidden", 1)), shape[2])
     num_classes = int(getattr(info, "num_classes", 0) or 0)
     vocab_size = int(getattr(info, "vocab_size", 0) or 0)
-    if cfg.conditioning == "label" and num_classes < 1:
-        _bad("conditioning", f"'label' needs a dataset with labels (info.num_classes={num_classes})")
+    if cfg.conditioning == "label":
+        require_labels(num_classes, "config.model.conditioning")
     if cfg.conditioning == "caption" and vocab_size < 1:
-        _bad("conditioning", f"'caption' needs a dataset with captions (info.vocab_size={vocab_size})")
+        raise ConfigError(f"config.model.conditioning: 'caption' needs a dataset with captions "
+                          f"(info.vocab_size={vocab_size})")
     net = _Conditioned(GatedPixelCNN(shape[2], int(info.num_levels), cfg.hidden, cfg.num_layers, cfg.first_kernel,
                                      cfg.kernel, cfg.out_hidden, cfg.dropout),
                        cfg.conditioning, num_classes, vocab_size, cfg.cond_dim)
@@ -326,4 +345,19 @@ def make_gated_pixelcnn(cfg: Any, info: Any) -> GenerativeModel:
 
     return _make_bundle(name=cfg.name, apply_fn=apply_fn, init_fn=init_fn, image_shape=shape,
                         num_levels=int(info.num_levels), temperature=cfg.temperature,
-                        conditioning=cfg.conditioning)
+                        conditioning=cfg.conditioning, num_classes=num_classes)
+
+
+def make_pixelcnn(cfg: Any, info: Any) -> GenerativeModel:
+    """The registry's PixelCNN: :func:`build_pixelcnn` ``.model``."""
+    return build_pixelcnn(cfg, info).model
+
+
+def make_pixelrnn(cfg: Any, info: Any) -> GenerativeModel:
+    """The registry's PixelRNN: :func:`build_pixelrnn` ``.model``."""
+    return build_pixelrnn(cfg, info).model
+
+
+def make_gated_pixelcnn(cfg: Any, info: Any) -> GenerativeModel:
+    """The registry's gated PixelCNN: :func:`build_gated_pixelcnn` ``.model``."""
+    return build_gated_pixelcnn(cfg, info).model

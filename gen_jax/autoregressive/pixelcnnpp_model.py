@@ -8,19 +8,23 @@ in raster order; the discretized logistic mixture with channel coupling
 
     log P(levels) = sum_i log p(x_i | x_<i)
 
-is the exact log-mass of an image (``bpd_kind='exact'``).
+is the exact log-mass of an image.
 
-Bundle functions:
+The model's capabilities:
 
-* ``loss(params, batch, key) -> (mean NLL in nats, {'bpd': [B], 'nll': [B]})`` with dropout
-  (rng ``key``);
-* ``log_prob(params, batch, key) -> [B]`` = ``log P + D log K`` (the library's convention,
+* ``training``: one loss, ``loss(params, batch, key) -> (mean NLL in nats, {'bpd': [B],
+  'nll': [B]})`` with dropout (rng ``key``);
+* ``likelihood`` (``'exact'``, unit ``'dim'``): ``log_prob(params, batch, key) -> [B]`` =
+  ``log P + D log K`` (the library's convention,
   :func:`gen_jax.autoregressive.common.density_log_prob`; no dropout, ``key`` unused);
-* ``sample(params, key, num, cond=None) -> [num, H, W, C]`` in ``[0, 1]``: pixel by pixel in
-  raster order in one ``lax.scan`` (:func:`~gen_jax.autoregressive.common.raster_scan_sample`,
-  ``per_channel=False``: the channels of a pixel are drawn jointly from the coupled mixture);
-  class-conditional models need ``cond={'label': int [num]}``;
-* extras ``raw(params, image, label=None) -> [B, H, W, P]`` (the network output).
+* ``sampler`` (kind ``'image'``): ``sample(params, key, num, cond=None) -> [num, H, W, C]``
+  in ``[0, 1]``: pixel by pixel in raster order in one ``lax.scan``
+  (:func:`~gen_jax.autoregressive.common.raster_scan_sample`, ``per_channel=False``: the
+  channels of a pixel are drawn jointly from the coupled mixture); class-conditional models
+  need ``cond={'label': int [num]}`` and draw labels cycling ``0..C-1`` (``conditioning``).
+
+:func:`build_pixelcnnpp` also returns ``raw(params, image, label=None) -> [B, H, W, P]`` (the
+network output) in :class:`PixelCNNPPParts`.
 
 Batches are checked: a wrong image shape, and (outside ``jit``) values outside ``[0, 1]``,
 raise a ``ValueError`` naming the argument and shape.
@@ -29,7 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -38,13 +42,14 @@ import numpy as np
 from gen_jax.autoregressive import common
 from gen_jax.distributions import logistic_mixture as lm
 from gen_jax.autoregressive.pixelcnnpp import PixelCNNPP, check_image_size
-from gen_jax.config import ConfigError, from_config
-from gen_jax.model import GenerativeModel, check_image_batch, condition_labels
+from gen_jax.config import Checked, ConfigError, typed
+from gen_jax.model import (GenerativeModel, Likelihood, Sampler, check_image_batch, condition_labels,
+                           label_conditioning, loss_training, require_labels)
 
 
 @dataclasses.dataclass(frozen=True)
-class PixelCNNPPConfig:
-    """``config.model`` of PixelCNN++ (``from_config(PixelCNNPPConfig, cfg, 'config.model')``).
+class PixelCNNPPConfig(Checked):
+    """``config.model`` of PixelCNN++ (``typed(PixelCNNPPConfig, cfg)``).
 
     Attributes:
       name: model name.
@@ -68,11 +73,21 @@ class PixelCNNPPConfig:
     weight_norm: bool = True
 
     def __post_init__(self):
-        for f in ("nr_resnet", "nr_filters", "num_stages", "nr_logistic_mix"):
-            if getattr(self, f) < 1:
-                raise ConfigError(f"config.model.{f}: must be >= 1, got {getattr(self, f)}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"config.model.dropout: must be in [0, 1), got {self.dropout}")
+        self.positive("nr_resnet", "nr_filters", "num_stages", "nr_logistic_mix")
+        self.in_range("dropout", 0, 1, hi_open=True)
+
+
+class PixelCNNPPParts(NamedTuple):
+    """PixelCNN++ and the function beyond the contract.
+
+    Attributes:
+      model: the :class:`~gen_jax.model.GenerativeModel`.
+      raw: ``(params, image [B, H, W, C], label=None) -> [B, H, W, P]`` raw mixture
+        parameters (the network output, no dropout).
+    """
+
+    model: GenerativeModel
+    raw: Callable
 
 
 def _check_unit_range(x, where: str) -> None:
@@ -86,14 +101,14 @@ def _check_unit_range(x, where: str) -> None:
                          f"got range [{np.nanmin(a)}, {np.nanmax(a)}]) in an input of shape {a.shape}")
 
 
-def make_pixelcnnpp(cfg: Any, info: Any) -> GenerativeModel:
-    """PixelCNN++ bundle (see module docstring).
+def build_pixelcnnpp(cfg: Any, info: Any) -> PixelCNNPPParts:
+    """PixelCNN++ (see module docstring) and its raw network output.
 
     Args:
       cfg: :class:`PixelCNNPPConfig` or ``config.model``.
       info: dataset info with ``image_shape``, ``num_levels`` and ``num_classes``.
     """
-    cfg = cfg if isinstance(cfg, PixelCNNPPConfig) else from_config(PixelCNNPPConfig, cfg, "config.model")
+    cfg = typed(PixelCNNPPConfig, cfg)
     image_shape = tuple(int(s) for s in info.image_shape)
     if len(image_shape) != 3:
         raise ValueError(f"info.image_shape must be (H, W, C), got {info.image_shape}")
@@ -102,8 +117,8 @@ def make_pixelcnnpp(cfg: Any, info: Any) -> GenerativeModel:
     except ValueError as e:
         raise ConfigError(str(e)) from None
     num_classes = int(getattr(info, "num_classes", 0) or 0)
-    if cfg.conditional and num_classes < 1:
-        raise ConfigError(f"config.model.conditional: dataset {getattr(info, 'name', '?')!r} has no labels")
+    if cfg.conditional:
+        require_labels(num_classes, "config.model.conditional")
     k = int(info.num_levels)
     h, w, c = image_shape
     d = h * w * c
@@ -160,6 +175,13 @@ def make_pixelcnnpp(cfg: Any, info: Any) -> GenerativeModel:
         lv = common.to_levels(image, k)
         return apply(params, lv, labels(None if label is None else {"label": label}, lv.shape[0], "raw"))
 
-    return GenerativeModel(
-        name=cfg.name, family="autoregressive", init=init, loss=loss, sample=sample, log_prob=log_prob,
-        bpd_kind="exact", conditional=cfg.conditional, condition_key="label", extras={"raw": raw})
+    model = GenerativeModel(
+        name=cfg.name, family="autoregressive", training=loss_training(init, loss),
+        sampler=Sampler(sample, "image"), likelihood=Likelihood(log_prob, "exact"),
+        conditioning=label_conditioning(num_classes) if cfg.conditional else None)
+    return PixelCNNPPParts(model=model, raw=raw)
+
+
+def make_pixelcnnpp(cfg: Any, info: Any) -> GenerativeModel:
+    """The registry's PixelCNN++: :func:`build_pixelcnnpp` ``.model``."""
+    return build_pixelcnnpp(cfg, info).model

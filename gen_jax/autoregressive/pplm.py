@@ -50,7 +50,7 @@ the attribute.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Optional
+from typing import Callable, Literal, Optional
 
 import flax.linen as nn
 import jax
@@ -59,6 +59,7 @@ import optax
 
 from gen_jax.autoregressive.token_sampling import check_sampling_args, sample_token
 from gen_jax.autoregressive.transformer_lm import SequenceLayout, choose_token
+from gen_jax.config import Checked
 from gen_jax.nn.kv_cache import KVCache
 from gen_jax.nn.transformer import Decoder
 
@@ -125,7 +126,7 @@ def train_attribute_classifier(classifier: AttributeClassifier, pooled: jax.Arra
 
 
 @dataclasses.dataclass(frozen=True)
-class PPLMConfig:
+class PPLMConfig(Checked):
     """PPLM hyperparameters (Dathathri et al. 2020, Sec. 3.2-3.3; names as in the paper;
     defaults near the paper's GPT-2 settings).
 
@@ -149,26 +150,21 @@ class PPLMConfig:
     gamma: float = 1.5
     kl_scale: float = 0.01
     gm_scale: float = 0.95
-    horizon: int = 1
+    horizon: Literal[0, 1] = 1
     grounded: bool = False
     accumulate: bool = True
     temperature: float = 1.0
     top_k: int = 0
     top_p: float = 1.0
 
+    PATH = "PPLMConfig"  # built in Python, not read from an experiment config
+
     def __post_init__(self):
-        if not self.step_size >= 0:
-            raise ValueError(f"PPLMConfig.step_size must be >= 0, got {self.step_size}")
-        if self.num_iterations < 0:
-            raise ValueError(f"PPLMConfig.num_iterations must be >= 0, got {self.num_iterations}")
-        if self.kl_scale < 0:
-            raise ValueError(f"PPLMConfig.kl_scale must be >= 0, got {self.kl_scale}")
-        if not 0.0 <= self.gm_scale <= 1.0:
-            raise ValueError(f"PPLMConfig.gm_scale must be in [0, 1], got {self.gm_scale}")
-        if self.horizon not in (0, 1):
-            raise ValueError(f"PPLMConfig.horizon must be 0 or 1, got {self.horizon}")
-        if self.grounded and not self.horizon:
-            raise ValueError("PPLMConfig.grounded needs horizon = 1 (the only path left to the classifier)")
+        self.nonnegative("step_size", "num_iterations", "kl_scale")
+        self.in_range("gm_scale", 0, 1)
+        self.require(self.horizon in (0, 1), "horizon", f"must be 0 or 1, got {self.horizon!r}")
+        self.require(self.horizon == 1 or not self.grounded, "grounded",
+                     "needs horizon = 1 (the only path left to the classifier)")
 
 
 def _add(cache: KVCache, delta) -> KVCache:

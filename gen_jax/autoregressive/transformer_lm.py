@@ -24,32 +24,35 @@ vocabulary, ``out_size``).
 
 Loss: mean token NLL in nats over the scored tokens: for text every target up to and
 including the first end-of-text token (padding after it is ignored); logged as
-``bits_per_char`` / ``bits_per_token`` / ``bpd`` (image). ``log_prob`` (image only) is the
-exact ``log P(levels) + D log K`` of :func:`gen_jax.autoregressive.common.density_log_prob`
-(``bpd_kind = 'exact'``); text models have ``log_prob = None`` and
-``extras['token_log_prob'](params, batch) -> [B]`` (nats of the scored tokens, the end token
-included, so bits/char counts it as one character).
+``bits_per_char`` / ``bits_per_token`` / ``bpd`` (image). The ``likelihood`` is exact: for
+images (unit ``'dim'``) ``log P(levels) + D log K`` of
+:func:`gen_jax.autoregressive.common.density_log_prob`; for text (unit ``'token'``) the nats of
+the scored tokens, the end token included (so bits/char counts it as one character), with
+``count`` the scored tokens per example.
 
 Sampling: ``prefill`` of ``[prefix, <bos>]``, then ONE ``lax.scan`` over positions whose carry
 holds the KV cache; each step draws a token with temperature / top-k / top-p
 (:mod:`gen_jax.autoregressive.token_sampling`) and runs ``decode_step`` on it. After a text
-sample's end token every later token is 0. Samples: text ``int32 [num, L]`` (words: with the
-leading ``<bos>``, ``[num, Lw]``; chars: ``[num, Lc + 1]``), decoded by
-``extras['describe_samples']``; images ``float32 [num, H, W, C] = level / (K - 1)``.
+sample's end token every later token is 0. Samples (``sampler``): text, kind ``'tokens'``,
+``int32 [num, L]`` (words: with the leading ``<bos>``, ``[num, Lw]``; chars: ``[num, Lc + 1]``),
+printed by ``sampler.describe``; images, kind ``'image'``, ``float32 [num, H, W, C] = level /
+(K - 1)``. Conditional models draw sampling conditions like every family (``conditioning``:
+labels cycling ``0..C-1``, or the captions of a split's first examples).
 
-Extras: ``make_sampler(temperature, top_k, top_p, use_cache=True)``, ``sample_no_cache`` (the
-same sampler recomputing the full forward pass at every step: same keys, same tokens up to
-float rounding), ``token_log_prob``, ``num_tokens(batch) -> [B]`` (scored tokens per example;
-``experiments/evaluate.py`` divides by it for test bits/token), ``describe_samples`` (text), ``hidden_states(params,
-batch) -> (hidden [B, L, d], mask [B, L])`` (final normed hidden states at the inputs whose
-next token is scored, for attribute classifiers, :mod:`gen_jax.autoregressive.pplm`),
-``decoder`` (:class:`gen_jax.nn.transformer.Decoder`) and ``layout`` (:class:`SequenceLayout`).
+:func:`build_transformer_lm` also returns (:class:`TransformerLMParts`) ``make_sampler(temperature,
+top_k, top_p, use_cache=True)``, ``sample_no_cache`` (the same sampler recomputing the full
+forward pass at every step: same keys, same tokens up to float rounding),
+``token_log_prob(params, batch) -> [B]``, ``num_tokens(batch) -> [B]`` (scored tokens per
+example), ``hidden_states(params, batch) -> (hidden [B, L, d], mask [B, L])`` (final normed
+hidden states at the inputs whose next token is scored, for attribute classifiers,
+:mod:`gen_jax.autoregressive.pplm`), ``decoder`` (:class:`gen_jax.nn.transformer.Decoder`) and
+``layout`` (:class:`SequenceLayout`).
 """
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable, Literal, Optional
+from typing import Any, Callable, Literal, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -57,8 +60,9 @@ import numpy as np
 
 from gen_jax.autoregressive.common import density_log_prob, from_levels, to_levels
 from gen_jax.autoregressive.token_sampling import make_token_sampler
-from gen_jax.config import ConfigError, from_config
-from gen_jax.model import GenerativeModel, check_image_batch
+from gen_jax.config import Checked, ConfigError, typed
+from gen_jax.model import (GenerativeModel, Likelihood, Sampler, check_image_batch, label_conditioning, loss_training,
+                           require_labels, split_conditioning)
 from gen_jax.nn.transformer import Decoder, TransformerConfig, check_token_ids, concrete, make_decoder
 
 CHAR_VOCAB = 257  # ByteTokenizer: byte + 1, 0 = pad / end of text
@@ -66,8 +70,8 @@ WORD_BOS, WORD_EOS = 2, 3  # gen_jax.data.tokenizers
 
 
 @dataclasses.dataclass(frozen=True)
-class TransformerLMConfig:
-    """``config.model`` of the transformer LM (``from_config(TransformerLMConfig, cfg, 'config.model')``).
+class TransformerLMConfig(Checked):
+    """``config.model`` of the transformer LM (``typed(TransformerLMConfig, cfg)``).
 
     Attributes:
       name: model name.
@@ -94,27 +98,16 @@ class TransformerLMConfig:
     top_p: float = 1.0
 
     def __post_init__(self):
-        def bad(field, msg):
-            raise ConfigError(f"config.model.{field}: {msg}")
-
-        for f in ("num_layers", "d_model", "num_heads", "mlp_ratio"):
-            if getattr(self, f) < 1:
-                bad(f, f"must be >= 1, got {getattr(self, f)}")
-        if self.d_model % self.num_heads:
-            bad("num_heads", f"d_model = {self.d_model} is not divisible by num_heads = {self.num_heads}")
-        if self.positions == "rotary" and (self.d_model // self.num_heads) % 2:
-            bad("positions", f"rotary needs an even head width, got d_model / num_heads = "
-                             f"{self.d_model // self.num_heads}")
-        if self.rope_base <= 1:
-            bad("rope_base", f"must be > 1, got {self.rope_base}")
-        if not 0.0 <= self.dropout < 1.0:
-            bad("dropout", f"must be in [0, 1), got {self.dropout}")
-        if self.temperature < 0:
-            bad("temperature", f"must be >= 0 (0 = greedy), got {self.temperature}")
-        if self.top_k < 0:
-            bad("top_k", f"must be >= 0 (0 = off), got {self.top_k}")
-        if not 0.0 < self.top_p <= 1.0:
-            bad("top_p", f"must be in (0, 1], got {self.top_p}")
+        self.positive("num_layers", "d_model", "num_heads", "mlp_ratio")
+        self.require(self.d_model % self.num_heads == 0, "num_heads",
+                     f"d_model = {self.d_model} is not divisible by num_heads = {self.num_heads}")
+        self.require(self.positions != "rotary" or (self.d_model // self.num_heads) % 2 == 0, "positions",
+                     f"rotary needs an even head width, got d_model / num_heads = {self.d_model // self.num_heads}")
+        self.require(self.rope_base > 1, "rope_base", f"must be > 1, got {self.rope_base}")
+        self.in_range("dropout", 0, 1, hi_open=True)
+        self.require(self.temperature >= 0, "temperature", f"must be >= 0 (0 = greedy), got {self.temperature}")
+        self.require(self.top_k >= 0, "top_k", f"must be >= 0 (0 = off), got {self.top_k}")
+        self.in_range("top_p", 0, 1, lo_open=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -253,9 +246,7 @@ def make_layout(cfg: TransformerLMConfig, info: Any) -> SequenceLayout:
         d = int(np.prod(image_shape))
         vocab, bos, length, end, key, data_len, extra = k, k, d, None, "image", d, 1
     if cfg.condition == "label":
-        if int(info.num_classes) < 1:
-            raise ConfigError(f"config.model.condition: dataset {info.name!r} has no labels")
-        num_cond, prefix_len = int(info.num_classes), 1
+        num_cond, prefix_len = require_labels(info.num_classes, "config.model.condition"), 1
     elif cfg.condition == "caption_tokens":
         num_cond, prefix_len = int(info.vocab_size), int(info.caption_len)
     else:
@@ -352,14 +343,46 @@ def make_recompute_generator(decoder: Decoder, pick: Callable, end_id: Optional[
 # ----------------------------------------------------------------------------- the bundle
 
 
-def make_transformer_lm(cfg: Any, info: Any) -> GenerativeModel:
-    """The transformer LM bundle (module docstring).
+class TransformerLMParts(NamedTuple):
+    """A transformer LM and the functions beyond the contract (module docstring).
+
+    Attributes:
+      model: the :class:`~gen_jax.model.GenerativeModel`.
+      layout: the :class:`SequenceLayout` of its tokens.
+      decoder: the :class:`gen_jax.nn.transformer.Decoder` (``prefill`` / ``decode_step`` / ``decode``).
+      hidden_states: ``(params, batch) -> (hidden [B, L, d], mask [B, L])``.
+      token_log_prob: ``(params, batch) -> [B]`` nats of the scored tokens.
+      num_tokens: ``batch -> [B]`` scored tokens per example.
+      make_sampler: ``(temperature, top_k, top_p, use_cache=True) -> sample(params, key, num, cond=None)``.
+      sample_no_cache: the default sampler without the KV cache (same keys, same tokens).
+    """
+
+    model: GenerativeModel
+    layout: SequenceLayout
+    decoder: Decoder
+    hidden_states: Callable
+    token_log_prob: Callable
+    num_tokens: Callable
+    make_sampler: Callable
+    sample_no_cache: Callable
+
+
+def _conditioning(layout: SequenceLayout):
+    if layout.condition == "label":
+        return label_conditioning(layout.num_cond)
+    if layout.condition == "caption_tokens":
+        return split_conditioning("caption_tokens")
+    return None
+
+
+def build_transformer_lm(cfg: Any, info: Any) -> TransformerLMParts:
+    """The transformer LM (module docstring) and its parts.
 
     Args:
       cfg: :class:`TransformerLMConfig` or ``config.model``.
       info: :class:`gen_jax.data.datasets.DatasetInfo`.
     """
-    cfg = cfg if isinstance(cfg, TransformerLMConfig) else from_config(TransformerLMConfig, cfg, "config.model")
+    cfg = typed(TransformerLMConfig, cfg)
     layout = make_layout(cfg, info)
     try:
         check_sampling = make_token_sampler(cfg.temperature, cfg.top_k, cfg.top_p, layout.vocab)
@@ -422,14 +445,20 @@ def make_transformer_lm(cfg: Any, info: Any) -> GenerativeModel:
 
         return sample
 
-    extras = {"make_sampler": make_sampler, "sample_no_cache": make_sampler(use_cache=False),
-              "token_log_prob": token_log_prob, "num_tokens": num_tokens, "hidden_states": hidden_states,
-              "decoder": decoder, "layout": layout}
     if is_text:
-        extras["describe_samples"] = layout.describe
-    return GenerativeModel(
-        name=cfg.name, family="autoregressive", init=init, loss=loss, sample=make_sampler(),
-        log_prob=None if is_text else log_prob, bpd_kind=None if is_text else "exact",
-        conditional=cfg.condition != "none",
-        condition_key="caption_tokens" if cfg.condition == "caption_tokens" else "label",
-        extras=extras)
+        sampler = Sampler(make_sampler(), "tokens", describe=layout.describe)
+        likelihood = Likelihood(lambda params, batch, key: token_log_prob(params, batch), "exact", unit="token",
+                                count=num_tokens)
+    else:
+        sampler = Sampler(make_sampler(), "image")
+        likelihood = Likelihood(log_prob, "exact")
+    model = GenerativeModel(name=cfg.name, family="autoregressive", training=loss_training(init, loss),
+                            sampler=sampler, likelihood=likelihood, conditioning=_conditioning(layout))
+    return TransformerLMParts(model=model, layout=layout, decoder=decoder, hidden_states=hidden_states,
+                              token_log_prob=token_log_prob, num_tokens=num_tokens, make_sampler=make_sampler,
+                              sample_no_cache=make_sampler(use_cache=False))
+
+
+def make_transformer_lm(cfg: Any, info: Any) -> GenerativeModel:
+    """The registry's transformer LM: :func:`build_transformer_lm` ``.model``."""
+    return build_transformer_lm(cfg, info).model

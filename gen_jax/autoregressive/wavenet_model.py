@@ -11,21 +11,27 @@ the codes by the chain rule (Eq. 1; conditional, Eq. 3),
 
     log P(x | h, y) = sum_t log softmax(logits_t)[x_t],
 
-so ``bpd_kind = 'exact'``. Bundle functions:
+so the likelihood is exact. The model's capabilities:
 
-* ``loss(params, batch, key) -> (mean bits per sample, {'bits_per_sample': [B], 'nll': [B]})``
-  with ``bits_per_sample = -log2 P(x) / T`` and ``nll = -log P(x)`` nats per example;
-* ``log_prob(params, batch, key) -> [B]`` = ``log P + T log 256`` (the library convention,
+* ``training``: one loss, ``loss(params, batch, key) -> (mean bits per sample,
+  {'bits_per_sample': [B], 'nll': [B]})`` with ``bits_per_sample = -log2 P(x) / T`` and
+  ``nll = -log P(x)`` nats per example;
+* ``likelihood`` (``'exact'``, unit ``'dim'``): ``log_prob(params, batch, key) -> [B]`` =
+  ``log P + T log 256`` (the library convention,
   :func:`gen_jax.autoregressive.common.density_log_prob`, so bits/dim = bits per sample);
-* ``sample(params, key, num, cond=None, temperature=config) -> [num, T, 1, 1]`` in ``[0, 1]``
-  (``code / 255``) by the queue generator (Paine et al. 2016,
-  :func:`gen_jax.autoregressive.wavenet.generate_fast`), given ``cond = {'label': [num],
-  'local_cond': [num, F]}`` (the keys the config's conditioning needs);
-* extras: ``decode_audio(x) -> [N, T]`` waveform in ``[-1, 1]`` (inverse mu-law of samples
-  ``[N, T, 1, 1]`` in ``[0, 1]`` or int codes ``[N, T]``); ``sample_naive(params, key, num,
-  cond=None, temperature=config)`` (the full-recomputation sampler, same draws);
-  ``logits(params, batch) -> [B, T, 256]``; ``teacher_forced_logits(params, batch)`` (the
-  queue steps fed the batch's codes); ``codes(batch) -> [B, T]``.
+* ``sampler`` (kind ``'signal'``): ``sample(params, key, num, cond=None, temperature=config)
+  -> [num, T, 1, 1]`` in ``[0, 1]`` (``code / 255``) by the queue generator (Paine et al.
+  2016, :func:`gen_jax.autoregressive.wavenet.generate_fast`), given ``cond = {'label': [num],
+  'local_cond': [num, F]}`` (the keys the config's conditioning needs); ``render(x) ->
+  [N, T]`` is the waveform in ``[-1, 1]`` (inverse mu-law of samples ``[N, T, 1, 1]`` in
+  ``[0, 1]`` or of int codes ``[N, T]``);
+* ``conditioning``: labels cycling ``0..C-1`` and, with local conditioning, the
+  ``local_cond`` of a split's first examples.
+
+:func:`build_wavenet` also returns (:class:`WaveNetParts`) ``sample_naive(params, key, num,
+cond=None, temperature=config)`` (the full-recomputation sampler, same draws),
+``logits(params, batch) -> [B, T, 256]``, ``teacher_forced_logits(params, batch)`` (the queue
+steps fed the batch's codes), ``codes(batch) -> [B, T]`` and the ``network``.
 
 Checks (``ValueError`` naming the argument and shape): images that are not ``[B, T, 1, 1]``;
 a missing or misshapen ``label`` / ``local_cond`` when the config conditions on it; and, for
@@ -36,7 +42,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Optional
+from typing import Any, Callable, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -45,17 +51,14 @@ import numpy as np
 from gen_jax.autoregressive import common
 from gen_jax.data import mulaw
 from gen_jax.autoregressive import wavenet as wn
-from gen_jax.config import ConfigError, from_config
-from gen_jax.model import GenerativeModel
-
-
-def _bad(field: str, msg: str):
-    raise ConfigError(f"config.model.{field}: {msg}")
+from gen_jax.config import Checked, ConfigError, typed
+from gen_jax.model import (GenerativeModel, Likelihood, Sampler, label_conditioning, loss_training, require_labels,
+                           split_conditioning)
 
 
 @dataclasses.dataclass(frozen=True)
-class WaveNetConfig:
-    """``config.model`` of WaveNet (``from_config(WaveNetConfig, cfg, 'config.model')``).
+class WaveNetConfig(Checked):
+    """``config.model`` of WaveNet (``typed(WaveNetConfig, cfg)``).
 
     Attributes:
       name: model name.
@@ -82,41 +85,67 @@ class WaveNetConfig:
     global_cond: bool = True
     local_cond: bool = True
     local_channels: int = 16
-    local_upsample: str = "transposed"
+    local_upsample: Literal["repeat", "transposed"] = "transposed"  # wavenet.UPSAMPLES
     temperature: float = 1.0
 
     def __post_init__(self):
-        for f in ("residual_channels", "gate_channels", "skip_channels", "dilation_depth", "stacks",
-                  "input_kernel_size", "local_channels"):
-            if getattr(self, f) < 1:
-                _bad(f, f"must be >= 1, got {getattr(self, f)}")
-        if self.kernel_size < 2:
-            _bad("kernel_size", f"must be >= 2 (a dilated causal conv needs a past tap), got {self.kernel_size}")
-        if self.dilation_depth > 16:
-            _bad("dilation_depth", f"must be <= 16 (dilation 2^15 already), got {self.dilation_depth}")
-        if self.local_upsample not in wn.UPSAMPLES:
-            _bad("local_upsample", f"must be one of {list(wn.UPSAMPLES)}, got {self.local_upsample!r}")
-        if not self.temperature > 0:
-            _bad("temperature", f"must be > 0, got {self.temperature}")
+        self.positive("residual_channels", "gate_channels", "skip_channels", "dilation_depth", "stacks",
+                      "input_kernel_size", "local_channels", "temperature")
+        self.require(self.kernel_size >= 2, "kernel_size",
+                     f"must be >= 2 (a dilated causal conv needs a past tap), got {self.kernel_size}")
+        self.require(self.dilation_depth <= 16, "dilation_depth",
+                     f"must be <= 16 (dilation 2^15 already), got {self.dilation_depth}")
 
     @property
     def dilations(self) -> tuple[int, ...]:
         return tuple(2 ** i for i in range(self.dilation_depth)) * self.stacks
 
 
+class WaveNetParts(NamedTuple):
+    """WaveNet and the functions beyond the contract (module docstring).
+
+    Attributes:
+      model: the :class:`~gen_jax.model.GenerativeModel`.
+      network: the :class:`gen_jax.autoregressive.wavenet.WaveNet` module.
+      decode_audio: ``x -> [N, T]`` waveform in ``[-1, 1]`` (also ``model.sampler.render``).
+      sample_naive: ``(params, key, num, cond=None, temperature=config) -> [num, T, 1, 1]``
+        by full recomputation (same draws as ``model.sampler.sample``).
+      logits: ``(params, batch) -> [B, T, 256]`` (teacher forcing, the full network).
+      teacher_forced_logits: ``(params, batch) -> [B, T, 256]`` by the queue steps.
+      codes: ``batch -> [B, T]`` int mu-law codes of ``batch['image']``.
+    """
+
+    model: GenerativeModel
+    network: wn.WaveNet
+    decode_audio: Callable
+    sample_naive: Callable
+    logits: Callable
+    teacher_forced_logits: Callable
+    codes: Callable
+
+
 def _concrete(x) -> bool:
     return not isinstance(x, jax.core.Tracer)
 
 
-def make_wavenet(cfg: Any, info: Any) -> GenerativeModel:
-    """WaveNet bundle (module docstring).
+def _conditioning(cfg: WaveNetConfig, num_classes: int):
+    """Sampling conditions: labels cycling ``0..C-1`` (global) and/or a split's ``local_cond``."""
+    if cfg.global_cond:
+        return label_conditioning(num_classes, local_cond=cfg.local_cond)
+    if cfg.local_cond:
+        return split_conditioning("local_cond", with_label=False)
+    return None
+
+
+def build_wavenet(cfg: Any, info: Any) -> WaveNetParts:
+    """WaveNet (module docstring) and its parts.
 
     Args:
       cfg: :class:`WaveNetConfig` or ``config.model``.
       info: dataset info: ``image_shape = (T, 1, 1)``, ``num_levels = 256``, ``num_classes``
         (global conditioning), ``local_cond_shape = (F,)`` and ``local_cond_levels`` (local).
     """
-    cfg = cfg if isinstance(cfg, WaveNetConfig) else from_config(WaveNetConfig, cfg, "config.model")
+    cfg = typed(WaveNetConfig, cfg)
     shape = tuple(int(s) for s in info.image_shape)
     if len(shape) != 3 or shape[1:] != (1, 1):
         raise ConfigError(f"config.dataset.name: wavenet models 1-D signals stored as [T, 1, 1]; dataset "
@@ -126,18 +155,19 @@ def make_wavenet(cfg: Any, info: Any) -> GenerativeModel:
                           f"{info.name!r} has {info.num_levels} levels")
     length = shape[0]
     num_classes = int(getattr(info, "num_classes", 0) or 0)
-    if cfg.global_cond and num_classes < 1:
-        _bad("global_cond", f"needs a labelled dataset (dataset {info.name!r} has num_classes={num_classes})")
+    if cfg.global_cond:
+        require_labels(num_classes, "config.model.global_cond")
     lc_shape = tuple(getattr(info, "local_cond_shape", ()) or ())
     lc_levels = int(getattr(info, "local_cond_levels", 0) or 0)
     hop = 1
     if cfg.local_cond:
         if len(lc_shape) != 1 or lc_levels < 1:
-            _bad("local_cond", f"needs a dataset with a local-conditioning sequence (dataset {info.name!r} "
-                               f"has local_cond_shape={lc_shape}, local_cond_levels={lc_levels})")
+            raise ConfigError(f"config.model.local_cond: needs a dataset with a local-conditioning sequence "
+                              f"(dataset {info.name!r} has local_cond_shape={lc_shape}, "
+                              f"local_cond_levels={lc_levels})")
         if length % lc_shape[0]:
-            _bad("local_cond", f"the signal length {length} is not a multiple of the {lc_shape[0]} "
-                               f"local-conditioning frames")
+            raise ConfigError(f"config.model.local_cond: the signal length {length} is not a multiple of the "
+                              f"{lc_shape[0]} local-conditioning frames")
         hop = length // lc_shape[0]
     net = wn.WaveNet(
         num_codes=mulaw.NUM_CODES, residual_channels=cfg.residual_channels,
@@ -248,11 +278,15 @@ def make_wavenet(cfg: Any, info: Any) -> GenerativeModel:
                              f"[N, T], got {x.dtype} {tuple(x.shape)}")
         return mulaw.decode(codes)
 
-    return GenerativeModel(
-        name=cfg.name, family="autoregressive", init=init, loss=loss, sample=sample,
-        log_prob=log_prob, bpd_kind="exact", conditional=cfg.global_cond, condition_key="label",
-        extras={"decode_audio": decode_audio, "sample_naive": sample_naive,
-                "logits": lambda params, batch: logits(params, batch)[0],
-                "teacher_forced_logits": teacher_forced,
-                "codes": lambda batch: codes_of(batch["image"], "codes batch['image']"),
-                "network": lambda: net})
+    model = GenerativeModel(
+        name=cfg.name, family="autoregressive", training=loss_training(init, loss),
+        sampler=Sampler(sample, "signal", render=decode_audio), likelihood=Likelihood(log_prob, "exact"),
+        conditioning=_conditioning(cfg, num_classes))
+    return WaveNetParts(model=model, network=net, decode_audio=decode_audio, sample_naive=sample_naive,
+                        logits=lambda params, batch: logits(params, batch)[0], teacher_forced_logits=teacher_forced,
+                        codes=lambda batch: codes_of(batch["image"], "codes batch['image']"))
+
+
+def make_wavenet(cfg: Any, info: Any) -> GenerativeModel:
+    """The registry's WaveNet: :func:`build_wavenet` ``.model``."""
+    return build_wavenet(cfg, info).model

@@ -15,8 +15,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 import optax
 
-from gen_jax.config import ConfigError, from_config
-from gen_jax.model import GenerativeModel
+from gen_jax.config import Checked, typed
+from gen_jax.model import Classifier, Predictor, check_image_batch, loss_training
 
 
 class FeatureClassifier(nn.Module):
@@ -55,8 +55,8 @@ class FeatureClassifier(nn.Module):
 
 
 @dataclasses.dataclass(frozen=True)
-class ClassifierConfig:
-    """Typed view of ``config.model`` for the feature classifier.
+class ClassifierConfig(Checked):
+    """Typed view of ``config.model`` for the feature classifier (``typed(ClassifierConfig, cfg)``).
 
     Attributes:
       name: model name (tables, file names).
@@ -71,30 +71,23 @@ class ClassifierConfig:
     dropout_rate: float = 0.0
 
     def __post_init__(self):
-        if not self.features or any(f < 1 for f in self.features):
-            raise ConfigError(f"config.model.features: need positive channel counts, got {self.features}")
-        if self.hidden < 1:
-            raise ConfigError(f"config.model.hidden: must be >= 1, got {self.hidden}")
-        if not 0.0 <= self.dropout_rate < 1.0:
-            raise ConfigError(f"config.model.dropout_rate: must be in [0, 1), got {self.dropout_rate}")
-
-
-def as_classifier_config(cfg: Any) -> ClassifierConfig:
-    """Returns ``cfg`` if it is a :class:`ClassifierConfig`, else builds one from a mapping."""
-    if isinstance(cfg, ClassifierConfig):
-        return cfg
-    return from_config(ClassifierConfig, cfg, "config.model")
+        self.require(bool(self.features) and all(f >= 1 for f in self.features), "features",
+                     f"need positive channel counts, got {self.features}")
+        self.positive("hidden")
+        self.in_range("dropout_rate", 0.0, 1.0, hi_open=True)
 
 
 def make_network(cfg: Any, num_classes: int) -> FeatureClassifier:
-    """The :class:`FeatureClassifier` described by ``cfg`` for ``num_classes`` classes."""
-    cfg = as_classifier_config(cfg)
+    """The :class:`FeatureClassifier` described by ``cfg`` (a :class:`ClassifierConfig` or
+    ``config.model``) for ``num_classes`` classes."""
+    cfg = typed(ClassifierConfig, cfg, "config.model")
     return FeatureClassifier(num_classes=num_classes, features=tuple(cfg.features),
                              hidden=cfg.hidden, dropout_rate=cfg.dropout_rate)
 
 
-def make_classifier(cfg: Any, info: Any) -> GenerativeModel:
-    """Classifier training bundle (family ``'classifier'``; no ``sample``/``log_prob``).
+def make_classifier(cfg: Any, info: Any) -> Predictor:
+    """The feature classifier as a trainable :class:`~gen_jax.model.Predictor` (not a
+    generative model).
 
     Args:
       cfg: a :class:`ClassifierConfig` or ``config.model`` (``ConfigDict``/mapping); unknown
@@ -102,12 +95,13 @@ def make_classifier(cfg: Any, info: Any) -> GenerativeModel:
       info: object with ``image_shape`` ``(H, W, C)`` and ``num_classes`` (DatasetInfo).
 
     Returns:
-      a :class:`GenerativeModel` whose ``loss(params, batch, key)`` is the mean softmax
-      cross-entropy of ``batch['label'] [B]`` given ``batch['image'] [B, H, W, C]``, with
-      metrics ``loss`` and ``accuracy``; ``key`` drives dropout. ``extras['apply']`` is
-      ``(params, images) -> (logits [B, C], features [B, hidden])`` in inference mode.
+      a :class:`Predictor` whose one training phase's ``loss(params, batch, key)`` is the mean
+      softmax cross-entropy of ``batch['label'] [B]`` given ``batch['image'] [B, H, W, C]``,
+      with metrics ``loss`` and ``accuracy`` (``key`` drives dropout), and whose
+      ``classifier`` has, in inference mode, ``logits(params, images) -> [B, num_classes]``
+      and ``features(params, images) -> [B, hidden]``.
     """
-    cfg = as_classifier_config(cfg)
+    cfg = typed(ClassifierConfig, cfg, "config.model")
     num_classes = getattr(info, "num_classes", None)
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
         raise ValueError(f"info.num_classes must be an int >= 2 for a classifier, got {num_classes!r}")
@@ -117,9 +111,7 @@ def make_classifier(cfg: Any, info: Any) -> GenerativeModel:
     net = make_network(cfg, num_classes)
 
     def check_images(images):
-        if tuple(images.shape[1:]) != image_shape:
-            raise ValueError(f"batch['image'] must be [B, {', '.join(map(str, image_shape))}], "
-                             f"got {tuple(images.shape)}")
+        check_image_batch(images, image_shape)
 
     def init(key, batch):
         images = batch["image"]
@@ -137,8 +129,13 @@ def make_classifier(cfg: Any, info: Any) -> GenerativeModel:
         mean = jnp.mean(ce)
         return mean, {"loss": mean, "accuracy": acc}
 
-    def apply(params, images):
-        return net.apply({"params": params}, images)
+    def logits(params, images):
+        """``images [B, H, W, C]`` in [0, 1] -> ``[B, num_classes]`` (inference mode)."""
+        return net.apply({"params": params}, images)[0]
 
-    return GenerativeModel(name=cfg.name, family="classifier", init=init, loss=loss,
-                           extras={"apply": apply})
+    def features(params, images):
+        """``images [B, H, W, C]`` in [0, 1] -> penultimate features ``[B, hidden]``."""
+        return net.apply({"params": params}, images)[1]
+
+    return Predictor(name=cfg.name, training=loss_training(init, loss),
+                     classifier=Classifier(logits=logits, num_classes=num_classes, features=features))

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gen_jax.config import typed
 from gen_jax.metrics import classifier as classifier_lib
 from gen_jax.metrics import fid as fid_lib
 from gen_jax.metrics import inception as inception_lib
@@ -63,7 +64,7 @@ def make_classifier_extractor(cfg: Any, params: Any, batch_size: int = 256) -> F
       params: its trained ``params`` (the number of classes is read from ``params['logits']``).
       batch_size: images per compiled call.
     """
-    cfg = classifier_lib.as_classifier_config(cfg)
+    cfg = typed(classifier_lib.ClassifierConfig, cfg, "config.model")
     try:
         num_classes = int(params["logits"]["kernel"].shape[-1])
     except (KeyError, TypeError, AttributeError) as e:

@@ -83,3 +83,23 @@ def check_cache(cache: KVCache, num_layers: int, max_len: int, num_heads: int, h
             if a.ndim != 4 or tuple(a.shape[1:]) != want or a.shape[0] != b:
                 raise ValueError(f"{where}.{name}[{i}] must be [B={b}, " + ", ".join(f"{x}={sizes[x]}" for x in dims)
                                  + f"], got shape {a.shape}")
+
+
+def write_layer(k_layer: jax.Array, v_layer: jax.Array, k: jax.Array, v: jax.Array, pos: jax.Array,
+                after: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """One layer's buffers with ``T`` new keys/values ``k, v [B, T, heads, head_dim]`` written at
+    slots ``pos..pos+T-1`` (``dynamic_update_slice``, in place under ``jit``).
+
+    ``after`` is the attention output that read the buffers: the write is made to depend on
+    it (through a zero term) so it is ordered after the read; without that ordering XLA (CPU)
+    copies both buffers at every decode step.
+
+    Returns:
+      ``(k_layer [B, heads, head_dim, S], v_layer [B, heads, S, head_dim])``.
+    """
+    after_read = jnp.zeros((), after.dtype) * jnp.sum(after)
+    zero, p = jnp.zeros((), jnp.int32), jnp.asarray(pos, jnp.int32)
+    k_t = jnp.transpose(k + after_read, (0, 2, 3, 1)).astype(k_layer.dtype)  # [B, H, D, T]
+    v_t = jnp.transpose(v + after_read, (0, 2, 1, 3)).astype(v_layer.dtype)  # [B, H, T, D]
+    return (jax.lax.dynamic_update_slice(k_layer, k_t, (zero, zero, zero, p)),
+            jax.lax.dynamic_update_slice(v_layer, v_t, (zero, zero, p, zero)))

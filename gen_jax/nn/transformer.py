@@ -11,7 +11,9 @@ residual arrangement of GPT-2 / Xiong et al. 2020, Fig. 1 (b), the "Pre-LN Trans
 Attention is Eq. 1 of Vaswani et al., ``softmax(Q K^T / sqrt(d_k)) V``, per head (Sec. 3.2.2),
 with the causal mask of Sec. 3.2.3: query position ``i`` sees key positions ``j <= i`` (masked
 logits are set to the most negative float, so future keys get weight exactly 0 and the
-gradient of output ``i`` w.r.t. inputs ``j > i`` is exactly zero).
+gradient of output ``i`` w.r.t. inputs ``j > i`` is exactly zero). It is the one
+:class:`gen_jax.nn.attention.MultiHeadAttention` (``causal=True``, RoPE, KV cache), which the
+U-Net and the caption encoder use too.
 
 Positions (config ``positions``):
 
@@ -52,21 +54,26 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable, NamedTuple, Optional
+import typing
+from typing import Callable, Literal, NamedTuple, Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gen_jax.config import Checked
+from gen_jax.nn.attention import MultiHeadAttention, apply_rotary, rotary_angles  # noqa: F401 (public names)
 from gen_jax.nn.kv_cache import KVCache, check_cache, init_cache
 
-POSITIONS = ("learned", "rotary")
+Positions = Literal["learned", "rotary"]
+POSITIONS = typing.get_args(Positions)
 
 
 @dataclasses.dataclass(frozen=True)
-class TransformerConfig:
-    """Sizes of a decoder-only transformer.
+class TransformerConfig(Checked):
+    """Sizes of a decoder-only transformer (built in Python by the families; errors name
+    ``TransformerConfig.<field>``).
 
     Attributes:
       vocab_size: input token ids ``0..vocab_size-1`` (embedding rows).
@@ -80,32 +87,30 @@ class TransformerConfig:
         prompt-only tokens that are never predicted).
     """
 
+    PATH = "TransformerConfig"
+
     vocab_size: int
     max_len: int
     num_layers: int = 2
     d_model: int = 64
     num_heads: int = 4
     mlp_ratio: int = 4
-    positions: str = "rotary"
+    positions: Positions = "rotary"
     rope_base: float = 10000.0
     dropout: float = 0.0
     out_size: Optional[int] = None
 
     def __post_init__(self):
-        for f in ("vocab_size", "max_len", "num_layers", "d_model", "num_heads", "mlp_ratio"):
-            if getattr(self, f) < 1:
-                raise ValueError(f"TransformerConfig.{f} must be >= 1, got {getattr(self, f)}")
-        if self.d_model % self.num_heads:
-            raise ValueError(f"TransformerConfig.d_model={self.d_model} is not divisible by "
-                             f"num_heads={self.num_heads}")
-        if self.positions not in POSITIONS:
-            raise ValueError(f"TransformerConfig.positions must be one of {POSITIONS}, got {self.positions!r}")
-        if self.positions == "rotary" and self.head_dim % 2:
-            raise ValueError(f"rotary positions need an even head width, got d_model/num_heads = {self.head_dim}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"TransformerConfig.dropout must be in [0, 1), got {self.dropout}")
-        if self.out_size is not None and self.out_size < 1:
-            raise ValueError(f"TransformerConfig.out_size must be >= 1, got {self.out_size}")
+        self.positive("vocab_size", "max_len", "num_layers", "d_model", "num_heads", "mlp_ratio")
+        self.require(self.d_model % self.num_heads == 0, "d_model",
+                     f"{self.d_model} is not divisible by num_heads={self.num_heads}")
+        self.require(self.positions in POSITIONS, "positions",
+                     f"must be one of {list(POSITIONS)}, got {self.positions!r}")
+        self.require(self.positions != "rotary" or self.head_dim % 2 == 0, "num_heads",
+                     f"rotary positions need an even head width, got d_model/num_heads = {self.head_dim}")
+        self.in_range("dropout", 0.0, 1.0, hi_open=True)
+        if self.out_size is not None:
+            self.positive("out_size")
 
     @property
     def head_dim(self) -> int:
@@ -116,80 +121,6 @@ class TransformerConfig:
         return self.out_size or self.vocab_size
 
 
-# ----------------------------------------------------------------------------- maths
-
-
-def rotary_angles(positions: jax.Array, head_dim: int, base: float = 10000.0) -> jax.Array:
-    """``m t_i`` for positions ``m`` ``[T]`` and ``t_i = base^{-2(i-1)/head_dim}``,
-    ``i = 1..head_dim/2`` (Su et al. 2021, Eq. 34 / Eq. 15) -> ``[T, head_dim / 2]``."""
-    inv = base ** (-np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)  # [D/2]
-    return positions.astype(jnp.float32)[:, None] * jnp.asarray(inv, jnp.float32)[None, :]
-
-
-def apply_rotary(x: jax.Array, positions: jax.Array, base: float = 10000.0) -> jax.Array:
-    """RoPE (Su et al. 2021, Eq. 34): rotate consecutive pairs of ``x [B, T, H, D]`` at
-    positions ``[T]``: ``out_{2i-1} = x_{2i-1} cos m t_i - x_{2i} sin m t_i``,
-    ``out_{2i} = x_{2i} cos m t_i + x_{2i-1} sin m t_i``."""
-    b, t, h, d = x.shape
-    if positions.shape != (t,):
-        raise ValueError(f"apply_rotary: positions must be [T={t}], got shape {positions.shape}")
-    ang = rotary_angles(positions, d, base)[None, :, None, :]  # [1, T, 1, D/2]
-    cos, sin = jnp.cos(ang), jnp.sin(ang)
-    pairs = x.reshape(b, t, h, d // 2, 2)
-    x1, x2 = pairs[..., 0], pairs[..., 1]
-    out = jnp.stack([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
-    return out.reshape(b, t, h, d).astype(x.dtype)
-
-
-def causal_attention(q: jax.Array, k: jax.Array, v: jax.Array, q_pos: jax.Array,
-                     k_pos: jax.Array) -> jax.Array:
-    """Masked scaled dot-product attention (Vaswani et al. 2017, Eq. 1 with the causal mask
-    of Sec. 3.2.3): ``out[b, t, h] = sum_s softmax_s(q_t . k_s / sqrt(D) | k_pos[s] <= q_pos[t])
-    v_s``.
-
-    Args:
-      q: ``[B, T, H, D]`` queries at absolute positions ``q_pos [T]``.
-      k, v: ``[B, S, H, D]`` keys/values at positions ``k_pos [S]``.
-
-    Returns:
-      ``[B, T, H, D]``. Every query must see at least one key (``k_pos`` contains a position
-      ``<= q_pos[t]``), which holds for positions ``arange`` on both sides.
-    """
-    d = q.shape[-1]
-    logits = jnp.einsum("bthd,bshd->bhts", q, k) / math.sqrt(d)  # [B, H, T, S]
-    visible = k_pos[None, :] <= q_pos[:, None]  # [T, S]
-    logits = jnp.where(visible[None, None], logits, jnp.finfo(logits.dtype).min)
-    weights = jax.nn.softmax(logits, axis=-1)
-    return jnp.einsum("bhts,bshd->bthd", weights, v)
-
-
-def cached_attention(q: jax.Array, k_new: jax.Array, v_new: jax.Array, k_cache: jax.Array,
-                     v_cache: jax.Array, pos: jax.Array) -> jax.Array:
-    """:func:`causal_attention` of ``T`` new queries at positions ``pos..pos+T-1`` over the
-    cached past and the new keys: one softmax (Vaswani et al. 2017, Eq. 1) over the logits of
-    the cache slots ``j < pos`` and of the new keys ``t' <= t``.
-
-    Args:
-      q, k_new, v_new: ``[B, T, H, D]``.
-      k_cache: ``[B, H, D, S]``; v_cache: ``[B, H, S, D]`` (the :mod:`gen_jax.nn.kv_cache`
-        layouts; slots ``>= pos`` are ignored).
-      pos: int32 scalar, the position of the first new token.
-
-    Returns:
-      ``[B, T, H, D]``.
-    """
-    d = q.shape[-1]
-    t, s = q.shape[1], v_cache.shape[2]
-    neg = jnp.finfo(q.dtype).min
-    past = jnp.einsum("bthd,bhds->bhts", q, k_cache) / math.sqrt(d)  # [B, H, T, S]
-    past = jnp.where((jnp.arange(s) < pos)[None, None, None, :], past, neg)
-    new = jnp.einsum("bthd,buhd->bhtu", q, k_new) / math.sqrt(d)  # [B, H, T, T]
-    new = jnp.where(jnp.tril(jnp.ones((t, t), bool))[None, None], new, neg)
-    w = jax.nn.softmax(jnp.concatenate([past, new], axis=-1), axis=-1)
-    return (jnp.einsum("bhts,bhsd->bthd", w[..., :s], v_cache)
-            + jnp.einsum("bhtu,buhd->bthd", w[..., s:], v_new))
-
-
 # ----------------------------------------------------------------------------- modules
 
 
@@ -197,45 +128,9 @@ def _dense_init():
     return nn.initializers.normal(0.02)
 
 
-class CausalSelfAttention(nn.Module):
-    """Causal multi-head self-attention (Vaswani et al. 2017, Sec. 3.2.2-3.2.3), optionally
-    with RoPE on queries/keys and a KV cache.
-
-    ``__call__(x [B, T, d], positions [T], cache=None)``: without a cache the keys are the
-    ``T`` inputs themselves; with ``cache = (k_layer, v_layer, pos)`` (this layer's buffers,
-    keys ``[B, H, D, S]``, values ``[B, H, S, D]``) the queries attend over the cached slots
-    ``< pos`` and the new keys (:func:`cached_attention`), then the new keys/values are
-    written at slots ``pos..pos+T-1``. Returns ``(out [B, T, d], (k_layer, v_layer))`` (the
-    updated buffers; ``None`` without a cache).
-    """
-
-    cfg: TransformerConfig
-
-    @nn.compact
-    def __call__(self, x, positions, cache=None):
-        cfg = self.cfg
-        proj = lambda name: nn.DenseGeneral((cfg.num_heads, cfg.head_dim), kernel_init=_dense_init(),
-                                            name=name)
-        q, k, v = proj("query")(x), proj("key")(x), proj("value")(x)  # [B, T, H, D]
-        if cfg.positions == "rotary":
-            q = apply_rotary(q, positions, cfg.rope_base)
-            k = apply_rotary(k, positions, cfg.rope_base)
-        if cache is None:
-            h, new = causal_attention(q, k, v, positions, positions), None
-        else:
-            k_layer, v_layer, pos = cache
-            h = cached_attention(q, k, v, k_layer, v_layer, pos)  # reads the cache
-            # Then writes the new keys/values in place. The zero term makes the write depend
-            # on the read: without that ordering XLA (CPU) copies both buffers at every step.
-            after_read = jnp.zeros((), h.dtype) * jnp.sum(h)
-            zero, p = jnp.zeros((), jnp.int32), jnp.asarray(pos, jnp.int32)
-            k_t = jnp.transpose(k + after_read, (0, 2, 3, 1)).astype(k_layer.dtype)  # [B, H, D, T]
-            v_t = jnp.transpose(v + after_read, (0, 2, 1, 3)).astype(v_layer.dtype)  # [B, H, T, D]
-            new = (jax.lax.dynamic_update_slice(k_layer, k_t, (zero, zero, zero, p)),
-                   jax.lax.dynamic_update_slice(v_layer, v_t, (zero, zero, p, zero)))
-        out_init = nn.initializers.normal(0.02 / math.sqrt(2 * cfg.num_layers))
-        out = nn.DenseGeneral(cfg.d_model, axis=(-2, -1), kernel_init=out_init, name="out")(h)
-        return out, new
+def _residual_init(cfg: TransformerConfig):
+    """GPT-2's init of the residual output projections: ``N(0, (0.02 / sqrt(2 N))^2)``."""
+    return nn.initializers.normal(0.02 / math.sqrt(2 * cfg.num_layers))
 
 
 class Block(nn.Module):
@@ -246,12 +141,15 @@ class Block(nn.Module):
     @nn.compact
     def __call__(self, x, positions, cache=None, deterministic=True):
         cfg = self.cfg
-        a, new = CausalSelfAttention(cfg, name="attn")(nn.LayerNorm(name="ln1")(x), positions, cache)
+        attn = MultiHeadAttention(cfg.num_heads, kernel_init=_dense_init(), out_init=_residual_init(cfg),
+                                  causal=True, rope_base=cfg.rope_base if cfg.positions == "rotary" else None,
+                                  scale_at="logits", name="attn")
+        h = nn.LayerNorm(name="ln1")(x)
+        a, new = (attn(h, positions=positions), None) if cache is None else attn(h, positions=positions, cache=cache)
         x = x + nn.Dropout(cfg.dropout)(a, deterministic=deterministic)
         h = nn.Dense(cfg.mlp_ratio * cfg.d_model, kernel_init=_dense_init(), name="mlp_in")(
             nn.LayerNorm(name="ln2")(x))
-        h = nn.Dense(cfg.d_model, kernel_init=nn.initializers.normal(0.02 / math.sqrt(2 * cfg.num_layers)),
-                     name="mlp_out")(nn.gelu(h))
+        h = nn.Dense(cfg.d_model, kernel_init=_residual_init(cfg), name="mlp_out")(nn.gelu(h))
         return x + nn.Dropout(cfg.dropout)(h, deterministic=deterministic), new
 
 

@@ -51,12 +51,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from gen_jax.config import ConfigError, from_config
+from gen_jax.config import Checked, typed
 from gen_jax.nn.attention import FeatureMapAttention
+from gen_jax.nn.conditioning import embed_labels
 
 
 @dataclasses.dataclass(frozen=True)
-class UNetConfig:
+class UNetConfig(Checked):
     """``config.model.unet``: the DDPM U-Net (built with :func:`as_unet_config`).
 
     Attributes:
@@ -69,7 +70,8 @@ class UNetConfig:
         paper; use fewer for narrow networks).
       num_heads: attention heads (every attended width must be divisible by it).
       num_classes: ``> 0`` adds a label embedding with ``num_classes + 1`` rows; id
-        ``num_classes`` (:attr:`null_label`) is the unconditional / null class.
+        ``num_classes`` (:attr:`null_label`, :func:`gen_jax.nn.conditioning.null_label`) is
+        the unconditional / null class.
       emb_dim: ``> 0`` expects a condition vector ``emb [B, emb_dim]``.
       context_dim: ``> 0`` adds cross-attention to a condition sequence ``[B, L, context_dim]``.
       out_channels: output channels; ``0`` = the input's ``C`` (use ``2 C`` for learned
@@ -77,6 +79,8 @@ class UNetConfig:
       time_scale: the embedding sees ``time_scale * t`` (1 for integer steps ``0..T-1``; e.g.
         1000 for continuous ``t`` in ``[0, 1]``).
     """
+
+    PATH = "config.model.unet"
 
     ch: int = 128
     ch_mult: tuple[int, ...] = (1, 2, 2, 2)
@@ -92,37 +96,25 @@ class UNetConfig:
     time_scale: float = 1.0
 
     def __post_init__(self):
-        def bad(field, msg):
-            raise ConfigError(f"config.model.unet.{field}: {msg}")
-
-        if self.ch < 1:
-            bad("ch", f"must be >= 1, got {self.ch}")
-        if self.ch % 2:
-            bad("ch", f"must be even (sinusoidal time embedding of width ch), got {self.ch}")
-        if not self.ch_mult or any(m < 1 for m in self.ch_mult):
-            bad("ch_mult", f"needs positive multipliers, got {self.ch_mult}")
-        if self.num_res_blocks < 1:
-            bad("num_res_blocks", f"must be >= 1, got {self.num_res_blocks}")
-        if any(r < 1 for r in self.attn_resolutions):
-            bad("attn_resolutions", f"resolutions must be >= 1, got {self.attn_resolutions}")
-        if not 0.0 <= self.dropout < 1.0:
-            bad("dropout", f"must be in [0, 1), got {self.dropout}")
-        if self.num_groups < 1:
-            bad("num_groups", f"must be >= 1, got {self.num_groups}")
+        self.positive("ch")
+        self.require(self.ch % 2 == 0, "ch", f"must be even (sinusoidal time embedding of width ch), got {self.ch}")
+        self.require(bool(self.ch_mult) and all(m >= 1 for m in self.ch_mult), "ch_mult",
+                     f"needs positive multipliers, got {self.ch_mult}")
+        self.positive("num_res_blocks")
+        self.require(all(r >= 1 for r in self.attn_resolutions), "attn_resolutions",
+                     f"resolutions must be >= 1, got {self.attn_resolutions}")
+        self.in_range("dropout", 0.0, 1.0, hi_open=True)
+        self.positive("num_groups")
         for m in sorted(set(self.ch_mult)):
-            if (self.ch * m) % self.num_groups:
-                bad("num_groups", f"channel count ch * ch_mult = {self.ch} * {m} = {self.ch * m} is not "
-                                  f"divisible by num_groups={self.num_groups}; use a divisor of "
-                                  f"{math.gcd(*[self.ch * k for k in self.ch_mult])}")
-            if (self.ch * m) % max(self.num_heads, 1):
-                bad("num_heads", f"channel count {self.ch * m} is not divisible by num_heads={self.num_heads}")
-        if self.num_heads < 1:
-            bad("num_heads", f"must be >= 1, got {self.num_heads}")
-        for f in ("num_classes", "emb_dim", "context_dim", "out_channels"):
-            if getattr(self, f) < 0:
-                bad(f, f"must be >= 0 (0 = off / default), got {getattr(self, f)}")
-        if not self.time_scale > 0:
-            bad("time_scale", f"must be > 0, got {self.time_scale}")
+            self.require((self.ch * m) % self.num_groups == 0, "num_groups",
+                         f"channel count ch * ch_mult = {self.ch} * {m} = {self.ch * m} is not "
+                         f"divisible by num_groups={self.num_groups}; use a divisor of "
+                         f"{math.gcd(*[self.ch * k for k in self.ch_mult])}")
+            self.require((self.ch * m) % max(self.num_heads, 1) == 0, "num_heads",
+                         f"channel count {self.ch * m} is not divisible by num_heads={self.num_heads}")
+        self.positive("num_heads")
+        self.nonnegative("num_classes", "emb_dim", "context_dim", "out_channels")
+        self.positive("time_scale")
 
     @property
     def null_label(self) -> int:
@@ -156,9 +148,9 @@ class UNetConfig:
 
 
 def as_unet_config(cfg) -> UNetConfig:
-    """``cfg`` if it is a :class:`UNetConfig`, else ``from_config(UNetConfig, cfg,
-    'config.model.unet')`` (unknown / mistyped fields raise ``ConfigError`` naming them)."""
-    return cfg if isinstance(cfg, UNetConfig) else from_config(UNetConfig, cfg, "config.model.unet")
+    """``cfg`` as a :class:`UNetConfig` read at ``config.model.unet`` (unknown / mistyped
+    fields raise ``ConfigError`` naming them)."""
+    return typed(UNetConfig, cfg, "config.model.unet")
 
 
 def timestep_embedding(t: jax.Array, dim: int, max_period: float = 10000.0) -> jax.Array:
@@ -334,7 +326,7 @@ class UNet(nn.Module):
         temb = nn.Dense(tdim, name="temb_dense0")(temb)
         temb = nn.Dense(tdim, name="temb_dense1")(nn.silu(temb))
         if cfg.num_classes > 0:
-            temb = temb + nn.Embed(cfg.num_classes + 1, tdim, name="label_embed")(label)
+            temb = temb + embed_labels(label, cfg.num_classes, tdim, null=True, name="label_embed")
         if cfg.emb_dim > 0:
             temb = temb + nn.Dense(tdim, name="emb_proj")(emb.astype(jnp.float32))
 

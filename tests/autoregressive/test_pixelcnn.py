@@ -14,6 +14,7 @@ from gen_jax.autoregressive.masked_conv import channel_groups, raster_mask
 from gen_jax.config import ConfigError
 
 MAKERS = {"pixelcnn": im.make_pixelcnn, "gated_pixelcnn": im.make_gated_pixelcnn, "pixelrnn": im.make_pixelrnn}
+BUILDERS = {"pixelcnn": im.build_pixelcnn, "gated_pixelcnn": im.build_gated_pixelcnn, "pixelrnn": im.build_pixelrnn}
 # Small networks for 5x5 images. The gated PixelCNN has enough layers for its receptive field
 # to cover every earlier sub-pixel of a 5x5 image; the PixelCNN has as many masked 3x3 layers.
 CFGS = {
@@ -59,12 +60,12 @@ def jacobians():
     in (row, col, channel) order, for every model on 5x5x3 and 5x5x1 images, random params."""
     out = {}
     for name, c in itertools.product(MAKERS, (3, 1)):
-        model = MAKERS[name](CFGS[name], info(5, 5, c, 4))
+        parts = BUILDERS[name](CFGS[name], info(5, 5, c, 4))
 
         @jax.jit
-        def jac_fn(key, x, model=model):  # init and Jacobian in one program: one compile
-            params = model.init(key, {"image": x})
-            f = lambda xi: model.extras["logits"](params, {"image": xi[None]})[0]
+        def jac_fn(key, x, parts=parts):  # init and Jacobian in one program: one compile
+            params = parts.model.training.init(key, {"image": x})
+            f = lambda xi: parts.logits(params, {"image": xi[None]})[0]
             return jax.vmap(jax.jacfwd(f))(x)  # [3, 5, 5, c, K, 5, 5, c]
 
         jac = jac_fn(jax.random.PRNGKey(0), rand_images(jax.random.PRNGKey(c), 3, (5, 5, c), 4))
@@ -126,11 +127,11 @@ def tiny():
         @jax.jit
         def run(key, model=model):
             k_init, k_loss, k_sample = jax.random.split(key, 3)
-            params = model.init(k_init, {"image": jnp.asarray(GRID[:2])})
+            params = model.training.init(k_init, {"image": jnp.asarray(GRID[:2])})
             params = jax.tree.map(lambda v: 4.0 * v, params)
-            lp = model.log_prob(params, {"image": jnp.asarray(GRID)}, None)
-            loss, metrics = model.loss(params, {"image": jnp.asarray(GRID[:8])}, k_loss)
-            return lp, loss, metrics["bpd"], model.sample(params, k_sample, NUM_SAMPLES)
+            lp = model.likelihood.log_prob(params, {"image": jnp.asarray(GRID)}, None)
+            loss, metrics = model.training.phases[0].loss(params, {"image": jnp.asarray(GRID[:8])}, k_loss)
+            return lp, loss, metrics["bpd"], model.sampler.sample(params, k_sample, NUM_SAMPLES)
 
         lp, loss, bpd, samples = run(jax.random.PRNGKey(3))
         out[name] = dict(log_p=np.asarray(lp, np.float64) - 4 * math.log(3.0), loss=float(loss),
@@ -183,25 +184,30 @@ def test_gated_conditioning_changes_the_logits_and_samples_from_cond():
     small = dict(hidden=3, num_layers=2, first_kernel=3, kernel=3, out_hidden=3)
     lab_model = im.make_gated_pixelcnn(dict(small, conditioning="label"), inf)
     cap_model = im.make_gated_pixelcnn(dict(small, conditioning="caption", cond_dim=4), inf)
-    assert lab_model.conditional and lab_model.condition_key == "label"
-    assert cap_model.conditional and cap_model.condition_key == "caption_tokens"
+    assert lab_model.conditional and lab_model.conditioning.key == "label"
+    assert cap_model.conditional and cap_model.conditioning.key == "caption_tokens"
+    np.testing.assert_array_equal(lab_model.conditioning.draw(5)["label"], [0, 1, 2, 0, 1])
+    drawn = cap_model.conditioning.draw(3, {"caption_tokens": np.asarray(tokens), "label": np.array([1, 2])})
+    np.testing.assert_array_equal(drawn["caption_tokens"], np.asarray(tokens)[[0, 1, 0]])
+    np.testing.assert_array_equal(drawn["label"], [1, 2, 1])
 
     @jax.jit
     def run(key):
-        pl = lab_model.init(key, {"image": x, "label": jnp.array([0, 1])})
-        pc = cap_model.init(key, {"image": x, "caption_tokens": tokens})
-        lab = lab_model.log_prob(pl, {"image": x2, "label": jnp.array([0, 1, 2, 1])}, None)
-        cap = cap_model.log_prob(pc, {"image": x2, "caption_tokens": jnp.concatenate([tokens, tokens[::-1]])}, None)
+        pl = lab_model.training.init(key, {"image": x, "label": jnp.array([0, 1])})
+        pc = cap_model.training.init(key, {"image": x, "caption_tokens": tokens})
+        lab = lab_model.likelihood.log_prob(pl, {"image": x2, "label": jnp.array([0, 1, 2, 1])}, None)
+        cap = cap_model.likelihood.log_prob(pc, {"image": x2, "caption_tokens": jnp.concatenate([tokens, tokens[::-1]])},
+                                            None)
         return lab, cap
 
     lab, cap = map(np.asarray, run(jax.random.PRNGKey(1)))
     assert lab[0] != lab[2] and lab[1] == lab[3]  # only the changed label changes log P
     assert np.all(cap[:2] != cap[2:])
-    pl = jax.eval_shape(lab_model.init, jax.random.PRNGKey(1), {"image": x, "label": jnp.array([0, 1])})
+    pl = jax.eval_shape(lab_model.training.init, jax.random.PRNGKey(1), {"image": x, "label": jnp.array([0, 1])})
     with pytest.raises(ValueError, match="label"):
-        lab_model.sample(pl, jax.random.PRNGKey(2), 2)
+        lab_model.sampler.sample(pl, jax.random.PRNGKey(2), 2)
     with pytest.raises(ValueError, match="caption_tokens"):
-        cap_model.log_prob(pl, {"image": x}, None)
+        cap_model.likelihood.log_prob(pl, {"image": x}, None)
 
 
 # ----------------------------------------------------------------------------- errors
@@ -225,10 +231,12 @@ def test_unsupported_configs_fail_when_the_bundle_is_built(name, cfg, shape, mat
 @pytest.mark.parametrize("name", list(MAKERS))
 def test_wrong_image_shapes_are_rejected(name):
     model = MAKERS[name](TINY_CFGS[name], TINY)
-    params = jax.eval_shape(model.init, jax.random.PRNGKey(0), {"image": jnp.zeros((2, 2, 2, 1))})
+    assert model.sampler.kind == "image" and model.likelihood[1:] == ("exact", "dim", None)
+    assert not model.conditional
+    params = jax.eval_shape(model.training.init, jax.random.PRNGKey(0), {"image": jnp.zeros((2, 2, 2, 1))})
     with pytest.raises(ValueError, match=r"log_prob batch\['image'\] must be \[B, 2, 2, 1\]"):
-        model.log_prob(params, {"image": jnp.zeros((3, 2, 2, 3))}, None)
+        model.likelihood.log_prob(params, {"image": jnp.zeros((3, 2, 2, 3))}, None)
     with pytest.raises(ValueError, match=r"init batch\['image'\]"):
-        model.init(jax.random.PRNGKey(0), {"image": jnp.zeros((3, 4, 4, 1))})
+        model.training.init(jax.random.PRNGKey(0), {"image": jnp.zeros((3, 4, 4, 1))})
     with pytest.raises(ValueError, match=r"loss batch\['image'\]"):
-        model.loss(params, {"image": jnp.zeros((2, 2, 1))}, jax.random.PRNGKey(0))
+        model.training.phases[0].loss(params, {"image": jnp.zeros((2, 2, 1))}, jax.random.PRNGKey(0))

@@ -14,8 +14,8 @@ from scipy import stats
 
 from gen_jax.distributions import logistic_mixture as lm
 from gen_jax.autoregressive.pixelcnnpp import PixelCNNPP
-from gen_jax.autoregressive.pixelcnnpp_model import PixelCNNPPConfig, make_pixelcnnpp
-from gen_jax.config import ConfigError
+from gen_jax.autoregressive.pixelcnnpp_model import PixelCNNPPConfig, build_pixelcnnpp, make_pixelcnnpp
+from gen_jax.config import ConfigError, typed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,14 +127,15 @@ def tiny():
     images = jnp.asarray(_all_images(TINY.image_shape))
     n = images.shape[0]
 
-    params = _random_params(model.init, jax.random.PRNGKey(0),
+    params = _random_params(model.training.init, jax.random.PRNGKey(0),
                             {"image": images[:4], "label": jnp.zeros(4, jnp.int32)}, out_gain=4.0)
 
     def program(params, key):
         batch = {"image": images[:8], "label": jnp.ones(8, jnp.int32)}
-        lp = model.log_prob(params, {"image": jnp.concatenate([images, batch["image"]]),
-                                     "label": jnp.concatenate([jnp.zeros(n, jnp.int32), batch["label"]])}, key)
-        losses = jax.vmap(lambda k: model.loss(params, batch, k))(jax.random.split(key, 2))
+        lp = model.likelihood.log_prob(params, {"image": jnp.concatenate([images, batch["image"]]),
+                                                "label": jnp.concatenate([jnp.zeros(n, jnp.int32), batch["label"]])},
+                                       key)
+        losses = jax.vmap(lambda k: model.training.phases[0].loss(params, batch, k))(jax.random.split(key, 2))
         return params, lp[:n], lp[n:], losses
 
     return (model,) + tuple(jax.device_get(jax.jit(program)(params, jax.random.PRNGKey(0))))
@@ -168,12 +169,13 @@ def draws():
     model = make_pixelcnnpp(dict(TINY_CFG, num_stages=1, weight_norm=False), SAMPLER)
     images = jnp.asarray(_all_images(SAMPLER.image_shape))
 
-    params = _random_params(model.init, jax.random.PRNGKey(0),
+    params = _random_params(model.training.init, jax.random.PRNGKey(0),
                             {"image": images[:2], "label": jnp.zeros(2, jnp.int32)}, seed=3, out_gain=4.0)
 
     def program(params, key):
-        lp = model.log_prob(params, {"image": images, "label": jnp.ones(len(images), jnp.int32)}, key)
-        x = model.sample(params, jax.random.fold_in(key, 1), NUM_DRAWS, {"label": jnp.ones(NUM_DRAWS, jnp.int32)})
+        lp = model.likelihood.log_prob(params, {"image": images, "label": jnp.ones(len(images), jnp.int32)}, key)
+        x = model.sampler.sample(params, jax.random.fold_in(key, 1), NUM_DRAWS,
+                                 {"label": jnp.ones(NUM_DRAWS, jnp.int32)})
         return lp, x
 
     return jax.device_get(jax.jit(program)(params, jax.random.PRNGKey(3)))
@@ -220,15 +222,14 @@ def test_cifar10_config_is_paper_scale():
 
     c = get_config()
     assert c.dataset.name == "cifar10" and c.model.name == "pixelcnnpp"
-    cfg = {k: v for k, v in c.model.items()}
-    assert (cfg["nr_resnet"], cfg["nr_filters"], cfg["nr_logistic_mix"], cfg["num_stages"], cfg["dropout"]) \
-        == (5, 160, 10, 3, 0.5)
-    model = make_pixelcnnpp(cfg, Info((32, 32, 3), 256))
+    cfg = typed(PixelCNNPPConfig, c.model)  # the config file declares what differs from these defaults
+    assert (cfg.nr_resnet, cfg.nr_filters, cfg.nr_logistic_mix, cfg.num_stages, cfg.dropout) == (5, 160, 10, 3, 0.5)
+    parts = build_pixelcnnpp(cfg, Info((32, 32, 3), 256))
     batch = {"image": jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32)}
-    params = jax.eval_shape(model.init, jax.random.PRNGKey(0), batch)
+    params = jax.eval_shape(parts.model.training.init, jax.random.PRNGKey(0), batch)
     n = _count(params)
     assert n == hand_count(3, 160, 5, 3, 10) == 53_659_080  # the paper: "about 53M"
-    raw = jax.eval_shape(model.extras["raw"], params, batch["image"])
+    raw = jax.eval_shape(parts.raw, params, batch["image"])
     assert raw.shape == (2, 32, 32, 100)
 
 
@@ -238,7 +239,7 @@ def test_parameter_count_matches_the_hand_count():
                                 weight_norm=False)
     model = make_pixelcnnpp(kw, Info(shape, 17))
     batch = {"image": jax.ShapeDtypeStruct((2,) + shape, jnp.float32), "label": jax.ShapeDtypeStruct((2,), jnp.int32)}
-    n = _count(jax.eval_shape(model.init, jax.random.PRNGKey(0), batch))
+    n = _count(jax.eval_shape(model.training.init, jax.random.PRNGKey(0), batch))
     full = PixelCNNPPConfig(**kw)
     assert n == hand_count(shape[2], full.nr_filters, full.nr_resnet, full.num_stages, full.nr_logistic_mix,
                            10 if full.conditional else 0, full.weight_norm)
@@ -251,6 +252,9 @@ def test_parameter_count_matches_the_hand_count():
 
 def test_bad_inputs_and_configs_raise_clear_errors(tiny):
     model, params = tiny[0], tiny[1]
+    assert model.sampler.kind == "image" and model.likelihood[1:] == ("exact", "dim", None)
+    assert model.conditioning.keys == ("label",) and model.conditioning.num_classes == 3
+    np.testing.assert_array_equal(model.conditioning.draw(4)["label"], [0, 1, 2, 0])
     with pytest.raises(ConfigError, match=r"config.model.num_stages=3: 3 stages downsample by 4, so H and W must be "
                                           r"divisible by 4; got image shape \(6, 6, 1\)"):
         make_pixelcnnpp({"num_stages": 3}, Info((6, 6, 1), 17))
@@ -261,11 +265,11 @@ def test_bad_inputs_and_configs_raise_clear_errors(tiny):
     bad = img.copy()
     bad[1, 0, 1, 2] = 1.5
     with pytest.raises(ValueError, match=r"log_prob batch\['image'\]: 1 value\(s\) outside \[0, 1\].*\(2, 2, 2, 3\)"):
-        model.log_prob(params, {"image": bad, "label": lab}, None)
+        model.likelihood.log_prob(params, {"image": bad, "label": lab}, None)
     with pytest.raises(ValueError, match=r"loss batch\['image'\] must be \[B, 2, 2, 3\], got \(2, 2, 2\)"):
-        model.loss(params, {"image": img[..., 0], "label": lab}, jax.random.PRNGKey(0))
+        model.training.phases[0].loss(params, {"image": img[..., 0], "label": lab}, jax.random.PRNGKey(0))
     with pytest.raises(ValueError, match="sample: the model is class-conditional"):
-        model.sample(params, jax.random.PRNGKey(0), 2)
+        model.sampler.sample(params, jax.random.PRNGKey(0), 2)
     with pytest.raises(ConfigError, match="config.model.dropout"):
         make_pixelcnnpp({"dropout": 1.0}, TINY)
     with pytest.raises(ConfigError, match="config.model.nr_filters"):

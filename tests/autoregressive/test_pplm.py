@@ -8,7 +8,7 @@ import pytest
 
 from gen_jax.autoregressive.pplm import (AttributeClassifier, PPLMConfig, make_pplm_sampler, mean_pool,
                                          train_attribute_classifier)
-from gen_jax.autoregressive.transformer_lm import make_transformer_lm
+from gen_jax.autoregressive.transformer_lm import build_transformer_lm
 from gen_jax.data.datasets import DatasetInfo
 
 INFO = DatasetInfo(name="fake", image_shape=(1, 1, 1), num_levels=2, num_classes=0, num_train=0, num_test=0,
@@ -23,9 +23,9 @@ def _random(shapes, scale, seed):
 
 @pytest.fixture(scope="module")
 def lm():
-    m = make_transformer_lm(dict(tokens="caption_chars", num_layers=1, d_model=D, num_heads=2), INFO)
+    m = build_transformer_lm(dict(tokens="caption_chars", num_layers=1, d_model=D, num_heads=2), INFO)
     batch = {"caption_chars": jnp.ones((1, 5), jnp.int32)}
-    params = _random(jax.eval_shape(m.init, jax.random.PRNGKey(0), batch), 0.3, 0)
+    params = _random(jax.eval_shape(m.model.training.init, jax.random.PRNGKey(0), batch), 0.3, 0)
     clf = AttributeClassifier(num_classes=2)
     clf_params = _random(jax.eval_shape(clf.init, jax.random.PRNGKey(0), jnp.zeros((1, D))), 1.0, 1)
     return m, params, clf, clf_params
@@ -43,7 +43,7 @@ def pplm(request, lm):
     """One compiled PPLM sampler per mode; the step size alpha is an argument (no recompile)."""
     m, params, clf, clf_params = lm
     cfg, small_step = MODES[request.param]
-    sample = make_pplm_sampler(m.extras["decoder"], m.extras["layout"], clf, cfg)
+    sample = make_pplm_sampler(m.decoder, m.layout, clf, cfg)
     return jax.jit(sample, static_argnums=3), small_step
 
 
@@ -54,7 +54,7 @@ _PLAIN = {}
 def _plain_sampler(m):
     """The bundle's plain cached sampler, compiled once for the module."""
     if "f" not in _PLAIN:
-        _PLAIN["f"] = jax.jit(m.sample, static_argnums=2)
+        _PLAIN["f"] = jax.jit(m.model.sampler.sample, static_argnums=2)
     return _PLAIN["f"]
 
 

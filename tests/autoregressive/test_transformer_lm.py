@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from gen_jax.autoregressive import token_sampling as ts
-from gen_jax.autoregressive.transformer_lm import make_transformer_lm
+from gen_jax.autoregressive.transformer_lm import build_transformer_lm, make_transformer_lm
 from gen_jax.config import ConfigError
 from gen_jax.data.datasets import DatasetInfo
 from gen_jax.nn.transformer import TransformerConfig, apply_rotary, make_decoder
@@ -210,11 +210,12 @@ def _info(**kw):
 @pytest.fixture(scope="module")
 def image_lm():
     """A class-conditional LM over 1x2 images with K = 3 levels: 9 images per class."""
-    m = make_transformer_lm(dict(tokens="image", condition="label", num_layers=2, d_model=16, num_heads=2,
-                                 positions="learned"), _info())
+    parts = build_transformer_lm(dict(tokens="image", condition="label", num_layers=2, d_model=16, num_heads=2,
+                                      positions="learned"), _info())
+    m = parts.model
     batch = {"image": jnp.zeros((2, 1, 2, 1)), "label": jnp.zeros((2,), jnp.int32)}
-    params = random_params(m.init, batch, scale=0.5)
-    return m, params, jax.jit(m.sample, static_argnums=2), jax.jit(m.extras["sample_no_cache"], static_argnums=2)
+    params = random_params(m.training.init, batch, scale=0.5)
+    return m, params, jax.jit(m.sampler.sample, static_argnums=2), jax.jit(parts.sample_no_cache, static_argnums=2)
 
 
 N_IMAGE_SAMPLES = 6000
@@ -229,7 +230,9 @@ def _all_images(label):
 def test_image_lm_is_normalized_and_its_sampler_draws_from_it(image_lm):
     m, params, sample, _ = image_lm
     batch, levels = _all_images(1)
-    lp, metrics = jax.jit(lambda p, b: (m.log_prob(p, b, None), m.loss(p, b, None)[1]))(params, batch)
+    assert m.sampler.kind == "image" and m.likelihood[1:] == ("exact", "dim", None)
+    lp, metrics = jax.jit(lambda p, b: (m.likelihood.log_prob(p, b, None), m.training.phases[0].loss(p, b, None)[1]))(
+        params, batch)
     lp = np.asarray(lp)  # log P + D log K
     prob = np.exp(lp - 2 * np.log(3.0))
     assert abs(prob.sum() - 1.0) < 1e-5
@@ -251,45 +254,56 @@ def test_cached_and_recomputing_samplers_agree(image_lm):
     b = sample_no_cache(params, jax.random.PRNGKey(8), n, cond)
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     with pytest.raises(ValueError, match="cond"):
-        m.sample(params, jax.random.PRNGKey(0), 4, None)
+        m.sampler.sample(params, jax.random.PRNGKey(0), 4, None)
     with pytest.raises(ValueError, match=r"'label': token ids lie in \[0, 2\], outside the vocabulary \[0, 2\)"):
-        m.sample(params, jax.random.PRNGKey(0), 2, {"label": jnp.array([0, 2])})
+        m.sampler.sample(params, jax.random.PRNGKey(0), 2, {"label": jnp.array([0, 2])})
+    assert m.conditioning.keys == ("label",)
+    np.testing.assert_array_equal(m.conditioning.draw(3)["label"], [0, 1, 0])
 
 
 @pytest.fixture(scope="module")
 def char_lm():
-    m = make_transformer_lm(dict(tokens="caption_chars", num_layers=1, d_model=16, num_heads=2, top_k=40),
-                            _info())
+    parts = build_transformer_lm(dict(tokens="caption_chars", num_layers=1, d_model=16, num_heads=2, top_k=40),
+                                 _info())
     batch = {"caption_chars": jnp.array([[98, 99, 0, 0, 0], [98, 99, 100, 101, 102]])}
-    params = random_params(m.init, batch)
+    params = random_params(parts.model.training.init, batch)
     head = params["params"]["head"]
     head["bias"] = head["bias"].at[0].set(4.0)  # end of text likely, so samples end early
-    return m, params
+    return parts, params
 
 
 def test_char_lm_scores_up_to_the_end_of_text(char_lm):
-    m, params = char_lm
+    parts, params = char_lm
+    m = parts.model
+    loss = m.training.phases[0].loss
     batch = {"caption_chars": jnp.array([[98, 99, 0, 0, 0], [98, 99, 100, 101, 102],
                                          [98, 99, 0, 5, 7]])}  # row 2: row 0 with garbage after the end
-    metrics, lp = jax.jit(lambda p, b: (m.loss(p, b, None)[1], m.extras["token_log_prob"](p, b)))(params, batch)
+    metrics, lp, lik, count = jax.jit(lambda p, b: (loss(p, b, None)[1], parts.token_log_prob(p, b),
+                                                    m.likelihood.log_prob(p, b, None), m.likelihood.count(b)))(
+        params, batch)
     np.testing.assert_array_equal(metrics["scored_tokens"], [3, 6, 3])  # chars + the end-of-text 0
     assert lp[0] == lp[2] and lp[0] != lp[1]
-    assert m.log_prob is None and m.bpd_kind is None
+    # A text LM's likelihood is per token (no density over pixels): the same nats, and the count.
+    assert m.likelihood.kind == "exact" and m.likelihood.unit == "token"
+    np.testing.assert_array_equal(lik, lp)
+    np.testing.assert_array_equal(count, [3, 6, 3])
     with pytest.raises(ValueError, match=r"batch\['caption_chars'\]: token ids lie in \[0, 300\]"):
-        m.loss(params, {"caption_chars": jnp.array([[300, 1, 0, 0, 0]])}, None)
+        loss(params, {"caption_chars": jnp.array([[300, 1, 0, 0, 0]])}, None)
     with pytest.raises(ValueError, match=r"batch\['caption_chars'\] must be int \[B, 5\]"):
-        m.loss(params, {"caption_chars": jnp.ones((2, 7), jnp.int32)}, None)
+        loss(params, {"caption_chars": jnp.ones((2, 7), jnp.int32)}, None)
 
 
 def test_char_lm_samples_stop_at_the_end_and_match_the_no_cache_sampler(char_lm):
-    m, params = char_lm
-    a = np.asarray(jax.jit(m.sample, static_argnums=2)(params, jax.random.PRNGKey(9), 64))
-    b = np.asarray(jax.jit(m.extras["sample_no_cache"], static_argnums=2)(params, jax.random.PRNGKey(9), 64))
+    parts, params = char_lm
+    m = parts.model
+    assert m.sampler.kind == "tokens" and not m.conditional
+    a = np.asarray(jax.jit(m.sampler.sample, static_argnums=2)(params, jax.random.PRNGKey(9), 64))
+    b = np.asarray(jax.jit(parts.sample_no_cache, static_argnums=2)(params, jax.random.PRNGKey(9), 64))
     np.testing.assert_array_equal(a, b)
     assert a.shape == (64, 6) and a.dtype == np.int32
     ended = np.cumsum(a == 0, axis=1) > 0
     assert np.all(a[ended] == 0) and ended.any()
-    texts = m.extras["describe_samples"](a)
+    texts = m.sampler.describe(a)
     assert len(texts) == 64 and all(isinstance(t, str) for t in texts)
 
 
@@ -300,19 +314,23 @@ def test_bad_configs_name_the_field():
         with pytest.raises(ConfigError, match=f"config.model.*{field}"):
             make_transformer_lm(kw, _info())
     with pytest.raises(ValueError, match="top_p"):
-        make_transformer_lm({}, _info()).extras["make_sampler"](top_p=2.0)
+        build_transformer_lm({}, _info()).make_sampler(top_p=2.0)
 
 
 def test_caption_prefix_conditioning_shapes_and_errors():
     info = _info(image_shape=(2, 2, 1), caption_len=4, vocab_size=9)
-    m = make_transformer_lm(dict(tokens="image", condition="caption_tokens", num_layers=1, d_model=16,
-                                 num_heads=2), info)
-    assert m.conditional and m.condition_key == "caption_tokens" and m.extras["layout"].max_len == 4 + 4
+    parts = build_transformer_lm(dict(tokens="image", condition="caption_tokens", num_layers=1, d_model=16,
+                                      num_heads=2), info)
+    m = parts.model
+    assert m.conditional and m.conditioning.key == "caption_tokens" and parts.layout.max_len == 4 + 4
+    drawn = m.conditioning.draw(4, {"caption_tokens": np.arange(12).reshape(3, 4), "label": np.array([5, 6, 7])})
+    np.testing.assert_array_equal(drawn["caption_tokens"], np.arange(12).reshape(3, 4)[[0, 1, 2, 0]])
+    np.testing.assert_array_equal(drawn["label"], [5, 6, 7, 5])
     batch = {"image": jnp.zeros((3, 2, 2, 1)), "caption_tokens": jnp.ones((3, 4), jnp.int32)}
-    params = jax.eval_shape(m.init, jax.random.PRNGKey(0), batch)
-    out = jax.eval_shape(lambda p: m.sample(p, jax.random.PRNGKey(1), 3, batch), params)
+    params = jax.eval_shape(m.training.init, jax.random.PRNGKey(0), batch)
+    out = jax.eval_shape(lambda p: m.sampler.sample(p, jax.random.PRNGKey(1), 3, batch), params)
     assert out.shape == (3, 2, 2, 1) and out.dtype == jnp.float32
     with pytest.raises(ValueError, match=r"'caption_tokens' must have shape \[3, 4\], got \(2, 4\)"):
-        m.sample(params, jax.random.PRNGKey(1), 3, {"caption_tokens": jnp.ones((2, 4), jnp.int32)})
+        m.sampler.sample(params, jax.random.PRNGKey(1), 3, {"caption_tokens": jnp.ones((2, 4), jnp.int32)})
     with pytest.raises(ValueError, match=r"'caption_tokens': token ids lie in \[1, 9\]"):
-        m.loss(params, batch | {"caption_tokens": jnp.array([[1, 9, 1, 1]] * 3)}, None)
+        m.training.phases[0].loss(params, batch | {"caption_tokens": jnp.array([[1, 9, 1, 1]] * 3)}, None)

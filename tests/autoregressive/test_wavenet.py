@@ -14,7 +14,7 @@ import pytest
 
 from gen_jax.data import mulaw
 from gen_jax.autoregressive import wavenet as wn
-from gen_jax.autoregressive.wavenet_model import make_wavenet
+from gen_jax.autoregressive.wavenet_model import build_wavenet, make_wavenet
 from gen_jax.config import ConfigError
 from gen_jax.data.datasets import DatasetInfo
 
@@ -37,7 +37,7 @@ def _batch(seed, b=2, length=T):
 
 def _random_params(model, seed):
     """Params with every leaf drawn N(0, 1/fan_in) (biases N(0, 0.1^2)): logits of order 1."""
-    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), _batch(0))
+    shapes = jax.eval_shape(model.training.init, jax.random.PRNGKey(0), _batch(0))
     rng = np.random.default_rng(seed)
 
     def draw(path, s):
@@ -52,14 +52,14 @@ def _random_params(model, seed):
 
 @pytest.fixture(scope="module")
 def model_a():
-    m = make_wavenet(CFG_A, INFO)
-    return m, _random_params(m, 1)
+    m = build_wavenet(CFG_A, INFO)
+    return m, _random_params(m.model, 1)
 
 
 @pytest.fixture(scope="module")
 def model_b():
-    m = make_wavenet(CFG_B, INFO)
-    return m, _random_params(m, 2)
+    m = build_wavenet(CFG_B, INFO)
+    return m, _random_params(m.model, 2)
 
 
 # ----------------------------------------------------------------------------- mu-law
@@ -91,11 +91,11 @@ def test_mulaw_against_numpy():
 
 def test_causality_and_receptive_field_by_autodiff(model_a):
     m, params = model_a
-    net = m.extras["network"]()
+    net = m.network
     r = wn.receptive_field(net.dilations, net.kernel_size, net.input_kernel_size)
     assert r == 1 + (1 + 2 + 4 + 8) * 2 + 1 == 32 < T
     b = _batch(3, b=1)
-    codes = m.extras["codes"](b)
+    codes = m.codes(b)
     x = jax.nn.one_hot(codes, 256)
     v = jnp.asarray(np.random.default_rng(4).standard_normal(256), jnp.float32)
 
@@ -118,29 +118,30 @@ def test_causality_and_receptive_field_by_autodiff(model_a):
 def test_queue_steps_equal_full_network(which, model_a, model_b):
     m, params = model_a if which == "a" else model_b
     batch = _batch(5)
-    full = np.asarray(jax.jit(m.extras["logits"])(params, batch))
-    fast = np.asarray(jax.jit(m.extras["teacher_forced_logits"])(params, batch))
+    full = np.asarray(jax.jit(m.logits)(params, batch))
+    fast = np.asarray(jax.jit(m.teacher_forced_logits)(params, batch))
     assert full.shape == fast.shape == (2, T, 256)
     assert 0.5 < np.abs(full).max() < 50
     np.testing.assert_allclose(fast, full, rtol=0, atol=1e-5)
     # Both conditions matter (so the test above exercised them).
     other = dict(batch, label=(batch["label"] + 1) % CLASSES, local_cond=(batch["local_cond"] + 1) % LEVELS)
-    assert np.abs(np.asarray(jax.jit(m.extras["logits"])(params, other)) - full).max() > 1e-2
+    assert np.abs(np.asarray(jax.jit(m.logits)(params, other)) - full).max() > 1e-2
 
 
 def test_fast_and_naive_samplers_draw_the_same_codes(model_a):
     m, params = model_a
     cond = {"label": np.array([0, 2], np.int32), "local_cond": _batch(6)["local_cond"]}
     key = jax.random.PRNGKey(7)
-    fast = np.asarray(jax.jit(m.sample, static_argnums=2)(params, key, 2, cond))
-    naive = np.asarray(jax.jit(m.extras["sample_naive"], static_argnums=2)(params, key, 2, cond))
+    fast = np.asarray(jax.jit(m.model.sampler.sample, static_argnums=2)(params, key, 2, cond))
+    naive = np.asarray(jax.jit(m.sample_naive, static_argnums=2)(params, key, 2, cond))
     assert fast.shape == (2, T, 1, 1) and fast.dtype == np.float32
     codes = np.round(fast * 255)
     np.testing.assert_allclose(fast, codes / 255, rtol=0, atol=1e-7)  # code / 255
     np.testing.assert_array_equal(fast, naive)
     assert len(np.unique(codes)) > 10
-    # decode_audio is the inverse mu-law of the codes.
-    audio = np.asarray(m.extras["decode_audio"](fast))
+    # decode_audio (the sampler's render) is the inverse mu-law of the codes.
+    assert m.model.sampler.kind == "signal" and m.model.sampler.render is m.decode_audio
+    audio = np.asarray(m.decode_audio(fast))
     np.testing.assert_allclose(audio, mulaw.decode(codes[:, :, 0, 0].astype(np.int32)), atol=1e-6)
 
 
@@ -150,50 +151,66 @@ def test_fast_and_naive_samplers_draw_the_same_codes(model_a):
 def test_loss_and_log_prob_are_the_chain_rule(model_b):
     m, params = model_b
     batch = _batch(8)
-    logits = np.asarray(jax.jit(m.extras["logits"])(params, batch), np.float64)
+    logits = np.asarray(jax.jit(m.logits)(params, batch), np.float64)
     codes = np.round(batch["image"][:, :, 0, 0] * 255).astype(int)
     logp = logits - logits.max(-1, keepdims=True)
     logp = logp - np.log(np.exp(logp).sum(-1, keepdims=True))
     log_mass = np.take_along_axis(logp, codes[..., None], -1)[..., 0].sum(-1)  # [B]
-    loss, metrics = jax.jit(m.loss)(params, batch, jax.random.PRNGKey(0))
+    loss, metrics = jax.jit(m.model.training.phases[0].loss)(params, batch, jax.random.PRNGKey(0))
     np.testing.assert_allclose(metrics["nll"], -log_mass, rtol=1e-5)
     np.testing.assert_allclose(metrics["bits_per_sample"], -log_mass / (T * np.log(2)), rtol=1e-5)
     np.testing.assert_allclose(loss, np.mean(-log_mass / (T * np.log(2))), rtol=1e-5)
-    lp = jax.jit(m.log_prob)(params, batch, jax.random.PRNGKey(0))
+    lp = jax.jit(m.model.likelihood.log_prob)(params, batch, jax.random.PRNGKey(0))
     np.testing.assert_allclose(lp, log_mass + T * np.log(256), rtol=1e-5)
 
 
 def test_real_init_starts_uniform():
     m = make_wavenet(dict(CFG_A, dilation_depth=1, stacks=1, local_cond=False), INFO)
     batch = _batch(9)
-    params = jax.jit(m.init)(jax.random.PRNGKey(0), batch)
-    loss, _ = m.loss(params, batch, None)
+    params = jax.jit(m.training.init)(jax.random.PRNGKey(0), batch)
+    loss, _ = m.training.phases[0].loss(params, batch, None)
     assert abs(float(loss) - 8.0) < 1e-5  # log2(256) bits per sample
-    assert m.family == "autoregressive" and m.bpd_kind == "exact" and m.conditional
+    assert m.family == "autoregressive" and m.likelihood[1:] == ("exact", "dim", None) and m.conditional
+    assert m.conditioning.keys == ("label",)
+    np.testing.assert_array_equal(m.conditioning.draw(4)["label"], [0, 1, 2, 0])
+
+
+def test_sampling_conditions_are_labels_and_a_splits_local_frames(model_a):
+    m = model_a[0].model
+    assert m.conditioning.keys == ("label", "local_cond")
+    split = _batch(11, b=3)
+    cond = m.conditioning.draw(4, split)
+    np.testing.assert_array_equal(cond["label"], [0, 1, 2, 0])
+    np.testing.assert_array_equal(cond["local_cond"], split["local_cond"][[0, 1, 2, 0]])
+    local_only = make_wavenet(dict(CFG_A, global_cond=False), INFO).conditioning
+    assert local_only.keys == ("local_cond",) and sorted(local_only.draw(2, split)) == ["local_cond"]
+    assert make_wavenet(dict(CFG_A, global_cond=False, local_cond=False), INFO).conditioning is None
 
 
 # ----------------------------------------------------------------------------- errors
 
 
 def test_bad_inputs_raise_clear_errors(model_a):
-    m, params = model_a
+    parts, params = model_a
+    m = parts.model
+    loss, sample = m.training.phases[0].loss, m.sampler.sample
     b = _batch(10)
     with pytest.raises(ValueError, match=r"loss batch\['image'\] must be \[B, T, 1, 1\] = \[B, 48, 1, 1\].*\(2, 40, 1, 1\)"):
-        m.loss(params, dict(b, image=b["image"][:, :40]), None)
+        loss(params, dict(b, image=b["image"][:, :40]), None)
     with pytest.raises(ValueError, match=r"log_prob batch\['image'\].*\(2, 48, 2, 1\)"):
-        m.log_prob(params, dict(b, image=np.repeat(b["image"], 2, axis=2)), None)
+        m.likelihood.log_prob(params, dict(b, image=np.repeat(b["image"], 2, axis=2)), None)
     with pytest.raises(ValueError, match=r"loss batch\['label'\] values lie in \[0, 3\]; expected \[0, 3\)"):
-        m.loss(params, dict(b, label=np.array([0, 3], np.int32)), None)
+        loss(params, dict(b, label=np.array([0, 3], np.int32)), None)
     with pytest.raises(ValueError, match=r"loss batch: .*local_cond.*\[2, 6\]"):
-        m.loss(params, {k: v for k, v in b.items() if k != "local_cond"}, None)
+        loss(params, {k: v for k, v in b.items() if k != "local_cond"}, None)
     with pytest.raises(ValueError, match=r"local_cond'\] must be \[B, F\] = \(2, 6\), got shape \(2, 5\)"):
-        m.loss(params, dict(b, local_cond=b["local_cond"][:, :5]), None)
+        loss(params, dict(b, local_cond=b["local_cond"][:, :5]), None)
     with pytest.raises(ValueError, match=r"sample cond: .*local_cond"):
-        m.sample(params, jax.random.PRNGKey(0), 2, {"label": b["label"]})
+        sample(params, jax.random.PRNGKey(0), 2, {"label": b["label"]})
     with pytest.raises(ValueError, match=r"sample cond: .*label"):
-        m.sample(params, jax.random.PRNGKey(0), 2, None)
+        sample(params, jax.random.PRNGKey(0), 2, None)
     with pytest.raises(ValueError, match=r"local_cond'\] values lie in \[5, 5\]; expected \[0, 5\)"):
-        m.sample(params, jax.random.PRNGKey(0), 2, {"label": b["label"], "local_cond": b["local_cond"] * 0 + 5})
+        sample(params, jax.random.PRNGKey(0), 2, {"label": b["label"], "local_cond": b["local_cond"] * 0 + 5})
     with pytest.raises(ConfigError, match=r"config.model.kernel_size"):
         make_wavenet(dict(CFG_A, kernel_size=1), INFO)
     with pytest.raises(ConfigError, match=r"config.model.local_upsample"):

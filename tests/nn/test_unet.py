@@ -23,10 +23,12 @@ def _count(tree):
 
 def test_ddpm_cifar10_parameter_count_matches_the_paper():
     from experiments.configs.ddpm_cifar10 import get_config
+    from gen_jax.config import typed
+    from gen_jax.diffusion.model import DiffusionConfig
 
     c = get_config()
     assert c.dataset.name == "cifar10" and c.model.name == "ddpm"
-    cfg = as_unet_config(c.model.unet)
+    cfg = typed(DiffusionConfig, c.model).unet  # the config's U-Net (the UNetConfig defaults)
     model = UNet(cfg)
     params = jax.eval_shape(
         lambda k: model.init(k, jnp.zeros((1, 32, 32, 3)), jnp.zeros((1,), jnp.int32), train=False),

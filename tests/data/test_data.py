@@ -22,8 +22,8 @@ from gen_jax.data.datasets import DatasetError, DatasetInfo
 from gen_jax.data.pipeline import BatchError, BatchStream, validate_batch
 from gen_jax.data.tokenizers import ByteTokenizer, WordTokenizer
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-SPLIT_JSON = pathlib.Path(__file__).parent / "data" / "digits_test_split.json"
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+SPLIT_JSON = pathlib.Path(__file__).parent / "digits_test_split.json"
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""Tests for gen_jax.metrics (everything except Inception-v3, see test_inception.py)."""
+"""Tests for gen_jax.metrics (everything except Inception-v3, see test_inception.py; bits/dim
+is gen_jax.distributions.bpd, see tests/distributions/test_bpd.py)."""
 import collections
 import math
 
@@ -12,33 +13,13 @@ import scipy.linalg
 from sklearn.datasets import load_digits
 
 from gen_jax.config import ConfigError
-from gen_jax.distributions import bpd
+from gen_jax.model import GenerativeModel, Predictor
 from gen_jax.metrics import fid, features, mmd
 from gen_jax.metrics import classifier as clf
 from gen_jax.metrics.inception_score import inception_score
 from gen_jax.metrics.precision_recall import knn_radii, precision_recall
 
 Info = collections.namedtuple("Info", ["image_shape", "num_classes"])
-
-
-# ---------------------------------------------------------------- bits per dim
-
-def test_bits_per_dim_uniform_model_is_log2_levels():
-    # The uniform density on [0,1)^D has log p = 0, i.e. a uniform pmf over K^D grids.
-    d, k = 64, 17
-    out = bpd.bits_per_dim(jnp.zeros(3), d, k)
-    np.testing.assert_allclose(out, math.log2(k), rtol=1e-6)
-    # One nat more of log-density lowers bpd by 1 / (D log 2).
-    np.testing.assert_allclose(bpd.bits_per_dim(1.0, d, k), math.log2(k) - 1 / (d * math.log(2)),
-                               rtol=1e-6)
-    np.testing.assert_allclose(bpd.nats_to_bits_per_dim(d * math.log(2), d), 1.0, rtol=1e-6)
-
-
-def test_bits_per_dim_rejects_bad_dims():
-    with pytest.raises(ValueError, match="num_levels"):
-        bpd.bits_per_dim(0.0, 10, 1)
-    with pytest.raises(ValueError, match="num_dims"):
-        bpd.bits_per_dim(0.0, 0, 256)
 
 
 # ---------------------------------------------------------------- FID / KID
@@ -220,13 +201,13 @@ def trained_classifier(digits):
     cfg = ml_collections.ConfigDict({"features": (16, 32), "hidden": 64, "dropout_rate": 0.1})
     model = clf.make_classifier(cfg, Info((8, 8, 1), 10))
     key = jax.random.PRNGKey(0)
-    params = jax.jit(model.init)(key, {"image": xtr[:2], "label": ytr[:2]})
+    params = jax.jit(model.training.init)(key, {"image": xtr[:2], "label": ytr[:2]})
     tx = optax.adam(3e-3)
     opt_state = tx.init(params)
 
     @jax.jit
     def step(params, opt_state, batch, key):
-        (loss, metrics), grads = jax.value_and_grad(model.loss, has_aux=True)(params, batch, key)
+        (loss, metrics), grads = jax.value_and_grad(model.training.phases[0].loss, has_aux=True)(params, batch, key)
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, metrics
 
@@ -241,13 +222,17 @@ def trained_classifier(digits):
 def test_classifier_learns_digits(digits, trained_classifier):
     _, _, xte, yte = digits
     _, model, params = trained_classifier
-    logits, feats = model.extras["apply"](params, xte)
+    logits, feats = model.classifier.logits(params, xte), model.classifier.features(params, xte)
     assert logits.shape == (len(yte), 10) and feats.shape == (len(yte), 64)
     acc = float(np.mean(np.argmax(logits, -1) == yte))
     assert acc > 0.9, acc
-    loss, metrics = model.loss(params, {"image": xte, "label": yte}, jax.random.PRNGKey(1))
+    loss, metrics = model.training.phases[0].loss(params, {"image": xte, "label": yte}, jax.random.PRNGKey(1))
     assert set(metrics) == {"loss", "accuracy"} and np.isfinite(loss)
-    assert model.family == "classifier" and model.sample is None and model.log_prob is None
+    # A feature network is a Predictor: it never poses as a generative model (no sampler,
+    # no likelihood).
+    assert isinstance(model, Predictor) and not isinstance(model, GenerativeModel)
+    assert len(model.training.phases) == 1 and model.classifier.num_classes == 10
+    assert not hasattr(model, "sampler") and not hasattr(model, "likelihood")
 
 
 def test_classifier_shapes_images():
@@ -269,7 +254,7 @@ def test_classifier_config_errors():
         clf.make_classifier({}, Info((8, 8, 1), None))
     model = clf.make_classifier(clf.ClassifierConfig(), Info((8, 8, 1), 10))
     with pytest.raises(ValueError, match=r"batch\['image'\]"):
-        model.init(jax.random.PRNGKey(0), {"image": jnp.zeros((2, 4, 4, 1))})
+        model.training.init(jax.random.PRNGKey(0), {"image": jnp.zeros((2, 4, 4, 1))})
 
 
 # ---------------------------------------------------------------- features + scoring
@@ -286,7 +271,7 @@ def test_extractor_pads_last_batch(digits, extractor, trained_classifier):
     assert out["features"].shape == (150, 64) and out["features"].dtype == np.float64
     assert out["logits"].shape == (150, 10)
     _, model, params = trained_classifier
-    ref_logits, ref_feats = model.extras["apply"](params, xte[:150])
+    ref_logits, ref_feats = model.classifier.logits(params, xte[:150]), model.classifier.features(params, xte[:150])
     np.testing.assert_allclose(out["features"], ref_feats, rtol=1e-5, atol=1e-5)
 
 
