@@ -7,6 +7,7 @@ before anything is compiled.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import typing
 from typing import Any, Mapping, TypeVar
 
@@ -41,6 +42,27 @@ class Checked:
 
     PATH = "config.model"
 
+    def __init_subclass__(cls, **kwargs):
+        # Every Checked dataclass checks its Literal fields, however it is built (from_config
+        # checks them too, but a dataclass built in Python would otherwise skip them).
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("__post_init__")
+        if own is not None:
+            def __post_init__(self, _own=own):
+                self.check_literals()
+                _own(self)
+
+            cls.__post_init__ = __post_init__
+
+    def __post_init__(self):
+        self.check_literals()
+
+    def check_literals(self) -> None:
+        """Raises :class:`FieldError` for a field whose value its ``Literal[...]`` type excludes."""
+        for name, choices in _literal_fields(type(self)).items():
+            v = getattr(self, name)
+            self.require(v in choices, name, f"must be one of {list(choices)}, got {v!r}")
+
     def require(self, ok: bool, field: str, msg: str) -> None:
         """Raises :class:`FieldError` naming ``field`` unless ``ok``."""
         if not ok:
@@ -61,6 +83,20 @@ class Checked:
         v = getattr(self, field)
         ok = (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
         self.require(ok, field, f"must be in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}, got {v!r}")
+
+
+@functools.lru_cache(maxsize=None)
+def _literal_fields(cls) -> dict:
+    """``{field: allowed values}`` of the ``Literal`` (or ``Optional[Literal]``) fields of ``cls``."""
+    out = {}
+    for name, tp in typing.get_type_hints(cls).items():
+        args = typing.get_args(tp)
+        if typing.get_origin(tp) is typing.Literal:
+            out[name] = args
+        elif any(typing.get_origin(a) is typing.Literal for a in args):
+            out[name] = tuple(v for a in args for v in (typing.get_args(a) if typing.get_origin(a) is typing.Literal
+                                                      else (None,) if a is type(None) else ()))
+    return out
 
 
 def _as_dict(cfg: Any) -> dict:

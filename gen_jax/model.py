@@ -219,7 +219,10 @@ class Codec(NamedTuple):
     Attributes:
       encode: ``(params, x, cond=None) -> z``: one point per example (a posterior mean, a
         flow's latent, or token ids).
-      decode: ``(params, z, cond=None) -> x`` (data in the sampler's layout).
+      decode: ``(params, z, cond=None, key=None) -> x`` (data in the sampler's layout). A
+        stochastic decoder returns its mean without a key, and with a key exactly what the
+        model's sampler outputs for that ``z`` (a draw of ``p(x | z)`` on the data's levels),
+        so a model over the latents (latent diffusion) samples like the codec's own model.
       kind: ``'continuous'`` (float latents) or ``'ids'`` (int token ids).
       posterior: ``(params, x, cond=None) -> (mean, log_var)`` for Gaussian encoders, else None.
     """

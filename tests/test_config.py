@@ -40,6 +40,8 @@ def test_checks_name_the_full_path_of_the_field():
 def test_direct_construction_uses_the_class_path():
     with pytest.raises(FieldError, match=r"^config\.model\.depth: must be > 0"):
         Inner(depth=-1)
+    with pytest.raises(FieldError, match=r"^config\.model\.mode: must be one of \['a', 'b'\], got 'z'"):
+        Outer(mode="z")
 
 
 def test_typed_passes_instances_and_reads_mappings():

@@ -12,7 +12,5 @@ from experiments.configs.vae_digits import get_config as vae_digits_config
 
 def get_config():
     c = vae_digits_config()  # same data, optimizer and schedule as the VAE it is compared with
-    c.model = ml_collections.ConfigDict(dict(
-        name="autoencoder", encoder="mlp", hidden=(256, 256), conv_features=(32, 64),
-        activation="gelu", latent_dim=16, loss="bce", code_decay=0.99))
+    c.model = ml_collections.ConfigDict(dict(name="autoencoder"))
     return c

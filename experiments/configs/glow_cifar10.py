@@ -2,7 +2,7 @@
 
     python -m experiments.train --config experiments/configs/glow_cifar10.py --workdir runs/glow_cifar10
 
-A shape-checked paper-scale config: tests/test_flows_models.py builds it with
+A shape-checked paper-scale config: tests/flows/test_flow_models.py builds it with
 ``jax.eval_shape`` (no compile) and checks the parameter count (44,055,408 here; the
 paper's CIFAR-10 Glow has about 44.0M). Not trained here (the paper reports 3.35 bits/dim after
 ~1.5k epochs on GPUs); it needs CIFAR-10 prepared offline as TFDS array_record (see
@@ -22,15 +22,11 @@ from experiments.configs.base import get_base_config
 def get_config():
     c = get_base_config()
     c.dataset.name = "cifar10"
-    c.model = ml_collections.ConfigDict(dict(
-        name="glow", levels=3, steps_per_level=32, hidden=512, coupling="affine", permutation="lu",
-        scale_fn="sigmoid", learn_top=True, preprocess="shift", logit_alpha=0.05, conditioning="none",
-        cond_coupling=False, temperature=0.7))
-    c.optim.learning_rate = 1e-3
+    c.model = ml_collections.ConfigDict(dict(name="glow", levels=3, steps_per_level=32, hidden=512,
+                                             temperature=0.7))
     c.optim.warmup_steps = 5000
     c.optim.grad_clip = 50.0
     c.train.steps = 1_000_000
-    c.train.batch_size = 64
     c.train.log_every = 1000
     c.train.ckpt_every = 10_000
     c.train.sample_every = 50_000

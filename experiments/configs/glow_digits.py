@@ -22,17 +22,10 @@ from experiments.configs.base import get_base_config
 
 def get_config():
     c = get_base_config()
-    c.model = ml_collections.ConfigDict(dict(
-        name="glow", levels=2, steps_per_level=8, hidden=64, coupling="affine", permutation="lu",
-        scale_fn="tanh", learn_top=True, preprocess="logit", logit_alpha=0.05, conditioning="none",
-        cond_coupling=False, temperature=1.0))
-    c.optim.learning_rate = 1e-3
+    c.model = ml_collections.ConfigDict(dict(name="glow", scale_fn="tanh", preprocess="logit"))
     c.optim.schedule = "cosine"
     c.optim.warmup_steps = 100
     c.optim.grad_clip = 50.0
-    c.train.steps = 1000
-    c.train.batch_size = 64
     c.train.log_every = 100
-    c.train.ckpt_every = 500
     c.train.sample_every = 1000
     return c

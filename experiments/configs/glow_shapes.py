@@ -16,7 +16,7 @@ from experiments.configs.glow_digits import get_config as glow_digits_config
 def get_config():
     c = glow_digits_config()
     c.dataset.name = "shapes"
-    c.model.update(dict(levels=3, steps_per_level=8, hidden=128, temperature=0.7))
+    c.model.update(dict(levels=3, hidden=128, temperature=0.7))
     c.train.steps = 5000
     c.train.ckpt_every = 1000
     c.train.sample_every = 1000

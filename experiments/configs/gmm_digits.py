@@ -13,8 +13,7 @@ from experiments.configs.base import get_base_config
 
 def get_config():
     c = get_base_config()
-    c.model = ml_collections.ConfigDict(dict(name="gmm", num_components=10, reg_covar=1e-3, init="kmeans",
-                                             kmeans_iters=10))
+    c.model = ml_collections.ConfigDict(dict(name="gmm", reg_covar=1e-3))
     c.train.steps = 50
     c.train.batch_size = 1437
     c.train.log_every = 5

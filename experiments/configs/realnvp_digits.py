@@ -19,17 +19,11 @@ from experiments.configs.base import get_base_config
 
 def get_config():
     c = get_base_config()
-    c.model = ml_collections.ConfigDict(dict(
-        name="realnvp", scales=2, checkerboard_couplings=3, channel_couplings=3, final_couplings=4,
-        hidden=64, num_blocks=1, coupling="affine", scale_fn="tanh", actnorm=True, preprocess="logit",
-        logit_alpha=0.05, temperature=1.0))
-    c.optim.learning_rate = 1e-3
+    c.model = ml_collections.ConfigDict(dict(name="realnvp"))
     c.optim.schedule = "cosine"
     c.optim.warmup_steps = 100
     c.optim.grad_clip = 50.0
     c.train.steps = 500
-    c.train.batch_size = 64
     c.train.log_every = 100
-    c.train.ckpt_every = 500
     c.train.sample_every = 500
     return c

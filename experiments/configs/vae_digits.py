@@ -14,16 +14,9 @@ from experiments.configs.base import get_base_config
 
 def get_config():
     c = get_base_config()
-    c.model = ml_collections.ConfigDict(dict(
-        name="vae", encoder="mlp", hidden=(256, 256), conv_features=(32, 64), activation="gelu",
-        latent_dim=16, likelihood="logistic_mixture", num_mixtures=5, gaussian_scale=0.0, beta=1.0,
-        conditioning="none", cond_dim=32, iwae_k=1000, iwae_chunk=100, train_iwae_k=1,
-        sample_mean=False))
-    c.optim.learning_rate = 1e-3
+    c.model = ml_collections.ConfigDict(dict(name="vae", likelihood="logistic_mixture"))
     c.optim.schedule = "cosine"
     c.train.steps = 1500
-    c.train.batch_size = 64
     c.train.log_every = 100
-    c.train.ckpt_every = 500
     c.train.sample_every = 1500
     return c

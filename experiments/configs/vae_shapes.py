@@ -13,8 +13,7 @@ from experiments.configs.vae_digits import get_config as vae_digits_config
 def get_config():
     c = vae_digits_config()
     c.dataset.name = "shapes"
-    c.model.update(dict(encoder="conv", hidden=(256,), conv_features=(32, 64), latent_dim=32,
-                        iwae_k=100, iwae_chunk=25))
+    c.model.update(dict(encoder="conv", hidden=(256,), latent_dim=32, iwae_k=100, iwae_chunk=25))
     c.train.steps = 3000
     c.train.sample_every = 1000
     return c

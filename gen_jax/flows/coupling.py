@@ -30,6 +30,8 @@ coupling is the identity (``t = 0``, ``s = 1``).
 """
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -38,8 +40,10 @@ from gen_jax.flows.bijector import Bijector, batch_zeros, sum_except_batch
 from gen_jax.flows.nets import coupling_net
 
 MASKS = ("checkerboard", "channel")
-KINDS = ("affine", "additive")
-SCALES = ("sigmoid", "tanh")
+CouplingKind = Literal["affine", "additive"]
+ScaleFn = Literal["sigmoid", "tanh"]
+KINDS = get_args(CouplingKind)
+SCALES = get_args(ScaleFn)
 
 _SIGMOID_2 = float(jax.nn.log_sigmoid(2.0))
 

@@ -20,33 +20,31 @@ dequantized ``y`` in ``[0, 1)^{H x W x C}``:
   ``cond_coupling`` the label also enters every coupling network. (Glow's auxiliary
   classification loss on the top latent is not used.)
 
-:func:`make_glow` returns the bundle of :mod:`gen_jax.flows.image_flow` (exact
-``log_prob``, temperature sampling, encode / decode / interpolate).
+:func:`build_glow` returns the :class:`~gen_jax.flows.image_flow.ImageFlow` of
+:mod:`gen_jax.flows.image_flow` (exact likelihood, temperature sampling, a codec, the raw
+bijection); :func:`make_glow` its model.
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Literal
 
-from gen_jax.config import ConfigError, from_config
+from gen_jax.config import Checked, typed
 from gen_jax.flows.actnorm import ActNorm
 from gen_jax.flows.bijector import Bijector, Chain
 from gen_jax.flows.conv1x1 import Invertible1x1Conv
-from gen_jax.flows.coupling import KINDS, SCALES, Coupling
-from gen_jax.flows.image_flow import make_image_flow_model
+from gen_jax.flows.coupling import Coupling, CouplingKind, ScaleFn
+from gen_jax.flows.image_flow import ImageFlow, build_image_flow
 from gen_jax.flows.multiscale import Split, TopPrior, check_multiscale_shape
 from gen_jax.flows.permute import Reverse
-from gen_jax.flows.preprocess import PREPROCESS, preprocessing
+from gen_jax.flows.preprocess import Preprocess, preprocessing
 from gen_jax.flows.squeeze import Squeeze
-from gen_jax.model import GenerativeModel
-
-PERMUTATIONS = ("lu", "conv", "reverse")
-CONDITIONINGS = ("none", "label")
+from gen_jax.model import GenerativeModel, require_labels
 
 
 @dataclasses.dataclass(frozen=True)
-class GlowConfig:
-    """``config.model`` of Glow (``from_config(GlowConfig, cfg, 'config.model')``).
+class GlowConfig(Checked):
+    """``config.model`` of Glow (``typed(GlowConfig, cfg, 'config.model')``).
 
     Attributes:
       name: model name.
@@ -68,36 +66,24 @@ class GlowConfig:
     levels: int = 2
     steps_per_level: int = 8
     hidden: int = 64
-    coupling: str = "affine"
-    permutation: str = "lu"
-    scale_fn: str = "sigmoid"
+    coupling: CouplingKind = "affine"
+    permutation: Literal["lu", "conv", "reverse"] = "lu"
+    scale_fn: ScaleFn = "sigmoid"
     learn_top: bool = True
-    preprocess: str = "shift"
+    preprocess: Preprocess = "shift"
     logit_alpha: float = 0.05
-    conditioning: str = "none"
+    conditioning: Literal["none", "label"] = "none"
     cond_coupling: bool = False
     temperature: float = 1.0
 
     def __post_init__(self):
-        def bad(field, msg):
-            raise ConfigError(f"config.model.{field}: {msg}")
-
-        for f in ("levels", "steps_per_level", "hidden"):
-            if getattr(self, f) < 1:
-                bad(f, f"must be >= 1, got {getattr(self, f)}")
-        for f, allowed in (("coupling", KINDS), ("permutation", PERMUTATIONS), ("scale_fn", SCALES),
-                           ("preprocess", PREPROCESS), ("conditioning", CONDITIONINGS)):
-            if getattr(self, f) not in allowed:
-                bad(f, f"must be one of {list(allowed)}, got {getattr(self, f)!r}")
-        if not 0.0 < self.logit_alpha < 0.5:
-            bad("logit_alpha", f"must be in (0, 0.5), got {self.logit_alpha}")
-        if self.temperature <= 0:
-            bad("temperature", f"must be > 0, got {self.temperature}")
-        if self.cond_coupling and self.conditioning == "none":
-            bad("cond_coupling", "needs conditioning='label'")
+        self.positive("levels", "steps_per_level", "hidden", "temperature")
+        self.in_range("logit_alpha", 0.0, 0.5, lo_open=True, hi_open=True)
+        self.require(not self.cond_coupling or self.conditioning != "none", "cond_coupling",
+                     "needs conditioning='label'")
 
 
-def build_glow(cfg: GlowConfig, image_shape, conditional: bool = False) -> Bijector:
+def glow_bijector(cfg: GlowConfig, image_shape, conditional: bool = False) -> Bijector:
     """The Glow bijector ``[B, H, W, C]`` on ``[0, 1)`` -> ``[B, H W C]`` (module docstring)."""
     check_multiscale_shape(image_shape, cfg.levels, "config.model.levels")
     use_cond = conditional and cfg.cond_coupling
@@ -128,27 +114,28 @@ def build_glow(cfg: GlowConfig, image_shape, conditional: bool = False) -> Bijec
     return Chain((pre, body))
 
 
-def as_glow_config(cfg: Any) -> GlowConfig:
-    return cfg if isinstance(cfg, GlowConfig) else from_config(GlowConfig, cfg, "config.model")
-
-
-def make_glow(cfg: Any, info: Any) -> GenerativeModel:
-    """Glow bundle (see module docstring and :mod:`gen_jax.flows.image_flow`).
+def build_glow(cfg: Any, info: Any) -> ImageFlow:
+    """Glow (see module docstring and :mod:`gen_jax.flows.image_flow`): the model and its raw
+    bijection.
 
     Args:
       cfg: :class:`GlowConfig` or ``config.model``.
       info: dataset info with ``image_shape``, ``num_levels``, ``num_classes``.
     """
-    cfg = as_glow_config(cfg)
+    cfg = typed(GlowConfig, cfg, "config.model")
     image_shape = tuple(int(s) for s in info.image_shape)
     if len(image_shape) != 3:
         raise ValueError(f"info.image_shape must be (H, W, C), got {info.image_shape}")
     num_classes = int(getattr(info, "num_classes", 0) or 0)
     conditional = cfg.conditioning == "label"
-    if conditional and num_classes < 1:
-        raise ConfigError(f"config.model.conditioning: 'label' needs a dataset with labels "
-                          f"(info.num_classes={num_classes})")
-    flow = build_glow(cfg, image_shape, conditional)
-    return make_image_flow_model(name=cfg.name, flow=flow, image_shape=image_shape,
-                                 num_levels=int(info.num_levels), num_classes=num_classes,
-                                 conditional=conditional, temperature=cfg.temperature)
+    if conditional:
+        require_labels(num_classes, "config.model.conditioning")
+    flow = glow_bijector(cfg, image_shape, conditional)
+    return build_image_flow(name=cfg.name, flow=flow, image_shape=image_shape,
+                            num_levels=int(info.num_levels), num_classes=num_classes,
+                            conditional=conditional, temperature=cfg.temperature)
+
+
+def make_glow(cfg: Any, info: Any) -> GenerativeModel:
+    """The Glow model (:func:`build_glow`)."""
+    return build_glow(cfg, info).model

@@ -10,33 +10,34 @@ the one-hot label is fed to every MADE.
 
 Two kinds of data:
 
-* **vectors** (``info`` a :class:`VectorInfo`): ``batch['x']`` float ``[B, D]`` in
-  ``R^D``; ``log_prob`` is the density on ``R^D`` (``bpd_kind='exact'``, though bits/dim of
-  quantized data does not apply); ``sample(...) -> [num, D]``; extras ``encode`` /
-  ``decode`` map ``[B, D]`` to and from the latents;
+* **vectors** (``info`` a :class:`VectorInfo`; :func:`build_vector_maf`): ``batch['x']``
+  float ``[B, D]`` in ``R^D``; the likelihood is the density on ``R^D`` (kind ``'exact'``,
+  though bits/dim of quantized data does not apply); the codec maps ``[B, D]`` to and from
+  the latents. Vectors are no sample kind of the contract (image, tokens, signal), so the
+  model has no ``sampler``: :class:`VectorMAF` holds ``sample(params, key, num, cond=None)
+  -> [num, D]`` beside it;
 * **images** (``info`` with ``image_shape``): flattened to ``[B, H W C]`` after the logit
-  pre-processing, as a :mod:`gen_jax.flows.image_flow` bundle (dequantized
-  ``log_prob``, bits/dim convention).
+  pre-processing, as a :mod:`gen_jax.flows.image_flow` model (dequantized likelihood,
+  bits/dim convention).
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Callable, Literal, NamedTuple, Union
 
 import jax
 import jax.numpy as jnp
 
-from gen_jax.config import ConfigError, from_config
+from gen_jax.config import Checked, typed
 from gen_jax.flows.actnorm import ActNorm
 from gen_jax.flows.autoregressive import MAF
 from gen_jax.flows.bijector import Bijector, Chain, check_finite
-from gen_jax.flows.image_flow import make_image_flow_model, standard_normal_log_prob
+from gen_jax.flows.image_flow import ImageFlow, build_image_flow, standard_normal_log_prob
 from gen_jax.flows.multiscale import TopPrior
 from gen_jax.flows.permute import Reverse
 from gen_jax.flows.preprocess import Logit
-from gen_jax.model import GenerativeModel, condition_labels
-
-CONDITIONINGS = ("none", "label")
+from gen_jax.model import (Codec, GenerativeModel, Likelihood, condition_labels, label_conditioning,
+                           loss_training, require_labels)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,7 +49,7 @@ class VectorInfo:
 
 
 @dataclasses.dataclass(frozen=True)
-class MAFConfig:
+class MAFConfig(Checked):
     """``config.model`` of MAF.
 
     Attributes:
@@ -66,26 +67,17 @@ class MAFConfig:
     hidden: tuple[int, ...] = (64, 64)
     actnorm: bool = True
     logit_alpha: float = 0.05
-    conditioning: str = "none"
+    conditioning: Literal["none", "label"] = "none"
     temperature: float = 1.0
 
     def __post_init__(self):
-        def bad(field, msg):
-            raise ConfigError(f"config.model.{field}: {msg}")
-
-        if self.num_layers < 1:
-            bad("num_layers", f"must be >= 1, got {self.num_layers}")
-        if not self.hidden or any(h < 1 for h in self.hidden):
-            bad("hidden", f"needs positive widths, got {self.hidden}")
-        if not 0.0 < self.logit_alpha < 0.5:
-            bad("logit_alpha", f"must be in (0, 0.5), got {self.logit_alpha}")
-        if self.conditioning not in CONDITIONINGS:
-            bad("conditioning", f"must be one of {list(CONDITIONINGS)}, got {self.conditioning!r}")
-        if self.temperature <= 0:
-            bad("temperature", f"must be > 0, got {self.temperature}")
+        self.positive("num_layers", "temperature")
+        self.require(bool(self.hidden) and all(h >= 1 for h in self.hidden), "hidden",
+                     f"needs positive widths, got {self.hidden}")
+        self.in_range("logit_alpha", 0.0, 0.5, lo_open=True, hi_open=True)
 
 
-def build_maf(cfg: MAFConfig) -> list[Bijector]:
+def maf_layers(cfg: MAFConfig) -> list[Bijector]:
     """``[ActNorm, MAF, Reverse] * num_layers`` on ``[B, D]`` (the last reversal dropped)."""
     layers: list[Bijector] = []
     for i in range(cfg.num_layers):
@@ -97,25 +89,26 @@ def build_maf(cfg: MAFConfig) -> list[Bijector]:
     return layers
 
 
-def make_maf(cfg: Any, info: Any) -> GenerativeModel:
-    """MAF bundle for vectors (:class:`VectorInfo`) or images (see module docstring)."""
-    cfg = cfg if isinstance(cfg, MAFConfig) else from_config(MAFConfig, cfg, "config.model")
+class VectorMAF(NamedTuple):
+    """A MAF on vectors: the model (training, likelihood, codec, conditioning) and its sampler
+    ``sample(params, key, num, cond=None, temperature=T) -> [num, D]`` (``u ~ N(0, T^2 I)``,
+    ``x = f^{-1}(u)``)."""
+
+    model: GenerativeModel
+    sample: Callable
+
+
+def build_vector_maf(cfg: Any, info: VectorInfo) -> VectorMAF:
+    """MAF on vectors ``batch['x'] [B, D]`` (see module docstring)."""
+    cfg = typed(MAFConfig, cfg, "config.model")
     num_classes = int(getattr(info, "num_classes", 0) or 0)
     conditional = cfg.conditioning == "label"
-    if conditional and num_classes < 1:
-        raise ConfigError(f"config.model.conditioning: 'label' needs a dataset with labels "
-                          f"(info.num_classes={num_classes})")
-    if not isinstance(info, VectorInfo):
-        image_shape = tuple(int(s) for s in info.image_shape)
-        flow = Chain((Logit(cfg.logit_alpha), TopPrior(image_shape, learned=False)) + tuple(build_maf(cfg)))
-        return make_image_flow_model(name=cfg.name, flow=flow, image_shape=image_shape,
-                                     num_levels=int(info.num_levels), num_classes=num_classes,
-                                     conditional=conditional, temperature=cfg.temperature)
-
+    if conditional:
+        require_labels(num_classes, "config.model.conditioning")
     dim = int(info.dim)
     if dim < 1:
         raise ValueError(f"VectorInfo.dim must be >= 1, got {dim}")
-    flow = Chain(tuple(build_maf(cfg)))
+    flow = Chain(tuple(maf_layers(cfg)))
 
     def check(x, where):
         if x.ndim != 2 or x.shape[1] != dim:
@@ -154,6 +147,29 @@ def make_maf(cfg: Any, info: Any) -> GenerativeModel:
         u = temperature * jax.random.normal(key, (num, dim), jnp.float32)
         return flow.apply(params, u, one_hot(cond, num, "sample"), method="inverse")[0]
 
-    return GenerativeModel(name=cfg.name, family="flow", init=init, loss=loss, sample=sample,
-                           log_prob=log_prob, bpd_kind="exact", conditional=conditional,
-                           extras={"encode": encode, "decode": decode})
+    model = GenerativeModel(name=cfg.name, family="flow", training=loss_training(init, loss),
+                            likelihood=Likelihood(log_prob, "exact"), codec=Codec(encode, decode),
+                            conditioning=label_conditioning(num_classes) if conditional else None)
+    return VectorMAF(model=model, sample=sample)
+
+
+def build_maf(cfg: Any, info: Any) -> Union[ImageFlow, VectorMAF]:
+    """MAF for vectors (:class:`VectorInfo`: a :class:`VectorMAF`) or images (an
+    :class:`~gen_jax.flows.image_flow.ImageFlow`); see module docstring."""
+    if isinstance(info, VectorInfo):
+        return build_vector_maf(cfg, info)
+    cfg = typed(MAFConfig, cfg, "config.model")
+    num_classes = int(getattr(info, "num_classes", 0) or 0)
+    conditional = cfg.conditioning == "label"
+    if conditional:
+        require_labels(num_classes, "config.model.conditioning")
+    image_shape = tuple(int(s) for s in info.image_shape)
+    flow = Chain((Logit(cfg.logit_alpha), TopPrior(image_shape, learned=False)) + tuple(maf_layers(cfg)))
+    return build_image_flow(name=cfg.name, flow=flow, image_shape=image_shape,
+                            num_levels=int(info.num_levels), num_classes=num_classes,
+                            conditional=conditional, temperature=cfg.temperature)
+
+
+def make_maf(cfg: Any, info: Any) -> GenerativeModel:
+    """The MAF model (:func:`build_maf`) for vectors or images."""
+    return build_maf(cfg, info).model

@@ -18,6 +18,7 @@ the dequantized data ``y`` on ``[0, 1)^D`` (the bits/dim convention of
 from __future__ import annotations
 
 import math
+from typing import Literal, get_args
 
 import jax
 import jax.numpy as jnp
@@ -67,7 +68,8 @@ class Affine(Bijector):
         return (x - self.shift) / self.scale, -self._ldj(x)
 
 
-PREPROCESS = ("shift", "logit")
+Preprocess = Literal["shift", "logit"]
+PREPROCESS = get_args(Preprocess)
 
 
 def preprocessing(kind: str, alpha: float = 0.05) -> Bijector:

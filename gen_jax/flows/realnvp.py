@@ -14,27 +14,28 @@ ResNets with batch norm and weight norm), and the paper's batch normalization of
 coupling outputs (Sec. 3.7) is replaced by a data-initialized ActNorm after each coupling
 (``actnorm=True``), which keeps the map a fixed function of the params.
 
-:func:`make_realnvp` returns the bundle of :mod:`gen_jax.flows.image_flow`.
+:func:`build_realnvp` returns the :class:`~gen_jax.flows.image_flow.ImageFlow` of
+:mod:`gen_jax.flows.image_flow`; :func:`make_realnvp` its model.
 """
 from __future__ import annotations
 
 import dataclasses
 from typing import Any
 
-from gen_jax.config import ConfigError, from_config
+from gen_jax.config import Checked, typed
 from gen_jax.flows.actnorm import ActNorm
 from gen_jax.flows.bijector import Bijector, Chain
-from gen_jax.flows.coupling import KINDS, SCALES, Coupling
-from gen_jax.flows.image_flow import make_image_flow_model
+from gen_jax.flows.coupling import Coupling, CouplingKind, ScaleFn
+from gen_jax.flows.image_flow import ImageFlow, build_image_flow
 from gen_jax.flows.multiscale import Split, TopPrior, check_multiscale_shape
-from gen_jax.flows.preprocess import PREPROCESS, preprocessing
+from gen_jax.flows.preprocess import Preprocess, preprocessing
 from gen_jax.flows.squeeze import Squeeze
 from gen_jax.model import GenerativeModel
 
 
 @dataclasses.dataclass(frozen=True)
-class RealNVPConfig:
-    """``config.model`` of RealNVP (``from_config(RealNVPConfig, cfg, 'config.model')``).
+class RealNVPConfig(Checked):
+    """``config.model`` of RealNVP (``typed(RealNVPConfig, cfg, 'config.model')``).
 
     Attributes:
       name: model name.
@@ -55,33 +56,20 @@ class RealNVPConfig:
     final_couplings: int = 4
     hidden: int = 64
     num_blocks: int = 1
-    coupling: str = "affine"
-    scale_fn: str = "tanh"
+    coupling: CouplingKind = "affine"
+    scale_fn: ScaleFn = "tanh"
     actnorm: bool = True
-    preprocess: str = "logit"
+    preprocess: Preprocess = "logit"
     logit_alpha: float = 0.05
     temperature: float = 1.0
 
     def __post_init__(self):
-        def bad(field, msg):
-            raise ConfigError(f"config.model.{field}: {msg}")
-
-        for f in ("scales", "final_couplings", "hidden"):
-            if getattr(self, f) < 1:
-                bad(f, f"must be >= 1, got {getattr(self, f)}")
-        for f in ("checkerboard_couplings", "channel_couplings", "num_blocks"):
-            if getattr(self, f) < 0:
-                bad(f, f"must be >= 0, got {getattr(self, f)}")
-        for f, allowed in (("coupling", KINDS), ("scale_fn", SCALES), ("preprocess", PREPROCESS)):
-            if getattr(self, f) not in allowed:
-                bad(f, f"must be one of {list(allowed)}, got {getattr(self, f)!r}")
-        if not 0.0 < self.logit_alpha < 0.5:
-            bad("logit_alpha", f"must be in (0, 0.5), got {self.logit_alpha}")
-        if self.temperature <= 0:
-            bad("temperature", f"must be > 0, got {self.temperature}")
+        self.positive("scales", "final_couplings", "hidden", "temperature")
+        self.nonnegative("checkerboard_couplings", "channel_couplings", "num_blocks")
+        self.in_range("logit_alpha", 0.0, 0.5, lo_open=True, hi_open=True)
 
 
-def build_realnvp(cfg: RealNVPConfig, image_shape) -> Bijector:
+def realnvp_bijector(cfg: RealNVPConfig, image_shape) -> Bijector:
     """The RealNVP bijector ``[B, H, W, C]`` on ``[0, 1)`` -> ``[B, H W C]``."""
     check_multiscale_shape(image_shape, cfg.scales - 1, "config.model.scales")
 
@@ -108,17 +96,23 @@ def build_realnvp(cfg: RealNVPConfig, image_shape) -> Bijector:
     return Chain((preprocessing(cfg.preprocess, cfg.logit_alpha), scale(0, tuple(image_shape))))
 
 
-def make_realnvp(cfg: Any, info: Any) -> GenerativeModel:
-    """RealNVP bundle (see module docstring and :mod:`gen_jax.flows.image_flow`).
+def build_realnvp(cfg: Any, info: Any) -> ImageFlow:
+    """RealNVP (see module docstring and :mod:`gen_jax.flows.image_flow`): the model and its
+    raw bijection.
 
     Args:
       cfg: :class:`RealNVPConfig` or ``config.model``.
       info: dataset info with ``image_shape`` and ``num_levels``.
     """
-    cfg = cfg if isinstance(cfg, RealNVPConfig) else from_config(RealNVPConfig, cfg, "config.model")
+    cfg = typed(RealNVPConfig, cfg, "config.model")
     image_shape = tuple(int(s) for s in info.image_shape)
     if len(image_shape) != 3:
         raise ValueError(f"info.image_shape must be (H, W, C), got {info.image_shape}")
-    flow = build_realnvp(cfg, image_shape)
-    return make_image_flow_model(name=cfg.name, flow=flow, image_shape=image_shape,
-                                 num_levels=int(info.num_levels), temperature=cfg.temperature)
+    flow = realnvp_bijector(cfg, image_shape)
+    return build_image_flow(name=cfg.name, flow=flow, image_shape=image_shape,
+                            num_levels=int(info.num_levels), temperature=cfg.temperature)
+
+
+def make_realnvp(cfg: Any, info: Any) -> GenerativeModel:
+    """The RealNVP model (:func:`build_realnvp`)."""
+    return build_realnvp(cfg, info).model

@@ -9,31 +9,30 @@ after every train step updates running moments of the batch codes,
 
     m <- (1 - a) m + a mean_b z_b,   s <- (1 - a) s + a mean_b z_b^2,   a = max(1 / (n + 1), 1 - decay),
 
-and ``sample`` decodes ``z ~ N(m, diag(s - m^2))``. Nothing is assumed about the code
-distribution being ``N(0, I)``. The model has no likelihood (``log_prob = None``).
+and the sampler decodes ``z ~ N(m, diag(s - m^2))``. Nothing is assumed about the code
+distribution being ``N(0, I)``. The model has no likelihood (``likelihood = None``).
 
 Params: ``{'net': flax variables, 'codes': {'mean': [Z], 'sq_mean': [Z], 'count': []}}``;
-phases: ``Phase('net', loss)`` then ``Phase(None, update=code_stats)``.
+phases: ``Phase('net', loss)`` then ``Phase(None, update=code_stats)``. Reconstructions,
+traversals and interpolations go through the model's codec
+(:func:`gen_jax.latent.traversal.reconstruct` and friends).
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Literal
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from gen_jax.config import ConfigError, from_config
+from gen_jax.config import Checked, typed
 from gen_jax.latent import networks, objectives
-from gen_jax.model import GenerativeModel, Phase, check_image_batch
-
-ENCODERS = ("mlp", "conv")
-LOSSES = ("bce", "mse")
+from gen_jax.model import Codec, GenerativeModel, Phase, Sampler, Training, check_image_batch
 
 
 @dataclasses.dataclass(frozen=True)
-class AutoencoderConfig:
+class AutoencoderConfig(Checked):
     """``config.model`` of a deterministic autoencoder.
 
     Attributes:
@@ -44,36 +43,24 @@ class AutoencoderConfig:
       activation: one of :data:`gen_jax.latent.networks.ACTIVATIONS`.
       latent_dim: code size ``Z``.
       loss: ``'bce'`` or ``'mse'`` (:func:`gen_jax.latent.objectives.autoencoder_loss`).
-      code_decay: decay of the running code moments used by ``sample``.
+      code_decay: decay of the running code moments used by the sampler.
     """
 
     name: str = "autoencoder"
-    encoder: str = "mlp"
+    encoder: Literal["mlp", "conv"] = "mlp"
     hidden: tuple[int, ...] = (256, 256)
     conv_features: tuple[int, ...] = (32, 64)
-    activation: str = "gelu"
+    activation: networks.Activation = "gelu"
     latent_dim: int = 16
-    loss: str = "bce"
+    loss: objectives.AutoencoderLoss = "bce"
     code_decay: float = 0.99
 
     def __post_init__(self):
-        def bad(field, msg):
-            raise ConfigError(f"config.model.{field}: {msg}")
-
-        if self.encoder not in ENCODERS:
-            bad("encoder", f"must be one of {list(ENCODERS)}, got {self.encoder!r}")
-        if self.loss not in LOSSES:
-            bad("loss", f"must be one of {list(LOSSES)}, got {self.loss!r}")
-        if self.activation not in networks.ACTIVATIONS:
-            bad("activation", f"must be one of {sorted(networks.ACTIVATIONS)}, got {self.activation!r}")
-        if self.latent_dim < 1:
-            bad("latent_dim", f"must be >= 1, got {self.latent_dim}")
-        if any(h < 1 for h in self.hidden):
-            bad("hidden", f"widths must be >= 1, got {self.hidden}")
-        if not self.conv_features or any(f < 1 for f in self.conv_features):
-            bad("conv_features", f"need positive channel counts, got {self.conv_features}")
-        if not 0.0 <= self.code_decay < 1.0:
-            bad("code_decay", f"must be in [0, 1), got {self.code_decay}")
+        self.positive("latent_dim")
+        self.require(all(h >= 1 for h in self.hidden), "hidden", f"widths must be >= 1, got {self.hidden}")
+        self.require(bool(self.conv_features) and all(f >= 1 for f in self.conv_features), "conv_features",
+                     f"need positive channel counts, got {self.conv_features}")
+        self.in_range("code_decay", 0.0, 1.0, hi_open=True)
 
 
 class AutoencoderNet(nn.Module):
@@ -107,13 +94,15 @@ def make_autoencoder(cfg: Any, info: Any) -> GenerativeModel:
     """Builds the deterministic autoencoder bundle (see module docstring).
 
     Returns:
-      :class:`GenerativeModel` (family ``'latent'``, no ``log_prob``) with phases
-      ``[Phase('net', loss), Phase(None, update=code_stats)]``;
-      ``sample(params, key, num, cond=None) -> [num, H, W, C]`` = ``sigmoid(g(z))`` with
-      ``z`` from the Gaussian fitted to the training codes; extras ``encode(params, image)
-      -> [B, Z]``, ``decode(params, z) -> [N, H, W, C]`` and ``reconstruct(params, batch)``.
+      :class:`GenerativeModel` (family ``'latent'``, no likelihood) with
+
+      * ``training``: phases ``[Phase('net', loss), Phase(None, update=code_stats)]``;
+      * ``sampler.sample(params, key, num, cond=None) -> [num, H, W, C]`` = ``sigmoid(g(z))``
+        with ``z`` from the Gaussian fitted to the training codes;
+      * ``codec``: ``encode(params, image, cond=None) -> z [B, Z]`` (the code ``f(x)``),
+        ``decode(params, z, cond=None) -> [N, H, W, C]`` (``sigmoid(g(z))``).
     """
-    cfg = cfg if isinstance(cfg, AutoencoderConfig) else from_config(AutoencoderConfig, cfg, "config.model")
+    cfg = typed(AutoencoderConfig, cfg, "config.model")
     image_shape = tuple(int(s) for s in info.image_shape)
     if len(image_shape) != 3:
         raise ValueError(f"info.image_shape must be (H, W, C), got {info.image_shape}")
@@ -162,10 +151,6 @@ def make_autoencoder(cfg: Any, info: Any) -> GenerativeModel:
     def decode(params, z, cond=None):
         return jax.nn.sigmoid(net.apply(params["net"], z, method=AutoencoderNet.decode))
 
-    def reconstruct(params, batch):
-        return decode(params, encode(params, batch["image"]))
-
     phases = (Phase("net", loss=loss, name="net"), Phase(None, update=code_stats, name="code_stats"))
-    return GenerativeModel(name=cfg.name, family="latent", init=init, loss=loss, sample=sample,
-                           phases=phases,
-                           extras={"encode": encode, "decode": decode, "reconstruct": reconstruct})
+    return GenerativeModel(name=cfg.name, family="latent", training=Training(init=init, phases=phases),
+                           sampler=Sampler(sample, "image"), codec=Codec(encode, decode))

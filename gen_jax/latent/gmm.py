@@ -24,14 +24,14 @@ from __future__ import annotations
 import dataclasses
 import math
 from functools import partial
-from typing import Any, NamedTuple, Optional
+from typing import Any, Literal, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
 
 from gen_jax import distributions as dist
-from gen_jax.config import ConfigError, from_config
-from gen_jax.model import GenerativeModel
+from gen_jax.config import Checked, typed
+from gen_jax.model import GenerativeModel, Likelihood, Sampler, update_training
 
 
 class GMMParams(NamedTuple):
@@ -234,7 +234,7 @@ def fit(key: jax.Array, x: jax.Array, num_components: int, num_iters: int,
 
 
 @dataclasses.dataclass(frozen=True)
-class GMMConfig:
+class GMMConfig(Checked):
     """``config.model`` of a GMM.
 
     Attributes:
@@ -248,18 +248,12 @@ class GMMConfig:
     name: str = "gmm"
     num_components: int = 10
     reg_covar: float = 1e-6
-    init: str = "kmeans"
+    init: Literal["kmeans", "random"] = "kmeans"
     kmeans_iters: int = 10
 
     def __post_init__(self):
-        if self.num_components < 1:
-            raise ConfigError(f"config.model.num_components: must be >= 1, got {self.num_components}")
-        if self.reg_covar < 0:
-            raise ConfigError(f"config.model.reg_covar: must be >= 0, got {self.reg_covar}")
-        if self.init not in ("kmeans", "random"):
-            raise ConfigError(f"config.model.init: must be one of ['kmeans', 'random'], got {self.init!r}")
-        if self.kmeans_iters < 0:
-            raise ConfigError(f"config.model.kmeans_iters: must be >= 0, got {self.kmeans_iters}")
+        self.positive("num_components")
+        self.nonnegative("reg_covar", "kmeans_iters")
 
 
 def _as_params(p: Any) -> GMMParams:
@@ -270,20 +264,21 @@ def make_gmm(cfg: Any, info: Any) -> GenerativeModel:
     """A GMM on uniformly dequantized, flattened images as a :class:`GenerativeModel`.
 
     The model's density is over ``y = (level + u) / K`` flattened to ``[B, D]`` (a density on
-    ``R^D``; its restriction to ``[0, 1)^D`` is what the bpd convention needs, so
-    ``log_prob`` is exact, ``bpd_kind='exact'``, up to the Monte Carlo dequantization noise).
+    ``R^D``; its restriction to ``[0, 1)^D`` is what the bpd convention needs, so the
+    likelihood is exact, kind ``'exact'``, up to the Monte Carlo dequantization noise).
 
-    * ``init(key, batch)``: k-means++ (+ Lloyd) on the dequantized batch, one M step.
-    * ``update(params, batch, key)``: one EM step on the batch, freshly dequantized with
+    * ``training``: one gradient-free phase (:func:`gen_jax.model.update_training`):
+      ``init(key, batch)`` runs k-means++ (+ Lloyd) on the dequantized batch and one M step;
+      ``update(params, batch, key)`` is one EM step on the batch, freshly dequantized with
       ``key`` (the train loop feeds the whole train set as one batch for this model);
       metrics ``loglik`` (mean log density before the step).
-    * ``log_prob(params, batch, key)``: ``[B]`` log density of the dequantized batch.
-    * ``sample(params, key, num)``: ``[num, H, W, C]``, draws quantized back to the levels
-      (``floor(y K)`` clipped to ``0..K-1``, divided by ``K - 1``).
+    * ``likelihood.log_prob(params, batch, key)``: ``[B]`` log density of the dequantized batch.
+    * ``sampler.sample(params, key, num)``: ``[num, H, W, C]``, draws quantized back to the
+      levels (``floor(y K)`` clipped to ``0..K-1``, divided by ``K - 1``).
 
     Params are a dict ``{'weights', 'means', 'covs'}`` (see :class:`GMMParams`).
     """
-    cfg = cfg if isinstance(cfg, GMMConfig) else from_config(GMMConfig, cfg, "config.model")
+    cfg = typed(GMMConfig, cfg, "config.model")
     h, w, c = tuple(info.image_shape)
     k_levels = int(info.num_levels)
     d = h * w * c
@@ -311,5 +306,6 @@ def make_gmm(cfg: Any, info: Any) -> GenerativeModel:
         y = sample(_as_params(params), key, num)
         return dist.quantize(y, k_levels).reshape(num, h, w, c).astype(jnp.float32)
 
-    return GenerativeModel(name=cfg.name, family="latent", init=init, update=update,
-                           log_prob=log_prob_fn, bpd_kind="exact", sample=sample_fn)
+    return GenerativeModel(name=cfg.name, family="latent", training=update_training(init, update),
+                           sampler=Sampler(sample_fn, "image"),
+                           likelihood=Likelihood(log_prob_fn, "exact"))

@@ -13,16 +13,17 @@ while it is even and larger than 4 (8x8 -> 4x4: one halving; 32x32 -> 4x4: three
 """
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence
+from typing import Callable, Literal, Optional, Sequence, get_args
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-ACTIVATIONS: dict[str, Callable] = {
-    "relu": nn.relu, "gelu": nn.gelu, "elu": nn.elu, "swish": nn.swish, "tanh": jnp.tanh,
-    "softplus": nn.softplus,
-}
+Activation = Literal["relu", "gelu", "elu", "swish", "tanh", "softplus"]
+"""The activation names a config may give (the keys of :data:`ACTIVATIONS`)."""
+
+ACTIVATIONS: dict[str, Callable] = dict(zip(get_args(Activation), (
+    nn.relu, nn.gelu, nn.elu, nn.swish, jnp.tanh, nn.softplus)))
 
 
 def num_halvings(height: int, width: int, min_size: int = 4) -> int:

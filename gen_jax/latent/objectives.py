@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable, Optional
+from typing import Callable, Literal, Optional, get_args
 
 import jax
 import jax.numpy as jnp
 
 from gen_jax import distributions as dist
 
-LIKELIHOODS = ("bernoulli", "gaussian", "categorical", "logistic_mixture")
+PixelLikelihoodKind = Literal["bernoulli", "gaussian", "categorical", "logistic_mixture"]
+LIKELIHOODS = get_args(PixelLikelihoodKind)
+AutoencoderLoss = Literal["bce", "mse"]
 
 # ----------------------------------------------------------------------------------------
 # Reconstruction terms log p(x | z), each [B] (sum over H, W, C).

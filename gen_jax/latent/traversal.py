@@ -1,8 +1,12 @@
-"""Latent traversals and interpolations, returned as image grids ``[rows, cols, H, W, C]``.
+"""Latent traversals, interpolations and reconstructions, returned as image grids
+``[rows, cols, H, W, C]``.
 
-All functions take a ``decode(z [N, Z]) -> [N, H, W, C]`` callable (e.g.
-``functools.partial(model.extras['decode'], params)``), so they work for any latent model;
-plotting is :mod:`gen_jax.viz`'s job.
+The grid builders take a ``decode(z [N, Z]) -> [N, H, W, C]`` callable (e.g.
+``functools.partial(model.codec.decode, params)``); :func:`interpolate_images`,
+:func:`traverse_image` and :func:`reconstruct` take a model and go through its
+:class:`~gen_jax.model.Codec` (``encode`` gives one code per image: the posterior mean of a
+VAE, the code of an autoencoder, a flow's latent; ``decode`` its deterministic image), so
+they work for any model with a codec. Plotting is :mod:`gen_jax.viz`'s job.
 
 * Traversal (Higgins et al. 2017, Sec. 4 / Fig. 1 of beta-VAE): vary one latent dimension
   over a range of values with the others fixed at a base code.
@@ -101,38 +105,44 @@ def interpolate(decode: Decoder, z_a: jax.Array, z_b: jax.Array, num_steps: int 
     return _grid(decode, z)
 
 
-def _encode_mean(encode, params, images, cond):
-    out = encode(params, images, cond)
-    return out[0] if isinstance(out, tuple) else out  # VAE: (mean, log_var); AE: code
+def _codec(model):
+    if getattr(model, "codec", None) is None:
+        raise ValueError(f"model {getattr(model, 'name', model)!r} has no codec (encode / decode)")
+    return model.codec
+
+
+def _repeat_cond(cond: Optional[dict], times: int) -> Optional[dict]:
+    """Each row of ``cond`` repeated ``times`` times (row-major, like the decoded grids)."""
+    if cond is None:
+        return None
+    return {k: jnp.repeat(jnp.asarray(v), times, axis=0) for k, v in cond.items()}
+
+
+def reconstruct(model, params, batch: dict) -> jax.Array:
+    """``decode(encode(x))`` of ``batch['image'] [B, H, W, C]`` through ``model.codec`` (the
+    decoded posterior mean for a VAE); a conditional model reads its condition from
+    ``batch`` (``'label'`` or ``'caption_tokens'``). Returns ``[B, H, W, C]``."""
+    codec = _codec(model)
+    return codec.decode(params, codec.encode(params, batch["image"], batch), batch)
 
 
 def interpolate_images(model, params, images_a: jax.Array, images_b: jax.Array,
                        num_steps: int = 8, method: str = "slerp", cond: Optional[dict] = None) -> jax.Array:
-    """Encodes image pairs ``[R, H, W, C]`` with ``model.extras['encode']`` (posterior mean
-    for a VAE) and decodes the interpolated codes: ``[R, num_steps, H, W, C]``. A conditional
+    """Encodes image pairs ``[R, H, W, C]`` with ``model.codec.encode`` (posterior mean for a
+    VAE) and decodes the interpolated codes: ``[R, num_steps, H, W, C]``. A conditional
     model decodes every column with the condition of its row (``cond`` rows ``R``)."""
-    enc, dec = model.extras["encode"], model.extras["decode"]
-    z_a = _encode_mean(enc, params, images_a, cond)
-    z_b = _encode_mean(enc, params, images_b, cond)
-
-    def decode(z):
-        c = None
-        if cond is not None:
-            c = {k: jnp.repeat(jnp.asarray(v), num_steps, axis=0) for k, v in cond.items()}
-        return dec(params, z, c)
-
-    return interpolate(decode, z_a, z_b, num_steps, method)
+    codec = _codec(model)
+    z_a = codec.encode(params, images_a, cond)
+    z_b = codec.encode(params, images_b, cond)
+    return interpolate(lambda z: codec.decode(params, z, _repeat_cond(cond, num_steps)), z_a, z_b,
+                       num_steps, method)
 
 
 def traverse_image(model, params, image: jax.Array, dims: Optional[Sequence[int]] = None,
                    num_values: int = 9, limit: float = 3.0, cond: Optional[dict] = None) -> jax.Array:
     """Traversal ``[len(dims), num_values, H, W, C]`` around the code of one image
-    ``[H, W, C]`` (``cond`` has one row for a conditional model)."""
-    z0 = _encode_mean(model.extras["encode"], params, image[None], cond)[0]
-
-    def decode(z):
-        c = None if cond is None else {k: jnp.repeat(jnp.asarray(v), z.shape[0], axis=0)
-                                       for k, v in cond.items()}
-        return model.extras["decode"](params, z, c)
-
+    ``[H, W, C]`` (``model.codec``; ``cond`` has one row for a conditional model)."""
+    codec = _codec(model)
+    z0 = codec.encode(params, image[None], cond)[0]
+    decode = lambda z: codec.decode(params, z, _repeat_cond(cond, z.shape[0]))
     return latent_traversal(decode, z0, dims, None, num_values, limit)

@@ -6,11 +6,11 @@ Generative model ``z ~ N(0, I)``, ``x | z ~ p_theta(x | z)`` with a per-pixel li
 
 * Training maximizes the beta-ELBO (Kingma & Welling 2014, Eq. 10; Higgins et al. 2017,
   Eq. 4) or, with ``train_iwae_k > 1``, the IWAE bound (Burda et al. 2016, Eq. 8).
-* ``log_prob`` is the IWAE bound with ``iwae_k`` samples (``bpd_kind = 'iwae-<k>'``, or
+* The likelihood is the IWAE bound with ``iwae_k`` samples (kind ``'iwae-<k>'``, or
   ``'elbo'`` for ``k = 1``) on the density of the dequantized data (DESIGN.md convention):
   ``log P(levels) + D log K`` for the discrete likelihoods (categorical, logistic mixture),
   the Gaussian density of ``y = (level + u) / K`` for the Gaussian likelihood. The Bernoulli
-  decoder on grey levels is not a normalized likelihood, so that model has no ``log_prob``.
+  decoder on grey levels is not a normalized likelihood, so that model has no likelihood.
   The encoder always sees the quantized image, a function of the dequantized ``y``, so
   ``q(z | x)`` is a valid proposal for the density of ``y`` too.
 * Conditional VAE (Sohn et al. 2015, Sec. 4): a label or caption embedding is fed to both
@@ -20,25 +20,24 @@ Generative model ``z ~ N(0, I)``, ``x | z ~ p_theta(x | z)`` with a per-pixel li
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from gen_jax import distributions as dist
-from gen_jax.config import ConfigError, from_config
+from gen_jax.config import ConfigError, Checked, typed
 from gen_jax.latent import networks, objectives
-from gen_jax.model import GenerativeModel, check_image_batch
-from gen_jax.nn.embeddings import CaptionEncoder, LabelEmbedding
-
-ENCODERS = ("mlp", "conv")
-CONDITIONINGS = ("none", "label", "caption")
+from gen_jax.model import (Codec, GenerativeModel, Likelihood, Sampler, check_image_batch, label_conditioning,
+                           loss_training, require_labels, split_conditioning)
+from gen_jax.nn.caption_encoder import bag_of_words_encoder as CaptionEncoder
+from gen_jax.nn.conditioning import LabelEmbedding
 
 
 @dataclasses.dataclass(frozen=True)
-class VAEConfig:
-    """``config.model`` of a VAE (built with ``from_config(VAEConfig, cfg, 'config.model')``).
+class VAEConfig(Checked):
+    """``config.model`` of a VAE (built with ``typed(VAEConfig, cfg, 'config.model')``).
 
     Attributes:
       name: model name (tables, file names).
@@ -54,25 +53,25 @@ class VAEConfig:
       beta: KL weight (Higgins et al. 2017); 1 is the plain VAE.
       conditioning: ``'none' | 'label' | 'caption'``.
       cond_dim: width of the condition embedding.
-      iwae_k: importance samples of ``log_prob`` (evaluation).
+      iwae_k: importance samples of the likelihood (evaluation).
       iwae_chunk: samples per chunk when evaluating the IWAE bound.
       train_iwae_k: importance samples of the training objective (1 = the ELBO).
-      sample_mean: ``sample`` returns the mean of ``p(x | z)`` (quantized to the levels)
+      sample_mean: the sampler returns the mean of ``p(x | z)`` (quantized to the levels)
         instead of a draw from it; smoother images, but no longer samples of the model's
         distribution (the usual VAE figure convention). Default ``False``.
     """
 
     name: str = "vae"
-    encoder: str = "mlp"
+    encoder: Literal["mlp", "conv"] = "mlp"
     hidden: tuple[int, ...] = (256, 256)
     conv_features: tuple[int, ...] = (32, 64)
-    activation: str = "gelu"
+    activation: networks.Activation = "gelu"
     latent_dim: int = 16
-    likelihood: str = "categorical"
+    likelihood: objectives.PixelLikelihoodKind = "categorical"
     num_mixtures: int = 5
     gaussian_scale: float = 0.0
     beta: float = 1.0
-    conditioning: str = "none"
+    conditioning: Literal["none", "label", "caption"] = "none"
     cond_dim: int = 32
     iwae_k: int = 1000
     iwae_chunk: int = 100
@@ -80,30 +79,13 @@ class VAEConfig:
     sample_mean: bool = False
 
     def __post_init__(self):
-        def bad(field, msg):
-            raise ConfigError(f"config.model.{field}: {msg}")
-
-        if self.encoder not in ENCODERS:
-            bad("encoder", f"must be one of {list(ENCODERS)}, got {self.encoder!r}")
-        if self.likelihood not in objectives.LIKELIHOODS:
-            bad("likelihood", f"must be one of {list(objectives.LIKELIHOODS)}, got {self.likelihood!r}")
-        if self.conditioning not in CONDITIONINGS:
-            bad("conditioning", f"must be one of {list(CONDITIONINGS)}, got {self.conditioning!r}")
-        if self.activation not in networks.ACTIVATIONS:
-            bad("activation", f"must be one of {sorted(networks.ACTIVATIONS)}, got {self.activation!r}")
-        if any(h < 1 for h in self.hidden):
-            bad("hidden", f"widths must be >= 1, got {self.hidden}")
-        if not self.conv_features or any(f < 1 for f in self.conv_features):
-            bad("conv_features", f"need positive channel counts, got {self.conv_features}")
-        for f in ("latent_dim", "num_mixtures", "cond_dim", "iwae_k", "iwae_chunk", "train_iwae_k"):
-            if getattr(self, f) < 1:
-                bad(f, f"must be >= 1, got {getattr(self, f)}")
-        if self.gaussian_scale < 0:
-            bad("gaussian_scale", f"must be >= 0 (0 = learned), got {self.gaussian_scale}")
-        if self.beta < 0:
-            bad("beta", f"must be >= 0, got {self.beta}")
-        if self.train_iwae_k > 1 and self.beta != 1.0:
-            bad("beta", "beta != 1 applies to the ELBO objective only (train_iwae_k must be 1)")
+        self.require(all(h >= 1 for h in self.hidden), "hidden", f"widths must be >= 1, got {self.hidden}")
+        self.require(bool(self.conv_features) and all(f >= 1 for f in self.conv_features), "conv_features",
+                     f"need positive channel counts, got {self.conv_features}")
+        self.positive("latent_dim", "num_mixtures", "cond_dim", "iwae_k", "iwae_chunk", "train_iwae_k")
+        self.nonnegative("gaussian_scale", "beta")
+        self.require(self.train_iwae_k == 1 or self.beta == 1.0, "beta",
+                     "beta != 1 applies to the ELBO objective only (train_iwae_k must be 1)")
 
 
 class VAENet(nn.Module):
@@ -154,8 +136,8 @@ class VAENet(nn.Module):
 
 
 def as_vae_config(cfg: Any) -> VAEConfig:
-    """``cfg`` if it is a :class:`VAEConfig`, else ``from_config(VAEConfig, cfg, 'config.model')``."""
-    return cfg if isinstance(cfg, VAEConfig) else from_config(VAEConfig, cfg, "config.model")
+    """``typed(VAEConfig, cfg, 'config.model')`` (kept for the stage-one readers)."""
+    return typed(VAEConfig, cfg, "config.model")
 
 
 def make_vae(cfg: Any, info: Any) -> GenerativeModel:
@@ -169,15 +151,31 @@ def make_vae(cfg: Any, info: Any) -> GenerativeModel:
     Returns:
       :class:`GenerativeModel` (family ``'latent'``) with
 
-      * ``loss(params, batch, key) -> (-mean objective, {recon, kl, elbo[, iwae]})``;
-      * ``log_prob(params, batch, key) -> [B]`` IWAE-``iwae_k`` bound (see module docstring);
-      * ``sample(params, key, num, cond=None) -> [num, H, W, C]`` in ``[0, 1]``: ``z ~ N(0, I)``,
-        then a draw from ``p(x | z)`` (the levels / (K - 1); the Bernoulli decoder returns
-        its mean; ``sample_mean=True`` returns the mean of ``p(x | z)`` on the levels).
-        Conditional models need ``cond={'label': [num]}`` or ``{'caption_tokens': [num, L]}``;
-      * extras ``encode(params, image, cond=None) -> (mean, log_var)``,
-        ``decode(params, z, cond=None) -> [N, H, W, C]`` (mean image),
-        ``reconstruct(params, batch) -> [B, H, W, C]`` (decode of the posterior mean).
+      * ``training``: one loss, ``loss(params, batch, key) -> (-mean objective,
+        {recon, kl, elbo[, iwae]})``;
+      * ``likelihood``: ``log_prob(params, batch, key) -> [B]``, the IWAE-``iwae_k`` bound
+        (see module docstring; kind ``'iwae-<k>'`` or ``'elbo'``), absent for the Bernoulli
+        decoder;
+      * ``sampler.sample(params, key, num, cond=None) -> [num, H, W, C]`` float32 in
+        ``[0, 1]``: with ``k_z, k_x = jax.random.split(key)``, ``z = N(0, I)`` drawn with
+        ``k_z``, then ``codec.decode(params, z, cond, key=k_x)`` (so the two agree exactly);
+      * ``codec`` (the contract latent diffusion composes):
+
+        - ``encode(params, x, cond=None) -> [B, Z]``: the posterior mean ``mu(x)``;
+        - ``posterior(params, x, cond=None) -> (mean, log_var)``, each ``[B, Z]``, of
+          ``q(z | x) = N(mean, diag exp(log_var))``;
+        - ``decode(params, z, cond=None, key=None) -> [N, H, W, C]`` float32 in ``[0, 1]``.
+          ``key=None``: the (deterministic) mean image of ``p(x | z)``
+          (:meth:`~gen_jax.latent.objectives.PixelLikelihood.mean`, not quantized; for
+          reconstructions and traversals). With a ``key``: exactly what the sampler returns
+          after drawing ``z``: a draw of ``p(x | z)`` on the ``K`` levels
+          (``level / (K - 1)``), or, with ``sample_mean=True``, the mean of ``p(x | z)``
+          rounded to the levels. The Bernoulli decoder is the one exception: its sampler,
+          and so ``decode`` with a key, returns the mean ``sigmoid(logits)`` (a draw would
+          be a binary image), which is not on the levels;
+      * ``conditioning``: ``label_conditioning(num_classes)`` (``conditioning='label'``) or
+        ``split_conditioning('caption_tokens')`` (``'caption'``); conditional models take
+        ``cond={'label': [N]}`` or ``{'caption_tokens': [N, L]}`` in every function above.
     """
     cfg = as_vae_config(cfg)
     image_shape = tuple(int(s) for s in info.image_shape)
@@ -185,9 +183,8 @@ def make_vae(cfg: Any, info: Any) -> GenerativeModel:
         raise ValueError(f"info.image_shape must be (H, W, C), got {info.image_shape}")
     num_classes = int(getattr(info, "num_classes", 0) or 0)
     vocab_size = int(getattr(info, "vocab_size", 0) or 0)
-    if cfg.conditioning == "label" and num_classes < 1:
-        raise ConfigError("config.model.conditioning: 'label' needs a dataset with labels "
-                          f"(info.num_classes={num_classes})")
+    if cfg.conditioning == "label":
+        require_labels(num_classes, "config.model.conditioning")
     if cfg.conditioning == "caption" and vocab_size < 1:
         raise ConfigError("config.model.conditioning: 'caption' needs a dataset with captions "
                           f"(info.vocab_size={vocab_size})")
@@ -272,32 +269,40 @@ def make_vae(cfg: Any, info: Any) -> GenerativeModel:
         fn = lambda k, n: log_weights(params, k, target, mean, log_var, c, n)[0]
         return objectives.iwae_bound(k_z, fn, cfg.iwae_k, cfg.iwae_chunk) + lik.density_offset
 
+    def draw(key, out):
+        """What the sampler returns for decoder output ``out``: a draw of ``p(x | z)``, or
+        its mean on the levels (``sample_mean``)."""
+        if cfg.sample_mean:
+            k = lik.num_levels
+            return (jnp.round(lik.mean(out) * (k - 1)) / (k - 1)).astype(jnp.float32)
+        return lik.sample(key, out).astype(jnp.float32)
+
     def sample(params, key, num, cond=None):
         k_z, k_x = jax.random.split(key)
         c = embed(params, cond, num, "sample")
         z = jax.random.normal(k_z, (num, z_dim), jnp.float32)
-        out = decode_c(params, z, c)
-        if cfg.sample_mean:
-            k = lik.num_levels
-            return (jnp.round(lik.mean(out) * (k - 1)) / (k - 1)).astype(jnp.float32)
-        return lik.sample(k_x, out).astype(jnp.float32)
+        return draw(k_x, decode_c(params, z, c))
 
-    def encode(params, image, cond=None):
+    def posterior(params, image, cond=None):
         check_image(image)
         return encode_c(params, image, embed(params, cond, image.shape[0], "encode"))
 
-    def decode(params, z, cond=None):
-        return lik.mean(decode_c(params, z, embed(params, cond, z.shape[0], "decode")))
+    def encode(params, image, cond=None):
+        return posterior(params, image, cond)[0]
 
-    def reconstruct(params, batch):
-        mean, _ = encode(params, batch["image"], batch)
-        return decode(params, mean, batch)
+    def decode(params, z, cond=None, key=None):
+        out = decode_c(params, z, embed(params, cond, z.shape[0], "decode"))
+        return lik.mean(out) if key is None else draw(key, out)
 
-    has_density = lik.density_offset is not None
-    kind = "elbo" if cfg.iwae_k == 1 else f"iwae-{cfg.iwae_k}"
+    likelihood = None
+    if lik.density_offset is not None:
+        likelihood = Likelihood(log_prob, "elbo" if cfg.iwae_k == 1 else f"iwae-{cfg.iwae_k}")
+    conditioning = None
+    if cfg.conditioning == "label":
+        conditioning = label_conditioning(num_classes)
+    elif cfg.conditioning == "caption":
+        conditioning = split_conditioning("caption_tokens")
     return GenerativeModel(
-        name=cfg.name, family="latent", init=init, loss=loss, sample=sample,
-        log_prob=log_prob if has_density else None, bpd_kind=kind if has_density else None,
-        conditional=conditional,
-        condition_key="caption_tokens" if cfg.conditioning == "caption" else "label",
-        extras={"encode": encode, "decode": decode, "reconstruct": reconstruct})
+        name=cfg.name, family="latent", training=loss_training(init, loss),
+        sampler=Sampler(sample, "image"), likelihood=likelihood,
+        codec=Codec(encode, decode, posterior=posterior), conditioning=conditioning)

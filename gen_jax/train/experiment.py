@@ -177,23 +177,37 @@ def _parse_value(text: str) -> Any:
         return text
 
 
+OPEN_SECTIONS = ("model", "stages")  # checked by their typed dataclasses, whose defaults configs omit
+
+
 def apply_overrides(cfg: ml_collections.ConfigDict, overrides: dict[str, str]) -> ml_collections.ConfigDict:
-    """Applies ``{'train.steps': '100', ...}``; the field must exist and keep its type
-    (an int may widen to a float)."""
+    """Applies ``{'train.steps': '100', ...}``.
+
+    In the fixed sections the field must exist and keep its type (an int may widen to a
+    float). In ``model`` and ``stages``, whose config files declare only what differs from
+    the dataclass defaults, a field the file omits may be set too: the typed dataclass
+    (:func:`gen_jax.config.from_config`) then checks its name and type, naming the field.
+    """
     for dotted, text in overrides.items():
         parts = dotted.split(".")
+        open_ = parts[0] in OPEN_SECTIONS and len(parts) > 1
         node = cfg
         for i, p in enumerate(parts[:-1]):
+            if isinstance(node, ml_collections.ConfigDict) and p not in node and open_:
+                with node.unlocked():
+                    node[p] = ml_collections.ConfigDict()
             if not isinstance(node, ml_collections.ConfigDict) or p not in node:
                 raise ConfigError(f"config.{'.'.join(parts[:i + 1])}: unknown field (from --config.{dotted})")
             node = node[p]
         leaf = parts[-1]
-        if not isinstance(node, ml_collections.ConfigDict) or leaf not in node:
+        if not isinstance(node, ml_collections.ConfigDict) or (leaf not in node and not open_):
             raise ConfigError(f"config.{dotted}: unknown field (from --config.{dotted})")
-        old, new = node[leaf], _parse_value(text)
+        old, new = node.get(leaf), _parse_value(text)
         if isinstance(old, float) and isinstance(new, int) and not isinstance(new, bool):
             new = float(new)
         if isinstance(old, tuple) and isinstance(new, list):
+            new = tuple(new)
+        if isinstance(new, list):
             new = tuple(new)
         if old is not None and type(old) is not type(new):
             if isinstance(old, str):

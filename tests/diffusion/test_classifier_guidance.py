@@ -1,6 +1,7 @@
 """Classifier guidance with a noise-aware classifier (Dhariwal & Nichol 2021): the classifier
-objective, the guided eps against closed forms for Gaussian class-conditionals, guided DDIM
-sampling of a two-class toy, the bundle wiring, and bad-input errors."""
+objective (gen_jax.diffusion.noisy_classifier), the guided eps against closed forms for Gaussian
+class-conditionals, guided DDIM sampling of a two-class toy, the wiring of a DDPM's denoiser
+and the classifier's parts (gen_jax.diffusion.classifier_guidance), and bad-input errors."""
 import collections
 import math
 
@@ -12,15 +13,17 @@ from scipy.stats import norm
 
 from experiments import common
 from experiments.registry import get_factory
-from gen_jax.config import ConfigError
+from gen_jax.config import ConfigError, typed
 from gen_jax.diffusion import gaussian_diffusion as gd
 from gen_jax.diffusion import samplers
 from gen_jax.diffusion.classifier_guidance import (classifier_guided_model_fn,
                                                    make_classifier_guided_sampler)
-from gen_jax.diffusion.model import as_diffusion_config, make_ddpm
-from gen_jax.diffusion.noisy_classifier import (as_noisy_classifier_config, check_same_process,
-                                                make_noisy_classifier, noisy_classifier_terms)
+from gen_jax.diffusion.model import make_ddpm
+from gen_jax.diffusion.noisy_classifier import (NoisyClassifierConfig, build_noisy_classifier,
+                                                check_same_process, make_noisy_classifier,
+                                                noisy_classifier_terms)
 from gen_jax.diffusion.schedules import make_schedule
+from gen_jax.model import Predictor
 
 Info = collections.namedtuple("Info", "image_shape num_levels num_classes")
 INFO = Info((8, 8, 1), 17, 10)
@@ -38,21 +41,20 @@ def _batch(n=4, seed=0):
 def _random_params(model, seed=1, scale=0.2):
     """Random params of the model's shapes (``eval_shape`` of init: nothing compiled)."""
     r = np.random.default_rng(seed)
-    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), _batch())
+    shapes = jax.eval_shape(model.training.init, jax.random.PRNGKey(0), _batch())
     return jax.tree.map(lambda s: jnp.asarray(r.normal(0.0, scale, s.shape), s.dtype), shapes)
 
 
 @pytest.fixture(scope="module")
 def clf():
-    model = make_noisy_classifier(CLF, INFO)
-    return model, _random_params(model)
+    parts = build_noisy_classifier(CLF, INFO)
+    return parts, _random_params(parts.model)
 
 
 @pytest.fixture(scope="module")
 def ddpm():
-    cfg = as_diffusion_config(dict(unet=UNET))  # T = 1000 linear 1e-4..0.02, eps, clip_x0
-    model = make_ddpm(cfg, INFO)
-    return model, cfg, _random_params(model, seed=2, scale=0.1)
+    model = make_ddpm(dict(unet=UNET), INFO)  # T = 1000 linear 1e-4..0.02, eps, clip_x0
+    return model, _random_params(model, seed=2, scale=0.1)
 
 
 # ----------------------------------------------------------------------------------------
@@ -149,7 +151,7 @@ def test_guided_ddim_samples_land_in_the_requested_class():
 
 
 # ----------------------------------------------------------------------------------------
-# The noise-aware classifier bundle.
+# The noise-aware classifier.
 # ----------------------------------------------------------------------------------------
 
 
@@ -179,29 +181,32 @@ def test_classifier_objective_on_a_fixed_logits_fn():
 
 
 def test_classifier_bundle_loss_logits_and_log_prob(clf):
-    model, params = clf
+    parts, params = clf
+    model = parts.model
     batch = _batch(6)
     x_t = jax.random.normal(jax.random.PRNGKey(1), (6, 8, 8, 1))
     t = jnp.array([0, 1, 10, 100, 500, 999], jnp.int32)
 
     @jax.jit
     def run(params, batch, key):
-        loss, metrics = model.loss(params, batch, key)
-        terms = noisy_classifier_terms(lambda x, tt: model.extras["logits"](params, x, tt), SCHEDULE,
+        loss, metrics = model.training.phases[0].loss(params, batch, key)
+        terms = noisy_classifier_terms(lambda x, tt: model.classifier.logits(params, x, tt), SCHEDULE,
                                        2.0 * batch["image"] - 1.0, batch["label"], key)
-        logits = model.extras["logits"](params, x_t, t)
-        lp_all = jnp.stack([model.extras["log_prob_y"](params, x_t, t, jnp.full((6,), k)) for k in range(10)], 1)
+        logits = model.classifier.logits(params, x_t, t)
+        lp_all = jnp.stack([parts.log_prob_y(params, x_t, t, jnp.full((6,), k)) for k in range(10)], 1)
         return loss, metrics, terms, logits, lp_all
 
     loss, metrics, terms, logits, lp_all = run(params, batch, jax.random.PRNGKey(2))
-    assert model.family == "classifier" and logits.shape == (6, 10) and lp_all.shape == (6, 10)
+    assert isinstance(model, Predictor) and model.classifier.num_classes == parts.num_classes == 10
+    assert logits.shape == (6, 10) and lp_all.shape == (6, 10)
+    assert parts.image_shape == (8, 8, 1) and parts.num_levels == 17 and parts.config.timesteps == 1000
     np.testing.assert_allclose(loss, np.mean(terms["ce"]), rtol=1e-5)
     np.testing.assert_allclose(np.mean(metrics["accuracy"]), np.mean(terms["correct"]), rtol=1e-6)
     assert metrics["loss"].shape == (6,) and 0.0 <= float(metrics["accuracy_low_noise"]) <= 1.0
     np.testing.assert_allclose(lp_all, jax.nn.log_softmax(logits, -1), atol=1e-5)
     assert float(jnp.std(logits)) > 1e-3  # random params: not a constant classifier
     mlp = make_noisy_classifier(dict(CLF, network="mlp"), INFO)
-    out = jax.eval_shape(mlp.extras["logits"], _random_params(mlp), x_t, t)
+    out = jax.eval_shape(mlp.classifier.logits, _random_params(mlp), x_t, t)
     assert out.shape == (6, 10)
 
 
@@ -221,56 +226,61 @@ def test_classifier_config_errors_name_the_field():
 def test_digits_config_builds_and_matches_ddpm_digits():
     exp = common.load_experiment("noisy_classifier_digits")
     model = get_factory(exp.model_name)(exp.model, INFO)
-    params = jax.eval_shape(model.init, jax.random.PRNGKey(0), _batch(16))
+    params = jax.eval_shape(model.training.init, jax.random.PRNGKey(0), _batch(16))
     assert sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params)) > 0
     ddpm_exp = common.load_experiment("ddpm_digits")
-    check_same_process(as_diffusion_config(ddpm_exp.model), as_noisy_classifier_config(exp.model))
+    check_same_process(make_ddpm(ddpm_exp.model, INFO).denoiser.schedule,
+                       typed(NoisyClassifierConfig, exp.model))
 
 
 # ----------------------------------------------------------------------------------------
-# The bundle sampler: wiring and errors.
+# The guided sampler: wiring and errors.
 # ----------------------------------------------------------------------------------------
 
 
 def test_bundle_sampler_wiring(ddpm, clf):
     """One compiled guided DDIM-2: with a constant classifier (zero logits weights, so zero
     gradient) it reproduces the DDPM's own DDIM sampler; a real classifier moves the samples."""
-    dmodel, dcfg, dparams = ddpm
-    cmodel, cparams = clf
-    sample = make_classifier_guided_sampler(dmodel, dcfg, cmodel, 50.0, "ddim", steps=2)
+    dmodel, dparams = ddpm
+    cparts, cparams = clf
+    sample = make_classifier_guided_sampler(dmodel.denoiser, cparts, 50.0, "ddim", steps=2)
     labels = jnp.array([1, 4, 7], jnp.int32)
     key = jax.random.PRNGKey(5)
     flat = dict(cparams, logits=jax.tree.map(jnp.zeros_like, cparams["logits"]))
     x_flat = sample(dparams, flat, key, 3, labels)
     x_guided = sample(dparams, cparams, key, 3, labels)
-    ref = jax.jit(dmodel.extras["make_sampler"]("ddim", 2, 0.0, 0.0), static_argnums=2)(dparams, key, 3)
+    ref = jax.jit(dmodel.denoiser.make_sampler("ddim", 2, 0.0, 0.0), static_argnums=2)(dparams, key, 3)
     assert x_guided.shape == (3, 8, 8, 1) and x_guided.dtype == jnp.float32
     np.testing.assert_allclose(np.asarray(x_guided) * 16, np.round(np.asarray(x_guided) * 16), atol=1e-5)
     np.testing.assert_allclose(x_flat, ref, atol=1e-6)
     assert float(jnp.max(jnp.abs(x_guided - x_flat))) > 0.0
-    anc = make_classifier_guided_sampler(dmodel, dcfg, cmodel, 1.0, "ddpm")
+    anc = make_classifier_guided_sampler(dmodel.denoiser, cparts, 1.0, "ddpm")
     out = jax.eval_shape(lambda k: anc(dparams, cparams, k, 2, jnp.array([0, 9])), key)
     assert out.shape == (2, 8, 8, 1)
 
 
 def test_bad_inputs_raise_clear_errors(ddpm, clf):
-    dmodel, dcfg, dparams = ddpm
-    cmodel, cparams = clf
+    dmodel, dparams = ddpm
+    cparts, cparams = clf
     for field, value in (("beta_end", 0.03), ("timesteps", 500), ("beta_schedule", "cosine")):
         other = dict(unet=UNET, **{field: value})
         with pytest.raises(ConfigError, match=f"config.model.{field}"):
-            make_classifier_guided_sampler(make_ddpm(other, INFO), other, cmodel, 1.0)
-    with pytest.raises(ConfigError, match="schedule differs"):  # config not the bundle's
-        make_classifier_guided_sampler(make_ddpm(dict(unet=UNET, beta_end=0.03), INFO), dcfg, cmodel, 1.0)
+            make_classifier_guided_sampler(make_ddpm(other, INFO).denoiser, cparts, 1.0)
+    # The DDPM's schedule is checked against the classifier's config field by field (the
+    # denoiser carries its schedule: no config is passed next to it any more).
+    for field, value in (("beta_start", 2e-4), ("beta_schedule", "cosine")):
+        other = build_noisy_classifier(dict(CLF, **{field: value}), INFO)
+        with pytest.raises(ConfigError, match=f"config.model.{field}"):
+            make_classifier_guided_sampler(dmodel.denoiser, other, 1.0)
     with pytest.raises(ConfigError, match="config.model.parameterization"):
-        make_classifier_guided_sampler(dmodel, dict(unet=UNET, parameterization="v"), cmodel, 1.0)
+        make_classifier_guided_sampler(make_ddpm(dict(unet=UNET, parameterization="v"), INFO).denoiser, cparts, 1.0)
     with pytest.raises(ValueError, match="scale"):
-        make_classifier_guided_sampler(dmodel, dcfg, cmodel, -1.0)
+        make_classifier_guided_sampler(dmodel.denoiser, cparts, -1.0)
     with pytest.raises(ValueError, match="scale"):
         classifier_guided_model_fn(toy_eps, toy_log_prob, SCHEDULE, float("nan"))
     with pytest.raises(ValueError, match="steps"):
-        make_classifier_guided_sampler(dmodel, dcfg, cmodel, 1.0, "ddpm", steps=10)
-    sample = make_classifier_guided_sampler(dmodel, dcfg, cmodel, 1.0, "ddim", steps=2)
+        make_classifier_guided_sampler(dmodel.denoiser, cparts, 1.0, "ddpm", steps=10)
+    sample = make_classifier_guided_sampler(dmodel.denoiser, cparts, 1.0, "ddim", steps=2)
     key = jax.random.PRNGKey(0)
     with pytest.raises(ValueError, match=r"labels must be int \[num=3\]"):
         sample(dparams, cparams, key, 3, jnp.array([1, 2]))

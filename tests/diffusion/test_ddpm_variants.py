@@ -1,4 +1,4 @@
-"""DDPM bundle variants: the pixel-space MLP network, caption conditioning (cross-attention +
+"""DDPM variants (gen_jax.diffusion.model): the pixel-space MLP network, caption conditioning (cross-attention +
 pooled embedding, classifier-free guidance with negative captions) and the probability-flow
 ODE likelihood of a bundle, checked against its closed form."""
 import collections
@@ -35,7 +35,7 @@ def _batch(info, n=4, seed=0):
 
 def _random_params(model, info, seed=1, scale=0.1):
     r = np.random.default_rng(seed)
-    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), _batch(info))
+    shapes = jax.eval_shape(model.training.init, jax.random.PRNGKey(0), _batch(info))
     return jax.tree.map(lambda s: jnp.asarray(r.normal(0.0, scale, s.shape), s.dtype), shapes)
 
 
@@ -46,13 +46,13 @@ def test_mlp_network_is_the_flattened_denoiser():
     batch = _batch(DIGITS)
     x_t = jax.random.normal(jax.random.PRNGKey(0), (4, 8, 8, 1))
     t = jnp.array([0, 3, 6, 9])
-    out = model.extras["denoise"](params, x_t, t, batch["label"])
+    out = model.denoiser.denoise(params, x_t, t, batch["label"])
     assert out.shape == (4, 8, 8, 2)  # learned variance: 2C channels
     from gen_jax.nn.mlp_denoiser import MLPDenoiser, MLPDenoiserConfig
 
     flat = MLPDenoiser(MLPDenoiserConfig(**MLP, num_classes=10), 128).apply(params, x_t.reshape(4, 64), t, batch["label"])
     np.testing.assert_allclose(out, flat.reshape(4, 8, 8, 2), atol=1e-6)  # raster reshape, no mixing
-    loss, _ = model.loss(params, batch, jax.random.PRNGKey(1))
+    loss, _ = model.training.phases[0].loss(params, batch, jax.random.PRNGKey(1))
     assert np.isfinite(float(loss))
 
 
@@ -65,7 +65,7 @@ def caption_model():
 
 def test_caption_conditioning_reaches_the_unet_and_ignores_padding(caption_model):
     model, params = caption_model
-    den = jax.jit(model.extras["denoise"])
+    den = jax.jit(model.denoiser.denoise)
     batch = _batch(CAPTIONED)
     tok = batch["caption_tokens"]
     x_t = jax.random.normal(jax.random.PRNGKey(2), (4, 8, 8, 3))
@@ -77,12 +77,12 @@ def test_caption_conditioning_reaches_the_unet_and_ignores_padding(caption_model
     # caption with garbage behind the mask by reading the encoder's view, i.e. only ids != 0 count.
     null = den(params, x_t, t, jnp.zeros_like(tok))
     assert np.all(np.isfinite(null)) and not np.allclose(base, null, atol=1e-5)
-    assert model.condition_key == "caption_tokens"
+    assert model.conditioning.key == "caption_tokens"
 
 
 def test_caption_guidance_with_negative_captions(caption_model):
     model, params = caption_model
-    den, guide = model.extras["denoise"], model.extras["guided_denoiser"]
+    den, guide = model.denoiser.denoise, model.denoiser.guided
     batch = _batch(CAPTIONED, n=3, seed=3)
     tok = batch["caption_tokens"]
     neg = jnp.flip(tok, 0)
@@ -99,16 +99,16 @@ def test_caption_guidance_with_negative_captions(caption_model):
     e_c, e_null, e_neg, g, g_neg = run(params)
     np.testing.assert_allclose(g, (1 + w) * e_c - w * e_null, atol=1e-5)  # Ho & Salimans 2022, Eq. 6
     np.testing.assert_allclose(g_neg, (1 + w) * e_c - w * e_neg, atol=1e-5)
-    out = jax.eval_shape(lambda p: model.sample(p, jax.random.PRNGKey(6), 3, {"caption_tokens": tok}), params)
+    out = jax.eval_shape(lambda p: model.sampler.sample(p, jax.random.PRNGKey(6), 3, {"caption_tokens": tok}), params)
     assert out.shape == (3, 8, 8, 3)  # the sampler wiring (values: the guided eps above)
 
 
 def test_caption_bad_inputs(caption_model):
     model, params = caption_model
     with pytest.raises(ValueError, match=r"caption_tokens.*must be int \[B, L\] = \[3, 5\]"):
-        model.sample(params, jax.random.PRNGKey(0), 3, {"caption_tokens": jnp.zeros((3, 4), jnp.int32)})
+        model.sampler.sample(params, jax.random.PRNGKey(0), 3, {"caption_tokens": jnp.zeros((3, 4), jnp.int32)})
     with pytest.raises(ValueError, match=r"caption-conditional; pass cond=\{'caption_tokens'"):
-        model.sample(params, jax.random.PRNGKey(0), 3, {"label": jnp.zeros((3,), jnp.int32)})
+        model.sampler.sample(params, jax.random.PRNGKey(0), 3, {"label": jnp.zeros((3,), jnp.int32)})
     with pytest.raises(ConfigError, match=r"config\.model\.conditioning: 'caption' needs a dataset with captions"):
         make_ddpm(dict(timesteps=10, unet=UNET, conditioning="caption"), DIGITS)
     with pytest.raises(ConfigError, match=r"config\.model\.conditioning: 'caption' needs config\.model\.network='unet'"):
@@ -126,9 +126,9 @@ def test_ode_log_prob_of_a_zero_network_matches_the_closed_form():
     T, K, D = 100, 17, 64
     model = make_ddpm(dict(timesteps=T, network="mlp", denoiser=MLP, beta_start=1e-3, beta_end=0.2), DIGITS)
     batch = _batch(DIGITS)
-    params = model.init(jax.random.PRNGKey(0), batch)
+    params = model.training.init(jax.random.PRNGKey(0), batch)
     key, eps = jax.random.PRNGKey(7), 1e-3
-    lp = model.extras["ode_log_prob"](params, batch, key, num_steps=20, divergence="exact", eps=eps)
+    lp = model.denoiser.ode_log_prob(params, batch, key, num_steps=20, divergence="exact", eps=eps)
     x, log_det = dequantize_for_diffusion(jax.random.split(key)[0], batch["image"], K)
     sde = VPSDE(beta_min=T * 1e-3, beta_max=T * 0.2)
     B = sde.beta_min * (1 - eps) + 0.5 * (1 - eps ** 2) * (sde.beta_max - sde.beta_min)
@@ -142,7 +142,7 @@ def test_ode_log_prob_of_a_zero_network_matches_the_closed_form():
     np.testing.assert_allclose(float(std[0, 0]) ** 2, (2 / (K - 1)) ** 2 / 12, rtol=1e-4)
     with pytest.raises(ValueError, match=r"beta_schedule is 'cosine'"):
         make_ddpm(dict(timesteps=T, network="mlp", denoiser=MLP, beta_schedule="cosine"),
-                  DIGITS).extras["ode_log_prob"](params, batch, key)
+                  DIGITS).denoiser.ode_log_prob(params, batch, key)
 
 
 def test_level_posterior_is_bayes_rule_over_the_levels():
@@ -171,11 +171,11 @@ def test_level_posterior_bundle_denoises_small_noise_exactly():
     model = make_ddpm(dict(timesteps=100, network="mlp", denoiser=MLP, level_posterior=True,
                            learn_variance=True, loss="hybrid"), DIGITS)
     batch = _batch(DIGITS)
-    params = model.init(jax.random.PRNGKey(0), batch)  # zero last layer: a uniform prior
+    params = model.training.init(jax.random.PRNGKey(0), batch)  # zero last layer: a uniform prior
     x0 = 2 * batch["image"] - 1
     eps = jax.random.normal(jax.random.PRNGKey(1), x0.shape)
-    a = model.extras["schedule"]().alpha_bars[0]
-    out = model.extras["denoise"](params, jnp.sqrt(a) * x0 + jnp.sqrt(1 - a) * eps, jnp.zeros((4,), jnp.int32))
+    a = model.denoiser.schedule.alpha_bars[0]
+    out = model.denoiser.denoise(params, jnp.sqrt(a) * x0 + jnp.sqrt(1 - a) * eps, jnp.zeros((4,), jnp.int32))
     assert out.shape == (4, 8, 8, 2)
     np.testing.assert_allclose(out[..., :1], eps, atol=1e-3)  # noise 0.01 vs level spacing 0.125
     with pytest.raises(ConfigError, match=r"config\.model\.level_posterior"):
@@ -193,6 +193,7 @@ def test_fourier_features_and_dequantized_training_wiring():
     model = make_ddpm(dict(timesteps=10, network="mlp", denoiser=MLP, train_dequantize=True), DIGITS)
     params = _random_params(model, DIGITS)
     batch = _batch(DIGITS)
-    l1, _ = model.loss(params, batch, jax.random.PRNGKey(0))
-    l2, _ = make_ddpm(dict(timesteps=10, network="mlp", denoiser=MLP), DIGITS).loss(params, batch, jax.random.PRNGKey(0))
+    l1, _ = model.training.phases[0].loss(params, batch, jax.random.PRNGKey(0))
+    plain = make_ddpm(dict(timesteps=10, network="mlp", denoiser=MLP), DIGITS)
+    l2, _ = plain.training.phases[0].loss(params, batch, jax.random.PRNGKey(0))
     assert np.isfinite(float(l1)) and float(l1) != float(l2)  # the dequantization noise reaches x_0

@@ -1,5 +1,5 @@
-"""The DDPM bundle: loss, VLB log_prob, samplers and classifier-free guidance wired to the
-U-Net, on a tiny U-Net and a short schedule (T = 20)."""
+"""The DDPM (gen_jax.diffusion.model): loss, the VLB likelihood, samplers and classifier-free
+guidance wired to the U-Net, on a tiny U-Net and a short schedule (T = 20)."""
 import collections
 import math
 
@@ -34,7 +34,7 @@ def _random_params(model, seed=1, scale=0.05):
     random-number code dominates compile time here). Random rather than the real init, whose
     zero output convolution would hide the wiring under test."""
     r = np.random.default_rng(seed)
-    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), _batch())
+    shapes = jax.eval_shape(model.training.init, jax.random.PRNGKey(0), _batch())
     return jax.tree.map(lambda s: jnp.asarray(r.normal(0.0, scale, s.shape), s.dtype), shapes)
 
 
@@ -47,22 +47,23 @@ def cond_model():
 def test_loss_log_prob_and_sample(cond_model):
     model, params = cond_model
     batch = _batch()
-    loss, metrics = jax.jit(model.loss)(params, batch, jax.random.PRNGKey(2))
+    loss, metrics = jax.jit(model.training.phases[0].loss)(params, batch, jax.random.PRNGKey(2))
     assert np.isfinite(float(loss)) and metrics["mse"].shape == (4,)
-    terms, lp = jax.jit(lambda p, b, k: (model.extras["vlb_terms"](p, b, k), model.log_prob(p, b, k)))(
+    terms, lp = jax.jit(lambda p, b, k: (model.denoiser.vlb_terms(p, b, k), model.likelihood.log_prob(p, b, k)))(
         params, batch, jax.random.PRNGKey(3))
     # log_prob = -(L_T + sum_t L_t) + D log K (the model's density convention).
     np.testing.assert_allclose(lp, -terms["total"] + 64 * math.log(17), rtol=1e-6)
     np.testing.assert_allclose(terms["total"], terms["prior"] + terms["vb"].sum(1), rtol=1e-6)
-    assert model.bpd_kind == "vlb"
-    x = jax.jit(model.sample, static_argnums=2)(params, jax.random.PRNGKey(4), 3, {"label": jnp.arange(3)})
+    assert model.likelihood.kind == "vlb" and model.likelihood.unit == "dim"
+    assert model.sampler.kind == "image" and model.conditioning.keys == ("label",)
+    x = jax.jit(model.sampler.sample, static_argnums=2)(params, jax.random.PRNGKey(4), 3, {"label": jnp.arange(3)})
     assert x.shape == (3, 8, 8, 1) and x.dtype == jnp.float32
     np.testing.assert_allclose(np.asarray(x) * 16, np.round(np.asarray(x) * 16), atol=1e-5)  # on the levels
 
 
 def test_classifier_free_guidance_formula(cond_model):
     model, params = cond_model
-    den, guide = model.extras["denoise"], model.extras["guided_denoiser"]
+    den, guide = model.denoiser.denoise, model.denoiser.guided
     x = jax.random.normal(jax.random.PRNGKey(5), (3, 8, 8, 1))
     t = jnp.array([3, 10, 19], jnp.int32)
     lab, neg = jnp.array([1, 2, 3]), jnp.array([7, 7, 0])
@@ -81,12 +82,12 @@ def test_classifier_free_guidance_formula(cond_model):
 
 
 def test_ddim_scan_equals_loop(cond_model):
-    """(DDIM eta = 1 on the full schedule = DDPM is checked in test_diffusion_samplers.)"""
+    """(DDIM eta = 1 on the full schedule = DDPM is checked in tests/diffusion/test_samplers.py.)"""
     model, params = cond_model
     cond = {"label": jnp.arange(2)}
     key = jax.random.PRNGKey(6)
-    scan = model.extras["make_sampler"]("ddim", 5, 0.0)(params, key, 2, cond)
-    loop = model.extras["make_sampler"]("ddim", 5, 0.0, use_scan=False)(params, key, 2, cond)
+    scan = model.denoiser.make_sampler("ddim", 5, 0.0)(params, key, 2, cond)
+    loop = model.denoiser.make_sampler("ddim", 5, 0.0, use_scan=False)(params, key, 2, cond)
     np.testing.assert_allclose(scan, loop, atol=1e-6)
 
 
@@ -107,11 +108,11 @@ def test_bad_configs_and_inputs(cond_model):
         make_ddpm(_cfg(conditioning="label"), Info((8, 8, 1), 17, 0))
     model, params = cond_model
     with pytest.raises(ValueError, match=r"cond\['label'\] must be \[2\]"):
-        model.sample(params, jax.random.PRNGKey(0), 2, {"label": jnp.arange(3)})
+        model.sampler.sample(params, jax.random.PRNGKey(0), 2, {"label": jnp.arange(3)})
     with pytest.raises(ValueError, match="class-conditional"):
-        model.sample(params, jax.random.PRNGKey(0), 2, None)
+        model.sampler.sample(params, jax.random.PRNGKey(0), 2, None)
     with pytest.raises(ValueError, match="steps S=30"):
-        model.extras["make_sampler"]("ddim", 30)
+        model.denoiser.make_sampler("ddim", 30)
     with pytest.raises(ValueError, match=r"batch\['image'\]"):
-        model.loss(params, {"image": jnp.zeros((2, 8, 8, 3)), "label": jnp.zeros((2,), jnp.int32)},
-                   jax.random.PRNGKey(0))
+        model.training.phases[0].loss(params, {"image": jnp.zeros((2, 8, 8, 3)),
+                                               "label": jnp.zeros((2,), jnp.int32)}, jax.random.PRNGKey(0))

@@ -1,14 +1,13 @@
-"""Diffusion math against closed forms and independent references: schedules, the forward
-chain vs its marginal, the posterior vs Bayes' rule, parameterizations, the discretized
-decoder vs scipy, the variational bound (terms, prior term, oracle sanity), hybrid and
-score-matching losses, SDE marginals vs numerically solved moment ODEs, bad input."""
+"""The Gaussian diffusion (gen_jax.diffusion.gaussian_diffusion) against closed forms and
+independent references: the forward chain vs its marginal, the posterior vs Bayes' rule,
+parameterizations, the discretized decoder vs scipy, the variational bound (terms, prior term,
+oracle sanity), hybrid and score-matching losses, bad input."""
 import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import scipy.integrate
 import scipy.stats
 
 from gen_jax.diffusion import gaussian_diffusion as gd
@@ -19,45 +18,6 @@ from gen_jax.diffusion import sde as sde_lib
 @pytest.fixture(scope="module")
 def lin1000():
     return schedules.make_schedule("linear", 1000)
-
-
-# ----------------------------------------------------------------------------------------
-# Schedules.
-# ----------------------------------------------------------------------------------------
-
-
-def test_schedule_constants(lin1000):
-    s = lin1000
-    b = np.linspace(1e-4, 0.02, 1000)
-    ab = np.cumprod(1 - b)
-    np.testing.assert_allclose(s.betas, b, rtol=1e-6)
-    np.testing.assert_allclose(s.alpha_bars, ab, rtol=1e-5)
-    np.testing.assert_allclose(s.alpha_bars_prev[1:], ab[:-1], rtol=1e-5)
-    assert s.alpha_bars_prev[0] == 1.0 and s.posterior_variance[0] == 0.0
-    np.testing.assert_allclose(s.posterior_log_variance_clipped[0], s.posterior_log_variance_clipped[1])
-    # Cosine: alpha_bar_t follows Eq. 17 wherever beta is not clipped.
-    c = schedules.make_schedule("cosine", 1000)
-    f = lambda u: np.cos((u + 0.008) / 1.008 * np.pi / 2) ** 2
-    want = f(np.arange(1, 1001) / 1000) / f(0)
-    np.testing.assert_allclose(c.alpha_bars[:990], want[:990], rtol=1e-4)
-    assert float(jnp.max(c.betas)) <= 0.999 + 1e-7
-    assert jax.tree.leaves(s)[0].shape == (1000,)  # a pytree
-
-
-@pytest.mark.parametrize("kind,t,match", [("quadratic", 10, "unknown schedule kind"),
-                                          ("linear", 0, "num_timesteps"),
-                                          ("cosine", 2.5, "num_timesteps"),
-                                          ("linear", True, "num_timesteps")])
-def test_schedule_errors(kind, t, match):
-    with pytest.raises(ValueError, match=match):
-        schedules.make_schedule(kind, t)
-
-
-def test_schedule_bad_params():
-    with pytest.raises(ValueError, match="beta_start"):
-        schedules.make_schedule("linear", 10, beta_start=0.5, beta_end=0.1)
-    with pytest.raises(ValueError, match="bad arguments"):
-        schedules.make_schedule("cosine", 10, beta_end=0.1)
 
 
 # ----------------------------------------------------------------------------------------
@@ -402,60 +362,3 @@ def test_dsm_loss_closed_form():
     np.testing.assert_allclose(lw["loss"], ref, rtol=1e-4)
     with pytest.raises(ValueError, match="reduce"):
         gd.dsm_loss(score, sde, x0, jax.random.PRNGKey(0), reduce="max")
-
-
-# ----------------------------------------------------------------------------------------
-# SDEs.
-# ----------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("kind", ["vp", "subvp", "ve"])
-def test_sde_marginals_solve_moment_odes(kind):
-    """For linear SDEs the kernel's mean and variance solve dm/dt = a(t) m,
-    dv/dt = 2 a(t) v + g(t)^2 (f = a(t) x); integrate with scipy and compare."""
-    sde = sde_lib.make_sde(kind)
-    x1 = jnp.ones((1, 1))
-    fg = jax.jit(sde.drift_diffusion)
-
-    def rhs(t, y):
-        f, g = fg(x1, jnp.array([t], jnp.float32))
-        a = float(f[0, 0])  # f(x=1) = a(t)
-        return [a * y[0], 2 * a * y[1] + float(g[0, 0]) ** 2]
-
-    v0 = sde.sigma_min ** 2 if kind == "ve" else 0.0  # VE kernel variance is sigma(t)^2 (Song et al.)
-    sol = scipy.integrate.solve_ivp(rhs, (0, 1), [1.0, v0], t_eval=[0.1, 0.5, 1.0], rtol=1e-8, atol=1e-10)
-    m, s = sde.marginal(jnp.ones((3, 1)), jnp.array([0.1, 0.5, 1.0]))
-    np.testing.assert_allclose(m[:, 0], sol.y[0], rtol=1e-4)
-    np.testing.assert_allclose(np.square(s[:, 0]), sol.y[1], rtol=1e-3)
-    z = jnp.asarray(np.random.default_rng(0).normal(size=(4, 3)) * sde.prior_std, jnp.float32)
-    np.testing.assert_allclose(sde.prior_log_prob(z),
-                               scipy.stats.norm(0, sde.prior_std).logpdf(np.asarray(z)).sum(1), rtol=1e-5)
-    # One discretized step agrees with Euler-Maruyama to first order in dt.
-    x = jnp.asarray(np.random.default_rng(1).normal(size=(2, 3)), jnp.float32)
-    t = jnp.array([0.3, 0.7])
-    fd, gd_ = sde.discretize(x, t, 1e-4)
-    f, g = sde.drift_diffusion(x, t)
-    np.testing.assert_allclose(fd, f * 1e-4, rtol=2e-2, atol=1e-7)
-    np.testing.assert_allclose(gd_, g * 1e-2, rtol=2e-2)
-
-
-def test_reverse_and_score_adapter():
-    sde = sde_lib.VPSDE()
-    score = lambda x, t, c: -x
-    x = jnp.ones((2, 3))
-    t = jnp.array([0.2, 0.9])
-    f, g = sde.drift_diffusion(x, t)
-    d_sde, g_sde = sde_lib.reverse(sde, score).drift_diffusion(x, t)
-    d_ode, g_ode = sde_lib.reverse(sde, score, probability_flow=True).drift_diffusion(x, t)
-    np.testing.assert_allclose(d_sde, f + g ** 2 * x, rtol=1e-6)
-    np.testing.assert_allclose(d_ode, f + 0.5 * g ** 2 * x, rtol=1e-6)
-    assert np.all(np.asarray(g_ode) == 0) and np.allclose(g_sde, g)
-    eps_fn = lambda x, t, c: 2 * x
-    _, std = sde.marginal(x, t)
-    np.testing.assert_allclose(sde_lib.score_from_eps(eps_fn, sde)(x, t, None), -2 * x / std, rtol=1e-6)
-    with pytest.raises(ValueError, match="unknown SDE"):
-        sde_lib.make_sde("vpp")
-    with pytest.raises(ValueError, match=r"t must be \[B\]"):
-        sde.marginal(x, jnp.array([0.1]))
-    with pytest.raises(ValueError, match="sigma_min"):
-        sde_lib.VESDE(sigma_min=5.0, sigma_max=1.0)

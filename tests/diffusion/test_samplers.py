@@ -1,10 +1,8 @@
-"""Samplers and the ODE likelihood with analytic denoisers for Gaussian data N(mu, Sigma):
-every diffused marginal is Gaussian in closed form, so eps / score / log-density are exact.
-DDIM(eta=1, S=T) == DDPM; scan == Python loop; moments of every sampler; PF-ODE
-log-likelihood vs the exact Gaussian log-density (exact and Hutchinson divergence);
-dequantized bits/dim; inpainting; bad input."""
-import math
-
+"""Samplers (gen_jax.diffusion.samplers) and the ODE likelihood (gen_jax.diffusion.likelihood)
+with analytic denoisers for Gaussian data N(mu, Sigma): every diffused marginal is Gaussian in
+closed form, so eps / score / log-density are exact. DDIM(eta=1, S=T) == DDPM; scan == Python
+loop; moments of every sampler; PF-ODE log-likelihood vs the exact Gaussian log-density (exact
+and Hutchinson divergence); dequantized bits/dim; inpainting; bad input."""
 import jax
 import jax.numpy as jnp
 import numpy as np

@@ -12,10 +12,10 @@ from gen_jax.flows.actnorm import ActNorm
 from gen_jax.flows.bijector import Chain
 from gen_jax.flows.coupling import Coupling
 from gen_jax.flows.image_flow import standard_normal_log_prob
-from gen_jax.flows.maf import MAFConfig, VectorInfo, make_maf
+from gen_jax.flows.maf import MAFConfig, VectorInfo, build_vector_maf
 from gen_jax.metrics.mmd import mmd_permutation_test
 
-MAF_2D = make_maf(MAFConfig(num_layers=3, hidden=(16, 16)), VectorInfo(2))
+MAF_2D = build_vector_maf(MAFConfig(num_layers=3, hidden=(16, 16)), VectorInfo(2)).model
 REALNVP_2D = Chain(tuple(b for i in range(4) for b in (ActNorm(), Coupling("channel", i % 2, "affine", hidden=16,
                                                                             scale_fn="tanh"))))
 
@@ -39,7 +39,7 @@ def _grid(lim=10.0, n=401):
 @functools.lru_cache(maxsize=None)
 def _log_densities():
     def maf(params, pts):
-        return MAF_2D.log_prob(params, {"x": pts})
+        return MAF_2D.likelihood.log_prob(params, {"x": pts})
 
     def realnvp(params, pts):
         u, ldj = REALNVP_2D.apply(params, pts, method="forward")
@@ -50,7 +50,7 @@ def _log_densities():
 
 @functools.lru_cache(maxsize=None)
 def _inits():
-    return {"maf": jax.jit(lambda k, x: MAF_2D.init(k, {"x": x})),
+    return {"maf": jax.jit(lambda k, x: MAF_2D.training.init(k, {"x": x})),
             "realnvp": jax.jit(lambda k, x: REALNVP_2D.init(k, x, method="forward"))}
 
 
@@ -74,9 +74,11 @@ def test_trained_maf_matches_two_moons_by_mmd():
     fresh moons (RBF bandwidth 0.5, 300 samples each; p = 0.04 .. 0.6 over four seeds tried),
     while a Gaussian with the moons' mean and covariance is rejected (p at its minimum)."""
     noise, steps, bs, n = 0.1, 1500, 256, 300
-    model = make_maf(MAFConfig(num_layers=5, hidden=(64, 64)), VectorInfo(2))
+    maf = build_vector_maf(MAFConfig(num_layers=5, hidden=(64, 64)), VectorInfo(2))
+    model, (phase,) = maf.model, maf.model.training.phases
+    assert phase.group is None and model.sampler is None and model.likelihood.kind == "exact"
     data = jnp.asarray(two_moons(4096, seed=20, noise=noise))
-    params = model.init(jax.random.PRNGKey(2), {"x": data[:512]})
+    params = model.training.init(jax.random.PRNGKey(2), {"x": data[:512]})
     tx = optax.adam(optax.cosine_decay_schedule(3e-3, steps))
 
     @jax.jit
@@ -84,7 +86,7 @@ def test_trained_maf_matches_two_moons_by_mmd():
         def step(carry, k):
             p, s = carry
             idx = jax.random.randint(k, (bs,), 0, data.shape[0])
-            loss, g = jax.value_and_grad(lambda p: model.loss(p, {"x": data[idx]})[0])(p)
+            loss, g = jax.value_and_grad(lambda p: phase.loss(p, {"x": data[idx]})[0])(p)
             upd, s = tx.update(g, s, p)
             return (optax.apply_updates(p, upd), s), loss
 
@@ -93,7 +95,7 @@ def test_trained_maf_matches_two_moons_by_mmd():
 
     params, losses = train(params, jax.random.PRNGKey(3))
     assert float(losses[-100:].mean()) < float(losses[:100].mean()) - 0.3
-    samples = jax.jit(model.sample, static_argnums=2)(params, jax.random.PRNGKey(4), n)
+    samples = jax.jit(maf.sample, static_argnums=2)(params, jax.random.PRNGKey(4), n)
     target = two_moons(n, seed=21, noise=noise)
     _, p_model = mmd_permutation_test(jax.random.PRNGKey(3), samples, target, num_permutations=300, bandwidth=0.5)
     assert float(p_model) > 0.01, float(p_model)

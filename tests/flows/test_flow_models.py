@@ -16,9 +16,9 @@ from hypothesis import given, settings, strategies as st
 
 from gen_jax import distributions as dist
 from gen_jax.config import ConfigError
-from gen_jax.flows.glow import GlowConfig, make_glow
-from gen_jax.flows.image_flow import standard_normal_log_prob
-from gen_jax.flows.realnvp import RealNVPConfig, make_realnvp
+from gen_jax.flows.glow import GlowConfig, build_glow, make_glow
+from gen_jax.flows.image_flow import interpolate, standard_normal_log_prob
+from gen_jax.flows.realnvp import RealNVPConfig, build_realnvp, make_realnvp
 from gen_jax.distributions.bpd import bits_per_dim
 
 Info = collections.namedtuple("Info", "image_shape num_levels num_classes")
@@ -26,11 +26,11 @@ INFO = Info((8, 8, 1), 17, 10)
 B = 4
 D = 64
 
-MODELS = {
-    "glow_cond": lambda: make_glow(GlowConfig(levels=2, steps_per_level=1, hidden=8, conditioning="label",
-                                              cond_coupling=True), INFO),
-    "realnvp": lambda: make_realnvp(RealNVPConfig(scales=2, checkerboard_couplings=1, channel_couplings=1,
-                                                  final_couplings=2, hidden=8, num_blocks=0), INFO),
+MODELS = {  # name -> ImageFlow (the model and its raw bijection)
+    "glow_cond": lambda: build_glow(GlowConfig(levels=2, steps_per_level=1, hidden=8, conditioning="label",
+                                               cond_coupling=True), INFO),
+    "realnvp": lambda: build_realnvp(RealNVPConfig(scales=2, checkerboard_couplings=1, channel_couplings=1,
+                                                   final_couplings=2, hidden=8, num_blocks=0), INFO),
 }
 
 
@@ -44,28 +44,30 @@ def _batch(seed, n=B):
 
 @functools.lru_cache(maxsize=None)
 def _model_and_params(name):
-    model = MODELS[name]()
-    return model, jax.jit(model.init)(jax.random.PRNGKey(0), _batch(0, 16))
+    flow = MODELS[name]()
+    return flow, jax.jit(flow.model.training.init)(jax.random.PRNGKey(0), _batch(0, 16))
 
 
 @functools.lru_cache(maxsize=None)
 def _program(name):
-    model, _ = _model_and_params(name)
-    ex = model.extras
+    flow, _ = _model_and_params(name)
+    model = flow.model
+    (phase,) = model.training.phases
+    assert phase.group is None and model.likelihood.kind == "exact" and model.sampler.kind == "image"
 
     def run(params, batch, key):
         cond = {"label": batch["label"]}
         y = dist.dequantize(key, batch["image"], INFO.num_levels)  # what log_prob(.., key) sees
-        eps, ldj = ex["forward"](params, y, cond)
-        y2, ildj = ex["inverse"](params, eps, cond)
-        f0 = lambda v: ex["forward"](params, v.reshape(1, 8, 8, 1), {"label": batch["label"][:1]})[0][0]
-        loss, metrics = model.loss(params, batch, key)
+        eps, ldj = flow.forward(params, y, cond)
+        y2, ildj = flow.inverse(params, eps, cond)
+        f0 = lambda v: flow.forward(params, v.reshape(1, 8, 8, 1), {"label": batch["label"][:1]})[0][0]
+        loss, metrics = phase.loss(params, batch, key)
         return dict(
             y=y, eps=eps, ldj=ldj, y2=y2, ildj=ildj, jac=jax.jacfwd(f0)(y[0].reshape(-1)),
-            lerp=ex["interpolate"](params, batch["image"], batch["image"][::-1], 3, cond),
-            log_prob=model.log_prob(params, batch, key), loss=loss, bpd=metrics["bpd"],
-            sample_t0=model.sample(params, key, B, cond, temperature=0.0),
-            decode0=ex["decode"](params, jnp.zeros((B, D)), cond))
+            lerp=interpolate(model, params, batch["image"], batch["image"][::-1], 3, cond),
+            log_prob=model.likelihood.log_prob(params, batch, key), loss=loss, bpd=metrics["bpd"],
+            sample_t0=model.sampler.sample(params, key, B, cond, temperature=0.0),
+            decode0=model.codec.decode(params, jnp.zeros((B, D)), cond))
 
     return jax.jit(run)
 
@@ -129,23 +131,25 @@ def test_glow_cifar10_config_is_paper_scale():
     assert (c.model.levels, c.model.steps_per_level, c.model.hidden) == (3, 32, 512)
     model = make_glow({k: v for k, v in c.model.items() if k != "name"}, Info((32, 32, 3), 256, 10))
     batch = {"image": jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32)}
-    params = jax.eval_shape(model.init, jax.random.PRNGKey(0), batch)
+    params = jax.eval_shape(model.training.init, jax.random.PRNGKey(0), batch)
     count = sum(math.prod(p.shape) for p in jax.tree.leaves(params))
     assert count == 44_055_408  # the paper's CIFAR-10 Glow has about 44.0M
 
 
 def test_bad_inputs_and_configs_raise_clear_errors():
-    model, params = _model_and_params("glow_cond")
+    flow, params = _model_and_params("glow_cond")
+    model = flow.model
+    assert model.conditioning.keys == ("label",) and model.conditioning.num_classes == 10
     bad = np.asarray(_batch(0)["image"]).copy()
     bad[1, 2, 3, 0] = np.nan
     with pytest.raises(ValueError, match=r"log_prob batch\['image'\]: 1 non-finite.*\(4, 8, 8, 1\)"):
-        model.log_prob(params, {"image": jnp.asarray(bad), "label": jnp.zeros(4, jnp.int32)}, jax.random.PRNGKey(0))
+        model.likelihood.log_prob(params, {"image": jnp.asarray(bad), "label": jnp.zeros(4, jnp.int32)}, jax.random.PRNGKey(0))
     with pytest.raises(ValueError, match=r"encode image must be \[B, 8, 8, 1\], got \(2, 8, 8\)"):
-        model.extras["encode"](params, jnp.zeros((2, 8, 8)), {"label": jnp.zeros(2, jnp.int32)})
+        model.codec.encode(params, jnp.zeros((2, 8, 8)), {"label": jnp.zeros(2, jnp.int32)})
     with pytest.raises(ValueError, match=r"sample: the model is class-conditional"):
-        model.sample(params, jax.random.PRNGKey(0), 2)
+        model.sampler.sample(params, jax.random.PRNGKey(0), 2)
     with pytest.raises(ValueError, match=r"decode: latents must be \[B, 64\]"):
-        model.extras["decode"](params, jnp.zeros((2, 63)), {"label": jnp.zeros(2, jnp.int32)})
+        model.codec.decode(params, jnp.zeros((2, 63)), {"label": jnp.zeros(2, jnp.int32)})
     with pytest.raises(ConfigError, match=r"config.model.levels: 4 squeeze\(s\) need H and W divisible by 16, "
                                           r"got image shape \(8, 8, 1\)"):
         make_glow({"levels": 4}, INFO)
@@ -168,7 +172,7 @@ def test_maf_bundle_on_images_by_shape():
 
     model = make_maf(MAFConfig(num_layers=2, hidden=(16,)), INFO)
     batch = {"image": jax.ShapeDtypeStruct((3, 8, 8, 1), jnp.float32)}
-    params = jax.eval_shape(model.init, jax.random.PRNGKey(0), batch)
-    assert jax.eval_shape(model.log_prob, params, batch, jax.random.PRNGKey(1)).shape == (3,)
-    out = jax.eval_shape(lambda p: model.sample(p, jax.random.PRNGKey(2), 5), params)
-    assert out.shape == (5, 8, 8, 1) and model.bpd_kind == "exact"
+    params = jax.eval_shape(model.training.init, jax.random.PRNGKey(0), batch)
+    assert jax.eval_shape(model.likelihood.log_prob, params, batch, jax.random.PRNGKey(1)).shape == (3,)
+    out = jax.eval_shape(lambda p: model.sampler.sample(p, jax.random.PRNGKey(2), 5), params)
+    assert out.shape == (5, 8, 8, 1) and model.likelihood.kind == "exact"

@@ -90,17 +90,20 @@ def test_make_gmm_bundle():
     levels = np.clip(np.round(r.normal(8, 3, size=(200, 4, 4, 1))), 0, 16)
     batch = {"image": jnp.asarray(levels / 16, jnp.float32)}
     model = gmm.make_gmm({"name": "gmm", "num_components": 3, "reg_covar": 1e-4}, info)
-    assert model.family == "latent" and model.bpd_kind == "exact" and model.loss is None
-    params = jax.jit(model.init)(jax.random.PRNGKey(0), batch)
-    update = jax.jit(model.update)
+    assert model.family == "latent" and model.likelihood.kind == "exact"
+    (phase,) = model.training.phases
+    assert phase.loss is None and phase.update is not None and phase.group is None
+    assert model.sampler.kind == "image" and model.codec is None and not model.conditional
+    params = jax.jit(model.training.init)(jax.random.PRNGKey(0), batch)
+    update = jax.jit(phase.update)
     lls = []
     for i in range(5):
         params, m = update(params, batch, jax.random.PRNGKey(1))  # same dequantization: plain EM
         lls.append(float(m["loglik"]))
     assert all(b >= a - 1e-3 for a, b in zip(lls, lls[1:])), lls
-    lp = model.log_prob(params, batch, jax.random.PRNGKey(2))
+    lp = model.likelihood.log_prob(params, batch, jax.random.PRNGKey(2))
     assert lp.shape == (200,) and np.all(np.isfinite(np.asarray(lp)))
-    s = model.sample(params, jax.random.PRNGKey(3), 7)
+    s = model.sampler.sample(params, jax.random.PRNGKey(3), 7)
     assert s.shape == (7, 4, 4, 1) and s.dtype == jnp.float32
     assert float(s.min()) >= 0.0 and float(s.max()) <= 1.0
     np.testing.assert_allclose(np.asarray(s) * 16, np.round(np.asarray(s) * 16), atol=1e-5)  # on the levels

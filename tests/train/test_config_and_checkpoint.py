@@ -145,3 +145,10 @@ def test_corrupted_checkpoint_file(saved):
     assert n > 0
     with pytest.raises(CheckpointError, match=rf"{path}/5 is unreadable"):
         Checkpointer(str(path), create=False).restore(jax.eval_shape(lambda: tree))
+
+
+def test_model_overrides_may_set_fields_the_file_leaves_at_their_default():
+    c = apply_overrides(_cfg(), {"model.extra_field": "3", "model.sub.depth": "[1, 2]"})
+    assert c.model.extra_field == 3 and c.model.sub.depth == (1, 2)
+    with pytest.raises(ConfigError, match=r"config\.optim\.lr: unknown field"):
+        apply_overrides(_cfg(), {"optim.lr": "0.1"})
