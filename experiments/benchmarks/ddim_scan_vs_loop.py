@@ -7,13 +7,13 @@ For the digits DDPM U-Net (``experiments/configs/ddpm_digits_unet.py``; trained 
 the values), prints for each batch size the seconds to draw one batch with DDIM, S = 50,
 eta = 0 (Song et al. 2021, Eq. 12):
 
-* ``scan``: ``model.extras['make_sampler']('ddim', 50)`` under one ``jax.jit`` (the library's
+* ``scan``: ``model.denoiser.make_sampler('ddim', 50)`` under one ``jax.jit`` (the library's
   sampler: the 50 steps are one XLA program);
 * ``loop``: the same sampler with ``use_scan=False``: a Python loop calling a jitted single
   step 50 times (what a PyTorch-style sampler does);
 
 and their ratio. Both produce identical samples (checked here, and in
-tests/test_diffusion_model.py). Figures are medians of 3 runs after compilation.
+tests/diffusion/test_diffusion_model.py). Figures are medians of 3 runs after compilation.
 """
 from __future__ import annotations
 
@@ -37,16 +37,18 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     exp = common.load_experiment(a.config)
     info, model, _ = common.setup(exp)
+    if model.denoiser is None:
+        common.fail(f"--config {a.config}: not a diffusion model (model {model.name!r} has no denoiser)")
     if a.workdir:
         from gen_jax.train.loop import eval_params
 
-        params = eval_params(common.restore_state(exp, model, a.workdir, info)[0])
+        params = eval_params(common.restore_state(exp, model, a.workdir, info)[0], model)
     else:
         r = np.random.default_rng(0)
         example = {"image": jnp.zeros((2,) + tuple(info.image_shape)), "label": jnp.zeros((2,), jnp.int32)}
-        shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), example)
+        shapes = jax.eval_shape(model.training.init, jax.random.PRNGKey(0), example)
         params = jax.tree.map(lambda s: jnp.asarray(r.normal(0, 0.05, s.shape), s.dtype), shapes)
-    make = model.extras["make_sampler"]
+    make = model.denoiser.make_sampler
     print(f"DDIM-{a.steps} (eta 0) on {a.config}, {jax.devices()[0].platform}, median of 3 after compile")
     print(f"{'batch':>6s} {'scan s':>9s} {'loop s':>9s} {'loop/scan':>10s}")
     for b in [int(x) for x in a.batches.split(",")]:

@@ -30,6 +30,7 @@ Prints (and writes ``--out``, default ``W/diffusion_table.json``):
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -45,20 +46,6 @@ def _floats(s):
 
 def _ints(s):
     return [int(v) for v in s.split(",") if v]
-
-
-def test_bits_per_dim(fn, params, x01, labels, batch_size, key, num_levels):
-    """Mean bits/dim of ``fn(params, batch, key) -> log_prob [B]`` over the whole split
-    (the last batch is padded by wrapping and trimmed: one compile)."""
-    from gen_jax.distributions.bpd import bits_per_dim
-
-    n, d = len(x01), int(np.prod(x01.shape[1:]))
-    out = []
-    for i, start in enumerate(range(0, n, batch_size)):
-        idx = np.arange(start, start + batch_size) % n
-        lp = np.asarray(fn(params, {"image": x01[idx], "label": labels[idx]}, jax.random.fold_in(key, i)))
-        out.append(lp[: min(batch_size, n - start)])
-    return float(np.mean(bits_per_dim(np.concatenate(out), d, num_levels)))
 
 
 def main(argv=None) -> int:
@@ -83,19 +70,24 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     what = [w for w in args.what.split(",") if w]
     from experiments import common
-    from experiments.evaluate import feature_extractor, images01
     from gen_jax.data.datasets import load_split
+    from gen_jax.evaluation.likelihood import images01, split_bpd
     from gen_jax.metrics.features import score_samples
+    from gen_jax.model import Likelihood
     from gen_jax.train.loop import eval_params
 
     exp = common.load_experiment(args.config)
     info, model, _ = common.setup(exp)
-    if model.family != "diffusion" or "make_sampler" not in model.extras:
-        common.fail(f"--config {args.config}: not a DDPM bundle (model {model.name!r})")
+    den = model.denoiser
+    if den is None:
+        common.fail(f"--config {args.config}: not a diffusion model (model {model.name!r} has no denoiser)")
+    for w, fn in (("vlb", den.vlb_terms), ("ode", den.ode_log_prob)):
+        if w in what and fn is None:
+            common.fail(f"--what {w}: model {model.name!r} has no {'vlb_terms' if w == 'vlb' else 'ode_log_prob'}")
     state, _ = common.restore_state(exp, model, args.workdir, info)
-    params = eval_params(state)
+    params = eval_params(state, model)
     test = load_split("digits", "test")
-    x_test = images01(test, info)
+    x_test = images01(test, info.num_levels)
     key = jax.random.PRNGKey(args.seed)
     res = {"workdir": args.workdir, "config": args.config, "step": int(state.step)}
     out_path = args.out or os.path.join(args.workdir, "diffusion_table.json")
@@ -106,10 +98,9 @@ def main(argv=None) -> int:
 
     if "vlb" in what:
         t0 = time.time()
-        res["vlb_bpd"] = test_bits_per_dim(jax.jit(model.log_prob), params, x_test, test["label"],
-                                           exp.eval.batch_size, jax.random.fold_in(key, 1), info.num_levels)
-        terms = jax.jit(model.extras["vlb_terms"])(params, {"image": x_test[:250], "label": test["label"][:250]},
-                                                   jax.random.fold_in(key, 2))
+        res["vlb_bpd"] = split_bpd(model, params, test, info, jax.random.fold_in(key, 1), exp.eval.batch_size)
+        terms = jax.jit(den.vlb_terms)(params, {"image": x_test[:250], "label": test["label"][:250]},
+                                       jax.random.fold_in(key, 2))
         d_log2 = int(np.prod(info.image_shape)) * np.log(2.0)
         vb = np.asarray(terms["vb"]).mean(0) / d_log2
         T = len(vb)
@@ -124,23 +115,23 @@ def main(argv=None) -> int:
         dump()
     if "ode" in what:
         t0 = time.time()
-        ode = model.extras["ode_log_prob"]
-        fn = jax.jit(lambda prm, b, k: ode(prm, b, k, num_steps=args.ode_steps, method="heun",
-                                           divergence=args.ode_divergence))
-        res["ode_bpd"] = test_bits_per_dim(fn, params, x_test, test["label"], args.ode_batch,
-                                           jax.random.fold_in(key, 3), info.num_levels)
+        ode = den.ode_log_prob
+        fn = lambda prm, b, k: ode(prm, b, k, num_steps=args.ode_steps, method="heun",
+                                   divergence=args.ode_divergence)
+        by_ode = dataclasses.replace(model, likelihood=Likelihood(fn, "ode"))  # the PF-ODE as the likelihood
+        res["ode_bpd"] = split_bpd(by_ode, params, test, info, jax.random.fold_in(key, 3), args.ode_batch)
         res["ode_settings"] = (f"Heun {args.ode_steps} steps, {args.ode_divergence} divergence, "
                                "eps = the dequantization-matched default")
         print(f"PF-ODE likelihood on the test split: {res['ode_bpd']:.3f} bits/dim ({res['ode_settings']}; "
               f"{time.time() - t0:.0f} s)", flush=True)
         dump()
     if "ddim" in what or "cfg" in what or "cg" in what:
-        extractor = feature_extractor("digits", None)
+        extractor = common.feature_extractor("digits", None)
         n = args.num
         bs = min(args.batch, n)
 
         def run(sampler, steps, eta, scale=0.0, labels=None):
-            fn = jax.jit(model.extras["make_sampler"](sampler, steps, eta, guidance_scale=scale),
+            fn = jax.jit(den.make_sampler(sampler, steps, eta, guidance_scale=scale),
                          static_argnums=(2,))
             cond = lambda s: None if labels is None else {"label": labels[s:s + bs]}
             jax.block_until_ready(fn(params, key, bs, cond(0)))  # compile
@@ -153,7 +144,7 @@ def main(argv=None) -> int:
             return x, scores, secs
 
         train = load_split("digits", "train")
-        x_train = images01(train, info)
+        x_train = images01(train, info.num_levels)
         idx = np.random.default_rng(0).choice(len(x_train), size=min(n, len(x_train)), replace=False)
         floor = score_samples(x_train[idx], x_test, extractor, seed=args.seed)
         res["floor_fid"] = float(floor["fid"])
@@ -203,20 +194,22 @@ def main(argv=None) -> int:
         dump()
     if "cg" in what:
         from gen_jax.diffusion.classifier_guidance import make_classifier_guided_sampler
+        from gen_jax.diffusion.noisy_classifier import build_noisy_classifier
 
         if not args.classifier_workdir:
             common.fail("--what cg needs --classifier_workdir (a trained noisy_classifier_digits run)")
         cexp = common.load_experiment(args.classifier_config)
-        _, cmodel, _ = common.setup(cexp)
-        cstate, _ = common.restore_state(cexp, cmodel, args.classifier_workdir, info)
+        clf = build_noisy_classifier(cexp.model, info)
+        cstate, _ = common.restore_state(cexp, clf.model, args.classifier_workdir, info)
+        cparams = eval_params(cstate, clf.model)
         labels = np.arange(args.num, dtype=np.int32) % info.num_classes
         rows = {}
         for s_ in _floats(args.cg_scales):
-            fn = jax.jit(make_classifier_guided_sampler(model, exp.model, cmodel, s_, "ddim", args.cg_steps, 0.0),
+            fn = jax.jit(make_classifier_guided_sampler(den, clf, s_, "ddim", args.cg_steps, 0.0),
                          static_argnums=(3,))
-            jax.block_until_ready(fn(params, cstate.params, key, bs, labels[:bs]))
+            jax.block_until_ready(fn(params, cparams, key, bs, labels[:bs]))
             t1 = time.time()
-            x = np.concatenate([np.asarray(fn(params, cstate.params, jax.random.fold_in(key, 20 + i), bs,
+            x = np.concatenate([np.asarray(fn(params, cparams, jax.random.fold_in(key, 20 + i), bs,
                                               labels[st:st + bs]))
                                 for i, st in enumerate(range(0, n, bs))])[:n]
             secs = time.time() - t1

@@ -2,7 +2,7 @@
 
     python -m experiments.train --config experiments/configs/ddpm_cifar10.py --workdir runs/ddpm_cifar10
 
-A shape-checked paper-scale config: tests/test_unet.py builds its U-Net with ``jax.eval_shape``
+A shape-checked paper-scale config: tests/nn/test_unet.py builds its U-Net with ``jax.eval_shape``
 and checks the parameter count (35,746,307, the paper's 35.7M); it is not trained here (800k
 steps at batch 128 is TPU-scale; the paper reports FID 3.17, 3.75 bits/dim bound). It needs
 CIFAR-10 prepared offline as TFDS array_record (see gen_jax/data/datasets.py) and the
@@ -21,18 +21,9 @@ from experiments.configs.base import get_base_config
 def get_config():
     c = get_base_config()
     c.dataset.name = "cifar10"
-    c.model = ml_collections.ConfigDict(dict(
-        name="ddpm",
-        timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02,
-        parameterization="eps", loss="simple", learn_variance=False,
-        unet=ml_collections.ConfigDict(dict(
-            ch=128, ch_mult=(1, 2, 2, 2), num_res_blocks=2, attn_resolutions=(16,), dropout=0.1,
-            num_groups=32, num_heads=1, num_classes=0, emb_dim=0, context_dim=0, out_channels=0,
-            time_scale=1.0)),
-    ))
-    c.optim.name = "adam"
+    # The U-Net defaults (gen_jax.nn.unet.UNetConfig) are the paper's CIFAR-10 network.
+    c.model = ml_collections.ConfigDict(dict(name="ddpm"))
     c.optim.learning_rate = 2e-4
-    c.optim.schedule = "constant"
     c.optim.warmup_steps = 5000
     c.optim.grad_clip = 1.0
     c.train.steps = 800_000

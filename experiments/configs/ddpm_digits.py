@@ -27,14 +27,8 @@ from experiments.configs.base import get_base_config
 def get_config():
     c = get_base_config()
     c.model = ml_collections.ConfigDict(dict(
-        name="ddpm", timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02,
-        parameterization="eps", loss="hybrid", learn_variance=True, var_type="fixed_small",
-        vlb_weight=1e-3, clip_x0=True, sampler="ddpm", sample_steps=0, eta=0.0,
-        conditioning="none", cond_drop_prob=0.0, guidance_scale=0.0, vlb_chunk=100,
-        level_posterior=True, train_dequantize=False, network="mlp",
-        denoiser=ml_collections.ConfigDict(dict(
-            width=512, num_blocks=4, time_dim=128, dropout=0.1, time_scale=1.0, num_classes=0,
-            fourier_exponents=()))))
+        name="ddpm", loss="hybrid", learn_variance=True, vlb_chunk=100, level_posterior=True,
+        network="mlp", denoiser=ml_collections.ConfigDict(dict(width=512, num_blocks=4, dropout=0.1))))
     c.optim.learning_rate = 1e-3
     c.optim.schedule = "cosine"
     c.optim.warmup_steps = 200

@@ -17,14 +17,8 @@ def get_config():
     c = get_base_config()
     c.dataset.name = "shapes"
     c.model = ml_collections.ConfigDict(dict(
-        name="ddpm", timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02,
-        parameterization="eps", loss="simple", learn_variance=False, var_type="fixed_small",
-        vlb_weight=1e-3, clip_x0=True, sampler="ddim", sample_steps=100, eta=0.0,
-        conditioning="none", cond_drop_prob=0.0, guidance_scale=0.0, vlb_chunk=50, network="unet",
-        unet=ml_collections.ConfigDict(dict(
-            ch=64, ch_mult=(1, 2, 2), num_res_blocks=2, attn_resolutions=(8,), dropout=0.1,
-            num_groups=16, num_heads=1, num_classes=0, emb_dim=0, context_dim=0, out_channels=0,
-            time_scale=1.0))))
+        name="ddpm", sampler="ddim", sample_steps=100,
+        unet=ml_collections.ConfigDict(dict(ch=64, ch_mult=(1, 2, 2), attn_resolutions=(8,), num_groups=16))))
     c.optim.learning_rate = 2e-4
     c.optim.warmup_steps = 1000
     c.optim.grad_clip = 1.0

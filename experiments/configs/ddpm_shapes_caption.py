@@ -17,9 +17,6 @@ from experiments.configs.ddpm_shapes import get_config as ddpm_shapes_config
 def get_config():
     c = ddpm_shapes_config()
     c.model.conditioning = "caption"
-    c.model.caption_dim = 64
-    c.model.caption_layers = 1
-    c.model.caption_heads = 2
     c.model.cond_drop_prob = 0.1
     c.model.guidance_scale = 2.0
     c.model.unet.attn_resolutions = (16, 8)

@@ -4,11 +4,12 @@ Two stages; stage one is the vae_digits VAE (the bake-off trains it into results
 
     python -m experiments.train --config experiments/configs/vae_digits.py --workdir runs/vae_digits
     python -m experiments.train --config experiments/configs/ldm_digits.py --workdir runs/ldm_digits \
-        --config.model.stage1_workdir=runs/vae_digits
+        --config.stages.stage1.workdir=runs/vae_digits
     python -m experiments.evaluate --config experiments/configs/ldm_digits.py --workdir runs/ldm_digits \
-        --config.model.stage1_workdir=runs/vae_digits
+        --config.stages.stage1.workdir=runs/vae_digits
 
-Stage two restores the VAE params (frozen: a param group no train phase names), encodes the
+Stage two gets the VAE restored from ``config.stages.stage1`` (its params frozen: never
+trained, never checkpointed with stage two), encodes the
 train images to their posterior means, standardizes them per dimension, and trains a residual
 MLP denoiser (width 256, 3 blocks) with L_simple, T = 1000 linear betas, eps-prediction.
 ``sample`` runs ancestral DDPM-1000 in latent space and decodes with a draw from the VAE's
@@ -29,14 +30,11 @@ from experiments.configs.base import get_base_config
 
 def get_config():
     c = get_base_config()
-    c.model = ml_collections.ConfigDict(dict(
-        name="latent_diffusion", stage1_config="vae_digits", stage1_overrides=(),
-        stage1_workdir="results/demo/runs/vae", latent="mean", scale_latents=True,
-        timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02,
-        parameterization="eps", sampler="ddpm", sample_steps=0, eta=0.0,
-        conditioning="none", cond_drop_prob=0.0, guidance_scale=0.0,
-        denoiser=ml_collections.ConfigDict(dict(
-            width=256, num_blocks=3, time_dim=128, dropout=0.0, time_scale=1.0, num_classes=0))))
+    c.model = ml_collections.ConfigDict(dict(name="latent_diffusion"))
+    # Stage one, restored by the experiment edge (experiments.common.load_stage) and handed to
+    # gen_jax.diffusion.latent.make_latent_diffusion as a gen_jax.model.Stage.
+    c.stages = ml_collections.ConfigDict({"stage1": {
+        "config": "vae_digits", "workdir": "results/demo/runs/vae", "overrides": ()}})
     c.optim.learning_rate = 1e-3
     c.optim.schedule = "cosine"
     c.optim.warmup_steps = 100

@@ -20,9 +20,7 @@ from experiments.configs.base import get_base_config
 def get_config():
     c = get_base_config()
     c.seed = 7
-    c.model = ml_collections.ConfigDict(dict(
-        name="noisy_classifier", timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02,
-        network="conv", features=(32, 64), hidden=128, time_dim=64, num_groups=8))
+    c.model = ml_collections.ConfigDict(dict(name="noisy_classifier"))
     c.optim.learning_rate = 1e-3
     c.optim.schedule = "cosine"
     c.optim.warmup_steps = 100

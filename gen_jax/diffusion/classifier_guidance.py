@@ -27,7 +27,9 @@ The core, :func:`classifier_guided_model_fn`, takes plain callables (any ``model
 ``log_prob_fn``), so it is tested with analytic Gaussian models; the gradient is ``jax.grad``
 of the batch sum of ``log p_phi(y | x_t)`` (per-example gradients for classifiers without
 cross-example interaction), inside the sampler's ``lax.scan``.
-:func:`make_classifier_guided_sampler` wires a DDPM bundle and a noise-aware classifier bundle.
+:func:`make_classifier_guided_sampler` wires a DDPM's :class:`gen_jax.model.Denoiser` (its
+``make_sampler`` with a ``guide``) and a noise-aware classifier's
+:class:`gen_jax.diffusion.noisy_classifier.NoisyClassifierParts`.
 """
 from __future__ import annotations
 
@@ -37,14 +39,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gen_jax import distributions as dist
 from gen_jax.config import ConfigError
 from gen_jax.diffusion import gaussian_diffusion as gd
 from gen_jax.diffusion import samplers
-from gen_jax.diffusion.model import SAMPLERS, as_diffusion_config
-from gen_jax.diffusion.noisy_classifier import check_same_process
+from gen_jax.diffusion.model import SAMPLERS
+from gen_jax.diffusion.noisy_classifier import NoisyClassifierParts, check_same_process
 from gen_jax.diffusion.schedules import Schedule
-from gen_jax.model import GenerativeModel
+from gen_jax.model import Denoiser
 
 
 def _check_scale(scale) -> float:
@@ -97,19 +98,19 @@ def classifier_guided_model_fn(model_fn: Callable, log_prob_fn: Callable, schedu
     return guided
 
 
-def make_classifier_guided_sampler(ddpm_model: GenerativeModel, ddpm_config: Any,
-                                   classifier_model: GenerativeModel, scale: float,
+def make_classifier_guided_sampler(denoiser: Denoiser, classifier: NoisyClassifierParts, scale: float,
                                    sampler: str = "ddim", steps: int = 0, eta: float = 0.0, *,
                                    clip_x0: bool | None = None) -> Callable:
-    """A DDPM bundle (:func:`gen_jax.diffusion.model.make_ddpm`) guided by a noise-aware
-    classifier bundle (:func:`gen_jax.diffusion.noisy_classifier.make_noisy_classifier`),
-    Dhariwal & Nichol 2021, Eq. 14 (module docstring for ``'ddim'`` vs ``'ddpm'``).
+    """A DDPM (:func:`gen_jax.diffusion.model.make_ddpm`) guided by a noise-aware classifier
+    (:func:`gen_jax.diffusion.noisy_classifier.build_noisy_classifier`), Dhariwal & Nichol
+    2021, Eq. 14 (module docstring for ``'ddim'`` vs ``'ddpm'``).
 
     Args:
-      ddpm_model: the DDPM bundle (uses ``extras['denoise']`` and ``extras['schedule']``).
-      ddpm_config: its ``config.model`` (``DiffusionConfig`` or mapping): must be
-        eps-parameterized and share the classifier's process fields.
-      classifier_model: the noise-aware classifier bundle, built on the same dataset info.
+      denoiser: the DDPM's ``model.denoiser``: must be eps-parameterized and built on the
+        classifier's forward process; its ``make_sampler`` runs the guided denoiser (the
+        DDPM's own variance and clipping settings; class-conditional DDPMs also receive the
+        labels, without classifier-free guidance).
+      classifier: the noise-aware classifier's parts, built on the same dataset info.
       scale: guidance scale ``s >= 0``.
       sampler: ``'ddim'`` (Alg. 2) or ``'ddpm'`` (ancestral, Alg. 1 in eps form).
       steps: DDIM steps ``S`` (``0`` = ``T``); ``'ddpm'`` always runs all ``T`` steps.
@@ -118,26 +119,19 @@ def make_classifier_guided_sampler(ddpm_model: GenerativeModel, ddpm_config: Any
 
     Returns:
       ``sample(ddpm_params, classifier_params, key, num, labels) -> [num, H, W, C]`` float32
-      in ``[0, 1]`` on the ``K`` levels, ``labels`` int ``[num]`` in ``0..num_classes-1``
-      (class-conditional DDPMs also receive ``labels``). Jitted once per ``num``; both
-      models' params are arguments, not constants.
+      in ``[0, 1]`` on the ``K`` levels, ``labels`` int ``[num]`` in ``0..num_classes-1``.
+      Jitted once per ``num``; both models' params are arguments, not constants.
 
     Raises:
       ConfigError naming ``config.model.<field>``: non-eps parameterization, process fields
       that differ. ValueError: bad scale, sampler, steps.
     """
-    dcfg = as_diffusion_config(ddpm_config)
-    if dcfg.parameterization != "eps":
+    if denoiser.parameterization != "eps":
         raise ConfigError(f"config.model.parameterization: classifier guidance (Dhariwal & Nichol "
                           f"2021, Eq. 14) shifts the eps prediction; the DDPM predicts "
-                          f"{dcfg.parameterization!r}, need 'eps'")
-    ccfg = classifier_model.extras["config"]()
-    check_same_process(dcfg, ccfg)
-    schedule = ddpm_model.extras["schedule"]()
-    if not np.allclose(np.asarray(schedule.alpha_bars), np.asarray(classifier_model.extras["schedule"]()
-                                                                   .alpha_bars), rtol=1e-6, atol=0.0):
-        raise ConfigError("config.model: the DDPM bundle's schedule differs from the one its config "
-                          "(ddpm_config) describes; pass the config the bundle was built from")
+                          f"{denoiser.parameterization!r}, need 'eps'")
+    schedule = denoiser.schedule
+    check_same_process(schedule, classifier.config)
     s = _check_scale(scale)
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
@@ -145,35 +139,17 @@ def make_classifier_guided_sampler(ddpm_model: GenerativeModel, ddpm_config: Any
     if sampler == "ddpm" and steps not in (0, big_t):
         raise ValueError(f"steps={steps}: ancestral 'ddpm' sampling runs all T={big_t} steps "
                          f"(use steps=0 or sampler='ddim')")
-    num_steps = steps or big_t
-    image_shape = tuple(classifier_model.extras["image_shape"]())
-    num_levels = int(classifier_model.extras["num_levels"]())
-    num_classes = int(classifier_model.extras["num_classes"]())
-    conditional_ddpm = dcfg.conditioning == "label"
-    var_type = "learned_range" if dcfg.learn_variance else dcfg.var_type
-    clip = dcfg.clip_x0 if clip_x0 is None else bool(clip_x0)
-    denoise, log_prob_y = ddpm_model.extras["denoise"], classifier_model.extras["log_prob_y"]
-
-    def model_fn(x_t, t, ctx):
-        params, cond = ctx
-        label = cond["label"] if conditional_ddpm else None
-        return denoise(params["ddpm"], x_t, t, label)
-
-    def log_prob_fn(x_t, t, ctx):
-        params, cond = ctx
-        return log_prob_y(params["classifier"], x_t, t, cond["label"])
-
-    guided = classifier_guided_model_fn(model_fn, log_prob_fn, schedule, s, var_type=var_type)
-    common = dict(parameterization="eps", var_type=var_type, clip_x0=clip)
-    if sampler == "ddim":
-        run = samplers.make_ddim_sampler(guided, schedule, num_steps, eta, **common)
-    else:
-        run = samplers.make_ddpm_sampler(guided, schedule, **common)
+    num_classes = classifier.num_classes
 
     def core(params, key, labels, num):
-        x = run(key, (num,) + image_shape, {"label": labels}, params=params)  # [num, H, W, C]
-        img = (jnp.clip(x, -1.0, 1.0) + 1.0) / 2.0
-        return dist.to_levels(img, num_levels).astype(jnp.float32) / (num_levels - 1)
+        def log_prob_fn(x_t, t, ctx):
+            _, cond = ctx
+            return classifier.log_prob_y(params["classifier"], x_t, t, cond["label"])
+
+        guide = lambda model_fn, var_type: classifier_guided_model_fn(model_fn, log_prob_fn, schedule, s,
+                                                                      var_type=var_type)
+        sample = denoiser.make_sampler(sampler, steps, eta, 0.0, clip_x0=clip_x0, guide=guide)
+        return sample(params["ddpm"], key, num, {"label": labels})  # [num, H, W, C] on the levels
 
     jitted = jax.jit(core, static_argnums=3)
 

@@ -24,7 +24,7 @@ dequantized ``y`` on ``[0, 1)^D``; :func:`ode_bits_per_dim` applies it.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp

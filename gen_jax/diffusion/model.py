@@ -1,72 +1,127 @@
-"""The DDPM / DDIM model bundle: a U-Net denoiser + a discrete Gaussian diffusion.
+"""The DDPM / DDIM model: a U-Net (or pixel MLP) denoiser + a discrete Gaussian diffusion.
 
 ``make_ddpm(cfg, info)`` returns a :class:`gen_jax.model.GenerativeModel` (family
-``'diffusion'``) whose pure functions the train loop, checkpoints and bake-off use unchanged:
+``'diffusion'``) with these capabilities:
 
-* ``loss``: ``L_simple`` (Ho et al. 2020, Eq. 14) or the hybrid loss with learned variances
-  (Nichol & Dhariwal 2021, Sec. 3.1) on ``x_0 = 2 image - 1``; for class-conditional models
-  the label is replaced by the null class with probability ``cond_drop_prob`` (classifier-free
-  guidance training, Ho & Salimans 2022, Alg. 1).
-* ``log_prob``: the full variational bound (Ho et al. 2020, Eq. 5: ``L_T + sum L_{t-1} + L_0``
-  with the discretized decoder over the ``K`` levels), as ``log P(levels) + D log K``, so
-  ``bits_per_dim`` gives the bound in bits/dim (``bpd_kind='vlb'``).
-* ``sample``: ancestral DDPM (Ho Alg. 2) or DDIM with ``sample_steps`` and ``eta`` (Song et
-  al. 2021, Eq. 12), one ``lax.scan``; with ``guidance_scale = w > 0`` the denoiser is the
-  classifier-free combination (Ho & Salimans 2022, Eq. 6)
+* ``training``: one loss, ``L_simple`` (Ho et al. 2020, Eq. 14) or the hybrid loss with
+  learned variances (Nichol & Dhariwal 2021, Sec. 3.1) on ``x_0 = 2 image - 1``; for
+  conditional models the condition is replaced by the null one with probability
+  ``cond_drop_prob`` (classifier-free guidance training, Ho & Salimans 2022, Alg. 1).
+* ``likelihood`` (kind ``'vlb'``): the full variational bound (Ho et al. 2020, Eq. 5:
+  ``L_T + sum L_{t-1} + L_0`` with the discretized decoder over the ``K`` levels), as
+  ``log P(levels) + D log K``, so ``bits_per_dim`` gives the bound in bits/dim.
+* ``sampler`` (kind ``'image'``): ancestral DDPM (Ho Alg. 2) or DDIM with ``sample_steps``
+  and ``eta`` (Song et al. 2021, Eq. 12), one ``lax.scan``; with ``guidance_scale = w > 0``
+  the denoiser is the classifier-free combination (Ho & Salimans 2022, Eq. 6)
 
       eps_guided = (1 + w) eps(x_t, c) - w eps(x_t, c_neg),
 
   where ``c_neg`` is the null class, or the *negative* label ``cond['negative_label']`` when
   given (negative prompting). Samples are quantized to the ``K`` levels (the decoder's mode).
-* ``extras``: ``denoise(params, x_t, t, cond)``, ``guided_denoiser(params, cond, scale)``,
-  ``make_sampler(sampler, steps, eta, guidance_scale)``, ``vlb_terms``.
+* ``denoiser``: ``denoise(params, x_t, t, cond)``, ``guided(params, cond, scale, num)``,
+  ``make_sampler(sampler, steps, eta, guidance_scale, ...)``, ``vlb_terms``,
+  ``ode_log_prob`` and the schedule.
+* ``conditioning`` (``'label'`` / ``'caption'`` models): labels cycling ``0..C-1``, or the
+  captions of a split; the null condition when trained with condition dropout.
+
+The diffusion-process config fields, the conditioning of a denoiser (:class:`DenoiserCondition`)
+and the guided denoiser (:func:`make_guided`) are shared with latent diffusion
+(:mod:`gen_jax.diffusion.latent`).
 """
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Optional
+from typing import Any, Callable, Literal, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
 
 from gen_jax import distributions as dist
-from gen_jax.config import ConfigError, from_config
+from gen_jax.config import ConfigError, Checked, typed
 from gen_jax.diffusion import gaussian_diffusion as gd
 from gen_jax.diffusion import likelihood
 from gen_jax.diffusion import sde as sde_lib
 from gen_jax.diffusion import samplers
-from gen_jax.diffusion.schedules import SCHEDULES, make_schedule
-from gen_jax.model import GenerativeModel, check_image_batch, condition_labels
+from gen_jax.diffusion.schedules import Schedule, make_schedule
+from gen_jax.model import (Conditioning, Denoiser, GenerativeModel, Likelihood, Sampler, check_image_batch,
+                           condition_labels, label_conditioning, loss_training, require_labels,
+                           split_conditioning)
+from gen_jax.nn import conditioning as nn_cond
 from gen_jax.nn.caption_encoder import CaptionUNet, check_tokens
 from gen_jax.nn.mlp_denoiser import MLPDenoiser, MLPDenoiserConfig
 from gen_jax.nn.unet import UNet, UNetConfig
 
 SAMPLERS = ("ddpm", "ddim")
-LOSSES = ("simple", "hybrid")
-CONDITIONINGS = ("none", "label")
-DDPM_CONDITIONINGS = ("none", "label", "caption")
-NETWORKS = ("unet", "mlp")
+
+
+# ------------------------------------------------------------------------------------------
+# Configs.
+# ------------------------------------------------------------------------------------------
 
 
 @dataclasses.dataclass(frozen=True)
-class DiffusionConfig:
-    """``config.model`` of a DDPM (``from_config(DiffusionConfig, cfg, 'config.model')``).
+class ScheduleConfig(Checked):
+    """The forward process of a config: ``timesteps`` ``T`` and ``beta_schedule``
+    (``'linear'``: Ho et al. 2020, Sec. 4, from ``beta_start`` to ``beta_end``; ``'cosine'``:
+    Nichol & Dhariwal 2021, Eq. 17). Shared by DDPMs, latent diffusion and the noise-aware
+    classifier (which must be trained on the process of the DDPM it guides)."""
 
-    Attributes:
+    timesteps: int = 1000
+    beta_schedule: Literal["linear", "cosine"] = "linear"
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+
+    def __post_init__(self):
+        self.positive("timesteps")
+        if self.beta_schedule == "linear":
+            self.require(0.0 < self.beta_start <= self.beta_end < 1.0, "beta_start",
+                         f"the linear schedule needs 0 < beta_start <= beta_end < 1, got "
+                         f"beta_start={self.beta_start}, beta_end={self.beta_end}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ProcessConfig(ScheduleConfig):
+    """The diffusion-process fields a DDPM-style config shares (besides the schedule):
+    ``parameterization`` (what the network predicts), the sampler (``'ddpm'`` ancestral or
+    ``'ddim'`` with ``sample_steps`` ``S``, 0 = ``T``, and ``eta``), the ``conditioning`` and
+    classifier-free guidance (``cond_drop_prob`` at training, ``guidance_scale`` ``w`` in
+    ``sample``). Errors name ``config.model.<field>``."""
+
+    parameterization: Literal["eps", "x0", "v"] = "eps"
+    sampler: Literal["ddpm", "ddim"] = "ddpm"
+    sample_steps: int = 0
+    eta: float = 0.0
+    conditioning: Literal["none", "label"] = "none"
+    cond_drop_prob: float = 0.0
+    guidance_scale: float = 0.0
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.require(0 <= self.sample_steps <= self.timesteps, "sample_steps",
+                     f"S={self.sample_steps} must be in [0, T={self.timesteps}] (0 = T)")
+        self.nonnegative("eta", "guidance_scale")
+        self.in_range("cond_drop_prob", 0.0, 1.0, hi_open=True)
+        if self.guidance_scale > 0:
+            self.require(self.conditioning != "none", "guidance_scale",
+                         "guidance needs a conditional model (set config.model.conditioning)")
+            self.require(self.cond_drop_prob > 0, "guidance_scale",
+                         "classifier-free guidance needs a model trained with "
+                         "config.model.cond_drop_prob > 0 (it has no unconditional mode)")
+
+
+@dataclasses.dataclass(frozen=True)
+class DiffusionConfig(ProcessConfig):
+    """``config.model`` of a DDPM (``typed(DiffusionConfig, cfg, 'config.model')``).
+
+    Attributes (besides those of :class:`ProcessConfig`):
       name: model name.
-      timesteps: ``T``.
-      beta_schedule: ``'linear'`` or ``'cosine'``; ``beta_start``/``beta_end`` for linear.
-      parameterization: ``'eps' | 'x0' | 'v'`` (what the U-Net predicts).
       loss: ``'simple'`` (``L_simple``) or ``'hybrid'`` (needs ``learn_variance``).
       learn_variance: the U-Net outputs ``2C`` channels and the variance is learned
         (Nichol & Dhariwal Eq. 15); otherwise ``var_type`` fixes it.
       var_type: ``'fixed_small'`` (``beta~_t``) or ``'fixed_large'`` (``beta_t``).
       vlb_weight: ``lambda`` of the hybrid loss.
       clip_x0: clip the predicted ``x_0`` to ``[-1, 1]`` when sampling.
-      sampler: ``'ddpm'`` or ``'ddim'`` (what ``sample`` uses).
-      sample_steps: DDIM steps ``S`` (``0`` = ``T``).
-      eta: DDIM ``eta``.
       conditioning: ``'none'``, ``'label'`` (class ids) or ``'caption'`` (caption tokens,
         through a :class:`gen_jax.nn.caption_encoder.CaptionEncoder` cross-attended by the
         U-Net and pooled into its embedding).
@@ -82,8 +137,6 @@ class DiffusionConfig:
         for such a model. Off: train on the levels (the bound ``log_prob`` is the target).
       caption_dim, caption_layers, caption_heads: the caption encoder (``'caption'`` only):
         width (= the U-Net's ``context_dim`` and ``emb_dim``), transformer blocks, heads.
-      cond_drop_prob: probability of the null label at training (classifier-free guidance).
-      guidance_scale: ``w`` of classifier-free guidance in ``sample`` (0 = plain conditional).
       vlb_chunk: timesteps evaluated at once by ``log_prob`` (memory vs speed).
       network: ``'unet'`` (the DDPM U-Net, ``unet``) or ``'mlp'`` (the residual MLP
         ``denoiser`` on the flattened image ``[B, H*W*C]``: for small images such as the
@@ -95,97 +148,157 @@ class DiffusionConfig:
     """
 
     name: str = "ddpm"
-    timesteps: int = 1000
-    beta_schedule: str = "linear"
-    beta_start: float = 1e-4
-    beta_end: float = 0.02
-    parameterization: str = "eps"
-    loss: str = "simple"
+    conditioning: Literal["none", "label", "caption"] = "none"
+    loss: Literal["simple", "hybrid"] = "simple"
     learn_variance: bool = False
-    var_type: str = "fixed_small"
+    var_type: Literal["fixed_small", "fixed_large"] = "fixed_small"
     vlb_weight: float = 1e-3
     clip_x0: bool = True
-    sampler: str = "ddpm"
-    sample_steps: int = 0
-    eta: float = 0.0
-    conditioning: str = "none"
-    cond_drop_prob: float = 0.0
-    guidance_scale: float = 0.0
     vlb_chunk: int = 50
     train_dequantize: bool = False
     level_posterior: bool = False
     caption_dim: int = 64
     caption_layers: int = 1
     caption_heads: int = 2
-    network: str = "unet"
+    network: Literal["unet", "mlp"] = "unet"
     unet: UNetConfig = dataclasses.field(default_factory=UNetConfig)
     denoiser: MLPDenoiserConfig = dataclasses.field(default_factory=MLPDenoiserConfig)
 
     def __post_init__(self):
-        def bad(field, msg):
-            raise ConfigError(f"config.model.{field}: {msg}")
+        super().__post_init__()
+        self.require(self.loss != "hybrid" or self.learn_variance, "loss",
+                     "'hybrid' trains the variance: set config.model.learn_variance=True")
+        self.positive("vlb_chunk", "caption_dim", "caption_heads")
+        self.nonnegative("caption_layers")
+        self.require(self.caption_dim % self.caption_heads == 0, "caption_heads",
+                     f"must divide caption_dim={self.caption_dim}, got {self.caption_heads}")
+        if self.level_posterior:
+            self.require(self.parameterization == "eps", "level_posterior",
+                         "the level posterior is converted to an eps prediction: needs "
+                         f"config.model.parameterization='eps', got {self.parameterization!r}")
+            self.require(not self.train_dequantize, "level_posterior",
+                         "models the levels; it contradicts train_dequantize=True")
 
-        check_process_fields(self, DDPM_CONDITIONINGS)
-        if self.loss not in LOSSES:
-            bad("loss", f"must be one of {list(LOSSES)}, got {self.loss!r}")
-        if self.loss == "hybrid" and not self.learn_variance:
-            bad("loss", "'hybrid' trains the variance: set config.model.learn_variance=True")
-        if self.var_type not in ("fixed_small", "fixed_large"):
-            bad("var_type", f"must be 'fixed_small' or 'fixed_large', got {self.var_type!r}")
-        if self.vlb_chunk < 1:
-            bad("vlb_chunk", f"must be >= 1, got {self.vlb_chunk}")
-        if self.caption_dim < 1 or self.caption_layers < 0 or self.caption_heads < 1:
-            bad("caption_dim", f"caption_dim/caption_heads must be >= 1 and caption_layers >= 0, got "
-                               f"{self.caption_dim}/{self.caption_heads}/{self.caption_layers}")
-        if self.caption_dim % self.caption_heads:
-            bad("caption_heads", f"must divide caption_dim={self.caption_dim}, got {self.caption_heads}")
-        if self.level_posterior and self.parameterization != "eps":
-            bad("level_posterior", "the level posterior is converted to an eps prediction: needs "
-                                   f"config.model.parameterization='eps', got {self.parameterization!r}")
-        if self.level_posterior and self.train_dequantize:
-            bad("level_posterior", "models the levels; it contradicts train_dequantize=True")
-        if self.network not in NETWORKS:
-            bad("network", f"must be one of {list(NETWORKS)}, got {self.network!r}")
+    @property
+    def sampler_var_type(self) -> str:
+        """The reverse-process variance of the samplers: ``'learned_range'`` or ``var_type``."""
+        return "learned_range" if self.learn_variance else self.var_type
 
 
-def check_process_fields(c: Any, conditionings: tuple = CONDITIONINGS) -> None:
-    """Validates the diffusion-process fields a DDPM-style config shares (``timesteps``,
-    ``beta_schedule``, ``parameterization``, ``sampler``, ``sample_steps``, ``eta``,
-    ``conditioning``, ``cond_drop_prob``, ``guidance_scale``); errors name ``config.model.<field>``."""
-    def bad(field, msg):
-        raise ConfigError(f"config.model.{field}: {msg}")
-
-    if c.timesteps < 1:
-        bad("timesteps", f"must be >= 1, got {c.timesteps}")
-    if c.beta_schedule not in SCHEDULES:
-        bad("beta_schedule", f"must be one of {list(SCHEDULES)}, got {c.beta_schedule!r}")
-    if c.parameterization not in gd.PARAMETERIZATIONS:
-        bad("parameterization", f"must be one of {list(gd.PARAMETERIZATIONS)}, got {c.parameterization!r}")
-    if c.sampler not in SAMPLERS:
-        bad("sampler", f"must be one of {list(SAMPLERS)}, got {c.sampler!r}")
-    if not 0 <= c.sample_steps <= c.timesteps:
-        bad("sample_steps", f"S={c.sample_steps} must be in [0, T={c.timesteps}] (0 = T)")
-    if c.eta < 0:
-        bad("eta", f"must be >= 0, got {c.eta}")
-    if c.conditioning not in conditionings:
-        bad("conditioning", f"must be one of {list(conditionings)}, got {c.conditioning!r}")
-    if not 0.0 <= c.cond_drop_prob < 1.0:
-        bad("cond_drop_prob", f"must be in [0, 1), got {c.cond_drop_prob}")
-    if c.guidance_scale < 0:
-        bad("guidance_scale", f"must be >= 0, got {c.guidance_scale}")
-    if c.guidance_scale > 0 and c.conditioning == "none":
-        bad("guidance_scale", "guidance needs a conditional model (config.model.conditioning="
-                              f"one of {[k for k in conditionings if k != 'none']})")
-    if c.guidance_scale > 0 and c.cond_drop_prob == 0:
-        bad("guidance_scale", "classifier-free guidance needs a model trained with "
-                              "config.model.cond_drop_prob > 0 (it has no unconditional mode)")
-
-
-def process_schedule(c: Any):
+def process_schedule(c: ScheduleConfig) -> Schedule:
     """The :class:`~gen_jax.diffusion.schedules.Schedule` of a config's process fields
     (``beta_schedule``, ``timesteps``; ``beta_start``/``beta_end`` for the linear one)."""
     kw = {"beta_start": c.beta_start, "beta_end": c.beta_end} if c.beta_schedule == "linear" else {}
     return make_schedule(c.beta_schedule, c.timesteps, **kw)
+
+
+# ------------------------------------------------------------------------------------------
+# Conditioning and guidance of a denoiser (shared with latent diffusion).
+# ------------------------------------------------------------------------------------------
+
+
+class DenoiserCondition(NamedTuple):
+    """What conditions a diffusion denoiser: nothing (``kind='none'``), class ids ``[B]``
+    (``'label'``; null = :func:`gen_jax.nn.conditioning.null_label`) or caption tokens
+    ``[B, L]`` (``'caption'``; null = the empty caption)."""
+
+    kind: str = "none"
+    num_classes: int = 0
+    caption_len: int = 0
+    vocab_size: int = 0
+
+    @property
+    def key(self) -> str:
+        """The batch / ``cond`` key of the condition array."""
+        return "caption_tokens" if self.kind == "caption" else "label"
+
+    def of(self, cond, b: int, where: str) -> Optional[jax.Array]:
+        """The condition array of ``cond`` (labels int32 ``[b]`` or tokens ``[b, L]``), or
+        None for an unconditional denoiser; a clear ``ValueError`` naming ``where``."""
+        if self.kind == "none":
+            return None
+        if self.kind == "label":
+            return condition_labels(cond, b, where)
+        if cond is None or "caption_tokens" not in cond:
+            raise ValueError(f"{where}: the model is caption-conditional; pass "
+                             f"cond={{'caption_tokens': int [{b}, {self.caption_len}]}}")
+        tok = jnp.asarray(cond["caption_tokens"])
+        check_tokens(tok, b, self.caption_len, self.vocab_size, f"{where}: cond['caption_tokens']")
+        return tok.astype(jnp.int32)
+
+    def null(self, b: int) -> jax.Array:
+        """The null condition of ``b`` examples (classifier-free guidance)."""
+        if self.kind == "caption":
+            return nn_cond.null_caption(b, self.caption_len)
+        return nn_cond.null_labels(self.num_classes, b)
+
+    def drop(self, key: jax.Array, c: Optional[jax.Array], p: float) -> Optional[jax.Array]:
+        """Condition dropout (Ho & Salimans 2022, Alg. 1): each example's condition becomes
+        the null one with probability ``p``."""
+        if c is None or not p:
+            return c
+        if self.kind == "caption":
+            return nn_cond.drop_captions(key, c, p)
+        return nn_cond.drop_labels(key, c, p, nn_cond.null_label(self.num_classes))
+
+    def capability(self, guidance: bool) -> Optional[Conditioning]:
+        """The contract's :class:`gen_jax.model.Conditioning` (None when unconditional); with
+        ``guidance`` (trained with condition dropout) it has the null condition."""
+        if self.kind == "none":
+            return None
+        if self.kind == "label":
+            return label_conditioning(self.num_classes, null_label=self.num_classes if guidance else None)
+        null = (lambda num: {"caption_tokens": nn_cond.null_caption(num, self.caption_len)}) if guidance else None
+        return split_conditioning("caption_tokens", with_label=True, null=null)
+
+
+def make_guided(denoise: Callable, condition: DenoiserCondition, guide_channels: Optional[int] = None) -> Callable:
+    """``guided(params, cond, scale, num) -> model_fn(x_t, t, _)`` for the samplers.
+
+    The conditional denoiser, or for ``scale = w > 0`` the classifier-free guided one (Ho &
+    Salimans 2022, Eq. 6), ``(1 + w) eps(x_t, c) - w eps(x_t, c_neg)`` from one network call
+    of batch ``2B`` (:func:`gen_jax.nn.conditioning.guided_call`); ``c_neg`` is
+    ``cond['negative_label']`` / ``cond['negative_caption_tokens']`` when given, else the
+    null condition. ``guide_channels``: only those leading output channels are guided (the
+    others, learned variances, are the conditional output's).
+
+    Args:
+      denoise: ``(params, x_t [B, ...], t [B], c=None) -> out [B, ...]``.
+    """
+    def guided(params, cond, scale: float, num: int):
+        if condition.kind == "none":
+            if scale:
+                raise ValueError("guidance_scale > 0 needs a conditional model "
+                                 "(config.model.conditioning='label' or 'caption')")
+            return lambda x_t, t, _: denoise(params, x_t, t)
+        c = condition.of(cond, num, "sample")
+        if not scale:
+            return lambda x_t, t, _: denoise(params, x_t, t, c)
+        neg_key = "negative_" + condition.key
+        if cond is not None and cond.get(neg_key) is not None:
+            neg = condition.of({condition.key: cond[neg_key]}, num, f"sample: cond[{neg_key!r}]")
+        else:
+            neg = condition.null(num)
+        apply = lambda x, t, lab: denoise(params, x, t, lab)
+        return lambda x_t, t, _: nn_cond.guided_call(apply, x_t, t, c, neg, scale, guide_channels=guide_channels)
+
+    return guided
+
+
+def process_sampler(model_fn: Callable, schedule: Schedule, sampler: str, steps: int, eta: float,
+                    **common) -> Callable:
+    """The scan sampler ``run(key, shape, cond, params=...)`` of ``sampler``: ancestral
+    ``'ddpm'`` (Ho et al. 2020, Alg. 2; all ``T`` steps) or ``'ddim'`` with ``steps`` ``S``
+    (0 = ``T``) and ``eta`` (Song et al. 2021, Eq. 12); ``common`` are the samplers' keywords."""
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+    big_t = schedule.num_timesteps
+    s = steps or big_t
+    if s > big_t:
+        raise ValueError(f"steps S={s} must be <= T={big_t}")
+    if sampler == "ddpm":
+        return samplers.make_ddpm_sampler(model_fn, schedule, **common)
+    return samplers.make_ddim_sampler(model_fn, schedule, s, eta, **common)
 
 
 def level_posterior_eps(logits: jax.Array, x_t: jax.Array, alpha_bar: jax.Array, num_levels: int) -> jax.Array:
@@ -226,69 +339,79 @@ def matched_ode_eps(beta_min: float, beta_max: float, num_levels: int) -> float:
     return (-b + math.sqrt(b * b + 4 * a * target)) / (2 * a) if a > 0 else target / b
 
 
-def as_diffusion_config(cfg: Any) -> DiffusionConfig:
-    return cfg if isinstance(cfg, DiffusionConfig) else from_config(DiffusionConfig, cfg, "config.model")
+# ------------------------------------------------------------------------------------------
+# The model.
+# ------------------------------------------------------------------------------------------
 
 
-def make_ddpm(cfg: Any, info: Any) -> GenerativeModel:
-    """Builds the DDPM bundle for images of ``info.image_shape`` with ``info.num_levels`` levels.
+def _condition(cfg: DiffusionConfig, info: Any) -> DenoiserCondition:
+    """The :class:`DenoiserCondition` of a DDPM config on a dataset (errors name the field)."""
+    if cfg.conditioning == "label":
+        return DenoiserCondition("label", num_classes=require_labels(getattr(info, "num_classes", 0)))
+    if cfg.conditioning == "caption":
+        vocab_size = int(getattr(info, "vocab_size", 0) or 0)
+        caption_len = int(getattr(info, "caption_len", 0) or 0)
+        if vocab_size < 2 or caption_len < 1:
+            raise ConfigError("config.model.conditioning: 'caption' needs a dataset with captions "
+                              f"(info.vocab_size={vocab_size}, info.caption_len={caption_len})")
+        if cfg.network != "unet":
+            raise ConfigError("config.model.conditioning: 'caption' needs config.model.network='unet' "
+                              "(the caption is cross-attended by the U-Net)")
+        return DenoiserCondition("caption", caption_len=caption_len, vocab_size=vocab_size)
+    return DenoiserCondition()
 
-    Raises:
-      ConfigError / ValueError naming the field when the config and the dataset disagree
-      (image size the U-Net cannot halve, label conditioning without labels, ...).
-    """
-    cfg = as_diffusion_config(cfg)
-    image_shape = tuple(int(s) for s in info.image_shape)
-    num_levels = int(info.num_levels)
-    num_classes = int(getattr(info, "num_classes", 0) or 0)
-    conditional = cfg.conditioning != "none"
-    by_caption = cfg.conditioning == "caption"
-    if cfg.conditioning == "label" and num_classes < 1:
-        raise ConfigError(f"config.model.conditioning: 'label' needs a dataset with labels "
-                          f"(info.num_classes={num_classes})")
-    vocab_size = int(getattr(info, "vocab_size", 0) or 0)
-    caption_len = int(getattr(info, "caption_len", 0) or 0)
-    if by_caption and (vocab_size < 2 or caption_len < 1):
-        raise ConfigError("config.model.conditioning: 'caption' needs a dataset with captions "
-                          f"(info.vocab_size={vocab_size}, info.caption_len={caption_len})")
-    if by_caption and cfg.network != "unet":
-        raise ConfigError("config.model.conditioning: 'caption' needs config.model.network='unet' "
-                          "(the caption is cross-attended by the U-Net)")
-    n_lab = num_classes if cfg.conditioning == "label" else 0
-    c = image_shape[-1]
-    out_c = (c * num_levels if cfg.level_posterior else c) + (c if cfg.learn_variance else 0)
+
+def _network(cfg: DiffusionConfig, image_shape: tuple, cond: DenoiserCondition, out_c: int):
+    """``(net, apply_net)``: the denoiser network (U-Net, caption U-Net or pixel MLP) and
+    ``apply_net(params, x_t [B, H, W, C], t [B], c, train, rngs) -> [B, H, W, out_c]``."""
+    n_lab = cond.num_classes if cond.kind == "label" else 0
+    if cfg.network == "mlp":
+        d = math.prod(image_shape)
+        net = MLPDenoiser(dataclasses.replace(cfg.denoiser, num_classes=n_lab),
+                          out_features=(d // image_shape[-1]) * out_c)
+
+        def apply_mlp(params, x_t, t, label, train=False, rngs=None):
+            b = x_t.shape[0]
+            out = net.apply(params, x_t.reshape(b, d), t, label, train=train, rngs=rngs)
+            return out.reshape((b,) + image_shape[:-1] + (out_c,))
+
+        return net, apply_mlp
     ucfg = dataclasses.replace(cfg.unet, num_classes=n_lab, out_channels=out_c)
-    d = math.prod(image_shape)
-    if by_caption:
+    if cond.kind == "caption":
         ucfg = dataclasses.replace(ucfg, context_dim=cfg.caption_dim, emb_dim=cfg.caption_dim)
     elif ucfg.context_dim or ucfg.emb_dim:
         raise ConfigError("config.model.unet.context_dim / emb_dim: set by conditioning='caption' "
                           f"(from config.model.caption_dim); got {ucfg.context_dim} / {ucfg.emb_dim} "
                           f"with conditioning={cfg.conditioning!r}")
-    if cfg.network == "unet":
-        try:
-            ucfg.check_image_shape(image_shape)
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
-        if by_caption:
-            net = CaptionUNet(ucfg, vocab_size, caption_len, cfg.caption_layers, cfg.caption_heads)
-            apply_net = lambda params, x_t, t, tok, train=False, rngs=None: net.apply(
-                params, x_t, t, tok, train=train, rngs=rngs)
-        else:
-            net = UNet(ucfg)
-            apply_net = net.apply
-        null = ucfg.null_label
-    else:
-        mcfg = dataclasses.replace(cfg.denoiser, num_classes=n_lab)
-        net = MLPDenoiser(mcfg, out_features=(d // c) * out_c)
-        null = mcfg.null_label
+    try:
+        ucfg.check_image_shape(image_shape)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if cond.kind != "caption":
+        net = UNet(ucfg)
+        return net, net.apply
+    net = CaptionUNet(ucfg, cond.vocab_size, cond.caption_len, cfg.caption_layers, cfg.caption_heads)
+    return net, lambda params, x_t, t, tok, train=False, rngs=None: net.apply(params, x_t, t, tok, train=train,
+                                                                              rngs=rngs)
 
-        def apply_net(params, x_t, t, label, train=False, rngs=None):
-            b = x_t.shape[0]
-            out = net.apply(params, x_t.reshape(b, d), t, label, train=train, rngs=rngs)
-            return out.reshape((b,) + image_shape[:-1] + (out_c,))
 
-    var_type = "learned_range" if cfg.learn_variance else cfg.var_type
+def make_ddpm(cfg: Any, info: Any) -> GenerativeModel:
+    """Builds the DDPM for images of ``info.image_shape`` with ``info.num_levels`` levels
+    (module docstring for its capabilities).
+
+    Raises:
+      ConfigError / ValueError naming the field when the config and the dataset disagree
+      (image size the U-Net cannot halve, label conditioning without labels, ...).
+    """
+    cfg = typed(DiffusionConfig, cfg, "config.model")
+    image_shape = tuple(int(s) for s in info.image_shape)
+    num_levels = int(info.num_levels)
+    condition = _condition(cfg, info)
+    c = image_shape[-1]
+    d = math.prod(image_shape)
+    out_c = (c * num_levels if cfg.level_posterior else c) + (c if cfg.learn_variance else 0)
+    net, apply_net = _network(cfg, image_shape, condition, out_c)
+    var_type = cfg.sampler_var_type
     schedule = process_schedule(cfg)
     abar_grid = jnp.concatenate([jnp.ones((1,), jnp.float32), jnp.asarray(schedule.alpha_bars, jnp.float32)])
 
@@ -297,7 +420,6 @@ def make_ddpm(cfg: Any, info: Any) -> GenerativeModel:
         between, 1 at ``t = -1`` (no noise)."""
         return jnp.interp(jnp.asarray(t, jnp.float32) + 1.0, jnp.arange(cfg.timesteps + 1, dtype=jnp.float32),
                           abar_grid)
-    cond_key = "caption_tokens" if by_caption else "label"
 
     def check_image(x, where="batch['image']"):
         check_image_batch(x, image_shape, where)
@@ -305,25 +427,6 @@ def make_ddpm(cfg: Any, info: Any) -> GenerativeModel:
     def on_levels(img):
         """Nearest of the ``K`` levels ``level / (K - 1)`` (the discretized decoder's bins)."""
         return dist.to_levels(img, num_levels).astype(jnp.float32) / (num_levels - 1)
-
-    def labels_of(cond, b, where):
-        """The condition array of ``cond`` (label ``[b]`` or caption tokens ``[b, L]``), or None."""
-        if not conditional:
-            return None
-        if not by_caption:
-            return condition_labels(cond, b, where)
-        if cond is None or "caption_tokens" not in cond:
-            raise ValueError(f"{where}: the model is caption-conditional; pass "
-                             f"cond={{'caption_tokens': int [{b}, {caption_len}]}}")
-        tok = jnp.asarray(cond["caption_tokens"])
-        check_tokens(tok, b, caption_len, vocab_size, f"{where}: cond['caption_tokens']")
-        return tok.astype(jnp.int32)
-
-    def null_of(b):
-        """The null condition of classifier-free guidance: the null class / the empty caption."""
-        if by_caption:
-            return jnp.zeros((b, caption_len), jnp.int32)
-        return jnp.full((b,), null, jnp.int32)
 
     def denoise(params, x_t, t, label=None, *, train=False, key=None):
         """``[B, H, W, C or 2C]`` network output at ``x_t`` (on ``[-1, 1]``), times ``t [B]``;
@@ -342,7 +445,7 @@ def make_ddpm(cfg: Any, info: Any) -> GenerativeModel:
         check_image(x)
         b = x.shape[0]
         t = jnp.zeros((b,), jnp.int32)
-        label = null_of(b) if conditional else None
+        label = None if condition.kind == "none" else condition.null(b)
         if cfg.network == "mlp":
             x = x.reshape(b, d)
         return net.init({"params": key, "dropout": key}, x, t, label, train=False)
@@ -355,12 +458,7 @@ def make_ddpm(cfg: Any, info: Any) -> GenerativeModel:
             x0 = likelihood.dequantize_for_diffusion(k_deq, on_levels(x), num_levels)[0]
         else:
             x0 = 2.0 * x - 1.0
-        label = None
-        if conditional:
-            label = labels_of(batch, x.shape[0], "loss batch")
-            if cfg.cond_drop_prob > 0:
-                drop = jax.random.bernoulli(k_drop, cfg.cond_drop_prob, (x.shape[0],))
-                label = jnp.where(drop.reshape((-1,) + (1,) * (label.ndim - 1)), null_of(x.shape[0]), label)
+        label = condition.drop(k_drop, condition.of(batch, x.shape[0], "loss batch"), cfg.cond_drop_prob)
         model_fn = lambda x_t, t, lab: denoise(params, x_t, t, lab, train=True, key=k_net)
         if cfg.loss == "simple":
             terms = gd.simple_loss(model_fn, schedule, x0, k_loss, label, cfg.parameterization, var_type)
@@ -370,56 +468,26 @@ def make_ddpm(cfg: Any, info: Any) -> GenerativeModel:
         metrics = {k: v for k, v in terms.items() if k != "t"}
         return jnp.mean(terms["loss"]), metrics
 
-    def guided_denoiser(params, cond, scale: float, num: int):
-        """``model_fn(x_t, t, _)`` for the samplers: conditional, or classifier-free guided
-        (Ho & Salimans 2022, Eq. 6) when ``scale > 0``; one batched network call of ``2B``.
-        The negative condition is ``cond['negative_label']`` / ``cond['negative_caption_tokens']``
-        when given, else the null class / the empty caption."""
-        if not conditional:
-            if scale:
-                raise ValueError("guidance_scale > 0 needs a conditional model "
-                                 "(config.model.conditioning='label' or 'caption')")
-            return lambda x_t, t, _: denoise(params, x_t, t)
-        label = labels_of(cond, num, "sample")
-        if not scale:
-            return lambda x_t, t, _: denoise(params, x_t, t, label)
-        neg_key = "negative_" + cond_key
-        if cond is not None and cond.get(neg_key) is not None:
-            neg = labels_of({cond_key: cond[neg_key]}, num, f"sample: cond[{neg_key!r}]")
-        else:
-            neg = null_of(num)
-
-        def fn(x_t, t, _):
-            out = denoise(params, jnp.concatenate([x_t, x_t]), jnp.concatenate([t, t]),
-                          jnp.concatenate([label, neg]))
-            o_c, o_u = out[:num], out[num:]
-            # Guide the mean prediction channels; keep the conditional variance channels.
-            g = o_c[..., :c] + scale * (o_c[..., :c] - o_u[..., :c])
-            return jnp.concatenate([g, o_c[..., c:]], -1) if cfg.learn_variance else g
-
-        return fn
+    guided_denoiser = make_guided(denoise, condition, guide_channels=c if cfg.learn_variance else None)
 
     def make_sampler(sampler: str = cfg.sampler, steps: int = cfg.sample_steps, eta: float = cfg.eta,
                      guidance_scale: float = cfg.guidance_scale, return_trajectory: bool = False,
-                     use_scan: bool = True):
+                     use_scan: bool = True, *, clip_x0: Optional[bool] = None,
+                     guide: Optional[Callable] = None):
         """``sample(params, key, num, cond=None) -> [num, H, W, C]`` in ``[0, 1]`` with the given
-        sampler settings (``steps=0`` means ``T``)."""
-        if sampler not in SAMPLERS:
-            raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
-        s = steps or cfg.timesteps
-        if s > cfg.timesteps:
-            raise ValueError(f"steps S={s} must be <= T={cfg.timesteps}")
+        sampler settings (``steps=0`` means ``T``; ``clip_x0=None`` is the config's).
 
+        ``guide(model_fn, var_type) -> model_fn`` transforms the (classifier-free guided)
+        denoiser the sampler steps with, e.g. classifier guidance
+        (:func:`gen_jax.diffusion.classifier_guidance.make_classifier_guided_sampler`)."""
         def model_fn(x_t, t, ctx):
             params, cond = ctx
             return guided_denoiser(params, cond, guidance_scale, x_t.shape[0])(x_t, t, None)
 
-        common = dict(parameterization=cfg.parameterization, var_type=var_type, clip_x0=cfg.clip_x0,
-                      return_trajectory=return_trajectory, use_scan=use_scan)
-        if sampler == "ddpm":
-            run = samplers.make_ddpm_sampler(model_fn, schedule, **common)
-        else:
-            run = samplers.make_ddim_sampler(model_fn, schedule, s, eta, **common)
+        run = process_sampler(model_fn if guide is None else guide(model_fn, var_type), schedule, sampler,
+                              steps, eta, parameterization=cfg.parameterization, var_type=var_type,
+                              clip_x0=cfg.clip_x0 if clip_x0 is None else bool(clip_x0),
+                              return_trajectory=return_trajectory, use_scan=use_scan)
 
         def sample_fn(params, key, num, cond=None):
             guided_denoiser(params, cond, guidance_scale, num)  # checks cond against num
@@ -433,7 +501,7 @@ def make_ddpm(cfg: Any, info: Any) -> GenerativeModel:
     def vlb_terms(params, batch, key):
         x = batch["image"]
         check_image(x)
-        label = labels_of(batch, x.shape[0], "log_prob batch")
+        label = condition.of(batch, x.shape[0], "log_prob batch")
         x0 = 2.0 * on_levels(x) - 1.0
         return gd.vlb_terms(lambda x_t, t, lab: denoise(params, x_t, t, lab), schedule, x0, key,
                             num_levels, label, cfg.parameterization, var_type, False, cfg.vlb_chunk)
@@ -467,7 +535,7 @@ def make_ddpm(cfg: Any, info: Any) -> GenerativeModel:
                              f"{cfg.parameterization!r}")
         x = batch["image"]
         check_image(x)
-        label = labels_of(batch, x.shape[0], "ode_log_prob batch")
+        label = condition.of(batch, x.shape[0], "ode_log_prob batch")
         T = cfg.timesteps
         vp = sde_lib.make_sde("vp", beta_min=T * cfg.beta_start, beta_max=T * cfg.beta_end)
         if eps is None:
@@ -482,7 +550,9 @@ def make_ddpm(cfg: Any, info: Any) -> GenerativeModel:
         return out["log_prob"]
 
     return GenerativeModel(
-        name=cfg.name, family="diffusion", init=init, loss=loss, sample=make_sampler(),
-        log_prob=log_prob, bpd_kind="vlb", conditional=conditional, condition_key=cond_key,
-        extras={"denoise": denoise, "guided_denoiser": guided_denoiser, "make_sampler": make_sampler,
-                "vlb_terms": vlb_terms, "ode_log_prob": ode_log_prob, "schedule": lambda: schedule, "unet_config": lambda: ucfg})
+        name=cfg.name, family="diffusion", training=loss_training(init, loss),
+        sampler=Sampler(make_sampler(), "image"), likelihood=Likelihood(log_prob, "vlb"),
+        conditioning=condition.capability(cfg.cond_drop_prob > 0),
+        denoiser=Denoiser(denoise, schedule, guided=guided_denoiser, make_sampler=make_sampler,
+                          vlb_terms=vlb_terms, ode_log_prob=ode_log_prob,
+                          parameterization=cfg.parameterization))

@@ -13,9 +13,12 @@ Objective (per example, Dhariwal & Nichol 2021, Sec. 4.1): with ``x_0 = 2 image 
     L(phi) = E_{t, eps} [ -log p_phi(y | x_t, t) ]           (softmax cross-entropy).
 
 The classifier config states the process fields of a DDPM config (``timesteps``,
-``beta_schedule``, ``beta_start``, ``beta_end``; the same schedule builder,
-:func:`gen_jax.diffusion.model.process_schedule`), and guidance checks that they equal those
-of the DDPM it guides.
+``beta_schedule``, ``beta_start``, ``beta_end``: a :class:`gen_jax.diffusion.model.ScheduleConfig`,
+with the same schedule builder :func:`gen_jax.diffusion.model.process_schedule`), and guidance
+checks that the DDPM it guides was built on that schedule (:func:`check_same_process`).
+
+The classifier is a :class:`gen_jax.model.Predictor` (it is not a generative model); what
+guidance needs of it is a :class:`NoisyClassifierParts` (:func:`build_noisy_classifier`).
 
 Network (``network='conv'``, the default)::
 
@@ -33,32 +36,30 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Literal, NamedTuple, Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
-from gen_jax.config import ConfigError, from_config
+from gen_jax.config import ConfigError, typed
 from gen_jax.diffusion import gaussian_diffusion as gd
-from gen_jax.diffusion.model import process_schedule
-from gen_jax.diffusion.schedules import SCHEDULES, Schedule
-from gen_jax.model import GenerativeModel, check_image_batch
+from gen_jax.diffusion.model import ScheduleConfig, process_schedule
+from gen_jax.diffusion.schedules import Schedule
+from gen_jax.model import Classifier, Predictor, check_image_batch, loss_training
 from gen_jax.nn.unet import GroupNorm, timestep_embedding
-
-NETWORKS = ("conv", "mlp")
-PROCESS_FIELDS = ("timesteps", "beta_schedule", "beta_start", "beta_end")
 
 
 @dataclasses.dataclass(frozen=True)
-class NoisyClassifierConfig:
-    """``config.model`` of the noise-aware classifier (``from_config(..., 'config.model')``).
+class NoisyClassifierConfig(ScheduleConfig):
+    """``config.model`` of the noise-aware classifier (``typed(NoisyClassifierConfig, cfg)``).
 
     Attributes:
       name: model name.
       timesteps, beta_schedule, beta_start, beta_end: the forward process, as in a DDPM config
-        (:class:`gen_jax.diffusion.model.DiffusionConfig`); they must equal the guided DDPM's.
+        (:class:`gen_jax.diffusion.model.ScheduleConfig`); they must equal the guided DDPM's.
       network: ``'conv'`` (conv stages, stride 2 between them) or ``'mlp'`` (Dense layers on
         the flattened image).
       features: channels (conv) or widths (mlp) of the stages.
@@ -68,61 +69,53 @@ class NoisyClassifierConfig:
     """
 
     name: str = "noisy_classifier"
-    timesteps: int = 1000
-    beta_schedule: str = "linear"
-    beta_start: float = 1e-4
-    beta_end: float = 0.02
-    network: str = "conv"
+    network: Literal["conv", "mlp"] = "conv"
     features: tuple[int, ...] = (32, 64)
     hidden: int = 128
     time_dim: int = 64
     num_groups: int = 8
 
     def __post_init__(self):
-        def bad(field, msg):
-            raise ConfigError(f"config.model.{field}: {msg}")
-
-        if self.timesteps < 1:
-            bad("timesteps", f"must be >= 1, got {self.timesteps}")
-        if self.beta_schedule not in SCHEDULES:
-            bad("beta_schedule", f"must be one of {list(SCHEDULES)}, got {self.beta_schedule!r}")
-        if self.beta_schedule == "linear" and not 0.0 < self.beta_start <= self.beta_end < 1.0:
-            bad("beta_start", f"the linear schedule needs 0 < beta_start <= beta_end < 1, got "
-                              f"beta_start={self.beta_start}, beta_end={self.beta_end}")
-        if self.network not in NETWORKS:
-            bad("network", f"must be one of {list(NETWORKS)}, got {self.network!r}")
-        if not self.features or any(f < 1 for f in self.features):
-            bad("features", f"needs positive widths, got {self.features}")
-        if self.hidden < 1:
-            bad("hidden", f"must be >= 1, got {self.hidden}")
-        if self.time_dim < 4 or self.time_dim % 2:
-            bad("time_dim", f"must be even and >= 4 (sinusoidal embedding), got {self.time_dim}")
-        if self.num_groups < 1:
-            bad("num_groups", f"must be >= 1, got {self.num_groups}")
-        if self.network == "conv" and any(f % self.num_groups for f in self.features):
-            bad("num_groups", f"{self.num_groups} must divide every entry of "
-                              f"config.model.features={self.features}")
+        super().__post_init__()
+        self.require(bool(self.features) and all(f >= 1 for f in self.features), "features",
+                     f"needs positive widths, got {self.features}")
+        self.positive("hidden", "num_groups")
+        self.require(self.time_dim >= 4 and self.time_dim % 2 == 0, "time_dim",
+                     f"must be even and >= 4 (sinusoidal embedding), got {self.time_dim}")
+        if self.network == "conv":
+            self.require(all(f % self.num_groups == 0 for f in self.features), "num_groups",
+                         f"{self.num_groups} must divide every entry of config.model.features={self.features}")
 
 
-def as_noisy_classifier_config(cfg: Any) -> NoisyClassifierConfig:
-    if isinstance(cfg, NoisyClassifierConfig):
-        return cfg
-    return from_config(NoisyClassifierConfig, cfg, "config.model")
+def check_same_process(schedule: Schedule, classifier_cfg: ScheduleConfig) -> None:
+    """Raises :class:`ConfigError` naming the first process field of ``classifier_cfg``
+    (``timesteps``, ``beta_schedule``, and ``beta_start``/``beta_end`` for a linear schedule)
+    that the DDPM ``schedule`` was not built from: a classifier trained on another forward
+    process would be queried at noise levels it never saw.
 
+    Args:
+      schedule: the guided DDPM's schedule (``model.denoiser.schedule``).
+      classifier_cfg: the noise-aware classifier's config.
+    """
+    betas = np.asarray(schedule.betas, np.float64)  # [T]
+    want = np.asarray(process_schedule(classifier_cfg).betas, np.float64)
 
-def check_same_process(ddpm_cfg: Any, classifier_cfg: Any) -> None:
-    """Raises :class:`ConfigError` naming the first process field (``timesteps``,
-    ``beta_schedule``, and ``beta_start``/``beta_end`` for a linear schedule) on which a DDPM
-    config and a noise-aware classifier config differ: a classifier trained on another
-    forward process would be queried at noise levels it never saw."""
-    fields = PROCESS_FIELDS if classifier_cfg.beta_schedule == "linear" else PROCESS_FIELDS[:2]
-    for f in fields:
-        a, b = getattr(classifier_cfg, f), getattr(ddpm_cfg, f)
-        same = math.isclose(a, b, rel_tol=1e-9, abs_tol=0.0) if isinstance(a, float) else a == b
-        if not same:
-            raise ConfigError(f"config.model.{f}: the noise-aware classifier has {f}={a!r} but the "
-                              f"DDPM it guides has {f}={b!r}; they must be trained on the same "
-                              f"forward process")
+    def fail(field, ddpm_value):
+        raise ConfigError(f"config.model.{field}: the noise-aware classifier has "
+                          f"{field}={getattr(classifier_cfg, field)!r} but the DDPM it guides has "
+                          f"{field}={ddpm_value!r}; they must be trained on the same forward process")
+
+    if len(betas) != len(want):
+        fail("timesteps", len(betas))
+    if np.allclose(betas, want, rtol=1e-5, atol=0.0):
+        return
+    step = (betas[-1] - betas[0]) / max(len(betas) - 1, 1)
+    linear = np.allclose(np.diff(betas), step, rtol=1e-2, atol=1e-12)
+    if classifier_cfg.beta_schedule != "linear" or not linear:
+        fail("beta_schedule", "linear" if linear else "a non-linear schedule")
+    if not math.isclose(betas[0], classifier_cfg.beta_start, rel_tol=1e-5):
+        fail("beta_start", float(np.float32(betas[0])))
+    fail("beta_end", float(np.float32(betas[-1])))
 
 
 class NoisyClassifierNet(nn.Module):
@@ -186,38 +179,55 @@ def noisy_classifier_terms(logits_fn: Callable, schedule: Schedule, x0: jax.Arra
     return dict(ce=ce, correct=correct, t=t)
 
 
-def make_noisy_classifier(cfg: Any, info: Any) -> GenerativeModel:
-    """The noise-aware classifier bundle (family ``'classifier'``; no ``sample``/``log_prob``).
+class NoisyClassifierParts(NamedTuple):
+    """A noise-aware classifier and what guidance needs of it (:func:`build_noisy_classifier`).
+
+    Attributes:
+      model: the :class:`gen_jax.model.Predictor`: ``training`` (init, the loss) and
+        ``classifier.logits(params, x_t [B, H, W, C], t int [B]) -> [B, num_classes]``.
+      config: its :class:`NoisyClassifierConfig` (the forward process it was trained on).
+      schedule: that process's schedule.
+      image_shape: ``(H, W, C)``; num_levels: ``K``.
+      log_prob_y: ``(params, x_t, t, y int [B]) -> [B]``, ``log p_phi(y | x_t, t)``.
+    """
+
+    model: Predictor
+    config: NoisyClassifierConfig
+    schedule: Schedule
+    image_shape: tuple
+    num_levels: int
+    log_prob_y: Callable
+
+    @property
+    def num_classes(self) -> int:
+        return self.model.classifier.num_classes
+
+
+def build_noisy_classifier(cfg: Any, info: Any) -> NoisyClassifierParts:
+    """The noise-aware classifier (a :class:`gen_jax.model.Predictor`) and its guidance parts.
 
     Args:
       cfg: :class:`NoisyClassifierConfig` or ``config.model``; errors name ``config.model.<field>``.
       info: ``image_shape (H, W, C)``, ``num_levels`` ``K`` and ``num_classes >= 2``.
 
     Returns:
-      a :class:`GenerativeModel` with
+      :class:`NoisyClassifierParts` whose ``model`` has
 
-      * ``init(key, batch) -> params``;
-      * ``loss(params, batch, key) -> (mean ce, metrics)``: :func:`noisy_classifier_terms` on
-        ``x_0 = 2 batch['image'] - 1`` and ``batch['label'] [B]``; metrics ``loss``/``accuracy``
-        (``[B]``, averaged by the train step) and ``accuracy_low_noise`` (accuracy over the
-        examples with ``t < T / 2``);
-      * ``extras['logits'](params, x_t [B, H, W, C], t int [B]) -> [B, num_classes]``;
-      * ``extras['log_prob_y'](params, x_t, t, y int [B]) -> [B]``, ``log p_phi(y | x_t, t)``;
-      * ``extras['config']()``, ``extras['schedule']()``, ``extras['image_shape']()``,
-        ``extras['num_levels']()``, ``extras['num_classes']()`` (for guidance).
+      * ``training.init(key, batch) -> params``;
+      * the loss ``(params, batch, key) -> (mean ce, metrics)``: :func:`noisy_classifier_terms`
+        on ``x_0 = 2 batch['image'] - 1`` and ``batch['label'] [B]``; metrics ``loss`` /
+        ``accuracy`` (``[B]``, averaged by the train step) and ``accuracy_low_noise``
+        (accuracy over the examples with ``t < T / 2``);
+      * ``classifier.logits(params, x_t [B, H, W, C], t int [B]) -> [B, num_classes]``.
     """
-    cfg = as_noisy_classifier_config(cfg)
+    cfg = typed(NoisyClassifierConfig, cfg, "config.model")
     num_classes = getattr(info, "num_classes", None)
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
         raise ConfigError(f"config.dataset: a classifier needs info.num_classes >= 2, got {num_classes!r}")
     image_shape = tuple(int(s) for s in info.image_shape)
     if len(image_shape) != 3:
         raise ConfigError(f"config.dataset: info.image_shape must be (H, W, C), got {image_shape}")
-    num_levels = int(info.num_levels)
-    try:
-        schedule = process_schedule(cfg)
-    except ValueError as e:
-        raise ConfigError(f"config.model.beta_schedule: {e}") from None
+    schedule = process_schedule(cfg)
     net = NoisyClassifierNet(cfg, num_classes)
 
     def check_x(x, where):
@@ -254,8 +264,11 @@ def make_noisy_classifier(cfg: Any, info: Any) -> GenerativeModel:
         mean = jnp.mean(terms["ce"])
         return mean, {"loss": terms["ce"], "accuracy": terms["correct"], "accuracy_low_noise": acc_low}
 
-    return GenerativeModel(
-        name=cfg.name, family="classifier", init=init, loss=loss,
-        extras={"logits": logits, "log_prob_y": log_prob_y, "config": lambda: cfg,
-                "schedule": lambda: schedule, "image_shape": lambda: image_shape,
-                "num_levels": lambda: num_levels, "num_classes": lambda: num_classes})
+    model = Predictor(name=cfg.name, training=loss_training(init, loss),
+                      classifier=Classifier(logits, num_classes))
+    return NoisyClassifierParts(model, cfg, schedule, image_shape, int(info.num_levels), log_prob_y)
+
+
+def make_noisy_classifier(cfg: Any, info: Any) -> Predictor:
+    """The registry's factory: :func:`build_noisy_classifier` ``(cfg, info).model``."""
+    return build_noisy_classifier(cfg, info).model

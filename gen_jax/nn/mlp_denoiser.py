@@ -36,13 +36,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from gen_jax.config import ConfigError, from_config
+from gen_jax.config import Checked, typed
 from gen_jax.nn.unet import timestep_embedding
 
 
 @dataclasses.dataclass(frozen=True)
-class MLPDenoiserConfig:
-    """``config.model.denoiser`` (built with :func:`as_mlp_denoiser_config`).
+class MLPDenoiserConfig(Checked):
+    """``config.model.denoiser`` (``typed(MLPDenoiserConfig, cfg, 'config.model.denoiser')``).
 
     Attributes:
       width: hidden width of every residual block.
@@ -63,25 +63,17 @@ class MLPDenoiserConfig:
     num_classes: int = 0
     fourier_exponents: tuple[int, ...] = ()
 
-    def __post_init__(self):
-        def bad(field, msg):
-            raise ConfigError(f"config.model.denoiser.{field}: {msg}")
+    PATH = "config.model.denoiser"
 
-        if self.width < 1:
-            bad("width", f"must be >= 1, got {self.width}")
-        if self.num_blocks < 1:
-            bad("num_blocks", f"must be >= 1, got {self.num_blocks}")
-        if self.time_dim < 4 or self.time_dim % 2:
-            bad("time_dim", f"must be even and >= 4 (sinusoidal embedding), got {self.time_dim}")
-        if not 0.0 <= self.dropout < 1.0:
-            bad("dropout", f"must be in [0, 1), got {self.dropout}")
-        if not self.time_scale > 0:
-            bad("time_scale", f"must be > 0, got {self.time_scale}")
-        if any(not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= 16
-               for n in self.fourier_exponents):
-            bad("fourier_exponents", f"must be ints in [0, 16], got {self.fourier_exponents!r}")
-        if self.num_classes < 0:
-            bad("num_classes", f"must be >= 0 (0 = unconditional), got {self.num_classes}")
+    def __post_init__(self):
+        self.positive("width", "num_blocks", "time_scale")
+        self.require(self.time_dim >= 4 and self.time_dim % 2 == 0, "time_dim",
+                     f"must be even and >= 4 (sinusoidal embedding), got {self.time_dim}")
+        self.in_range("dropout", 0.0, 1.0, hi_open=True)
+        self.require(all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= 16
+                         for n in self.fourier_exponents), "fourier_exponents",
+                     f"must be ints in [0, 16], got {self.fourier_exponents!r}")
+        self.nonnegative("num_classes")
 
     @property
     def null_label(self) -> int:
@@ -90,11 +82,8 @@ class MLPDenoiserConfig:
 
 
 def as_mlp_denoiser_config(cfg) -> MLPDenoiserConfig:
-    """``cfg`` if it is a :class:`MLPDenoiserConfig`, else ``from_config(MLPDenoiserConfig,
-    cfg, 'config.model.denoiser')`` (unknown / mistyped fields raise ``ConfigError``)."""
-    if isinstance(cfg, MLPDenoiserConfig):
-        return cfg
-    return from_config(MLPDenoiserConfig, cfg, "config.model.denoiser")
+    """``cfg`` as a :class:`MLPDenoiserConfig` (errors name ``config.model.denoiser.<field>``)."""
+    return typed(MLPDenoiserConfig, cfg, "config.model.denoiser")
 
 
 class ResidualBlock(nn.Module):

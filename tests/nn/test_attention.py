@@ -1,7 +1,7 @@
 """The one multi-head attention (gen_jax.nn.attention): causal masks against numpy, the two
 placements of 1/sqrt(d), the KV-cache path against the full causal computation, the shared
 param tree, the bit-for-bit equality with the decoder's pre-merge formula, and errors.
-(Padding masks and feature-map attention against numpy: tests/test_unet.py.)"""
+(Padding masks and feature-map attention against numpy: tests/nn/test_unet.py.)"""
 import math
 
 import flax.linen as nn
