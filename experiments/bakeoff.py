@@ -72,7 +72,7 @@ def write_tables(out: str, rows: list[dict]) -> None:
     for r in rows:
         lines.append("| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |")
     notes = ["", "test_bpd: bits/dim on the 360-image digits test split, uniform dequantization, "
-             "K = 17 levels (DESIGN.md); bpd_kind says whether it is exact or a bound.",
+             "K = 17 levels (README, Conventions); bpd_kind says whether it is exact or a bound.",
              "fid/kid/precision/recall/inception_score: 1000 samples against the test split on the "
              "digits classifier's features; the real-vs-real row is the floor at this sample size.",
              "train_seconds: wall time of training (compilation included) on this machine; "

@@ -92,14 +92,13 @@ def load_stage(name: str, spec, info=None) -> Stage:
                           f"{CONFIG_DIR})") from None
     try:
         exp = load_experiment(path, dict(o.split("=", 1) for o in spec.overrides))
+        ds = getattr(info, "name", None)
+        if ds is not None and exp.dataset.name != ds:
+            raise ConfigError(f"stage {name} was configured on dataset {exp.dataset.name!r}, this model on {ds!r}")
+        stage_info = get_info(exp.dataset.name, data_dir(exp))
+        model = build_model(exp, stage_info)
     except ConfigError as e:
         raise ConfigError(f"{where}.config / overrides: {e}") from None
-    ds = getattr(info, "name", None)
-    if ds is not None and exp.dataset.name != ds:
-        raise ConfigError(f"{where}.config: stage {name} was configured on dataset {exp.dataset.name!r}, "
-                          f"this model on {ds!r}")
-    stage_info = get_info(exp.dataset.name, data_dir(exp))
-    model = build_model(exp, stage_info)
     workdir = resolve_workdir(spec.workdir)
     hint = f"python -m experiments.train --config {path} --workdir {spec.workdir}"
     try:

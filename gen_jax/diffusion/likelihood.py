@@ -17,7 +17,7 @@ The divergence treats examples as independent (the network must not mix the batc
 no batch norm in train mode). The result is the log-density of the model's marginal at
 ``t = eps``, as in Song et al.
 
-Bits/dim follow the gen_jax convention (DESIGN.md): :func:`dequantize_for_diffusion` maps
+Bits/dim follow the gen_jax convention (README, Conventions): :func:`dequantize_for_diffusion` maps
 discrete images to continuous ``x`` and returns the log-Jacobian to the uniformly
 dequantized ``y`` on ``[0, 1)^D``; :func:`ode_bits_per_dim` applies it.
 """

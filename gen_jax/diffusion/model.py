@@ -133,7 +133,7 @@ class DiffusionConfig(ProcessConfig):
       train_dequantize: train on uniformly dequantized images (each value uniform within its
         level's bin, :func:`gen_jax.diffusion.likelihood.dequantize_for_diffusion`): the model
         of the continuous density whose probability-flow ODE likelihood (``ode_log_prob``)
-        is the DESIGN.md bits/dim; the discrete bound ``log_prob`` stays valid but is loose
+        is the bits/dim of the README's Conventions; the discrete bound ``log_prob`` stays valid but is loose
         for such a model. Off: train on the levels (the bound ``log_prob`` is the target).
       caption_dim, caption_layers, caption_heads: the caption encoder (``'caption'`` only):
         width (= the U-Net's ``context_dim`` and ``emb_dim``), transformer blocks, heads.
@@ -518,7 +518,7 @@ def make_ddpm(cfg: Any, info: Any) -> GenerativeModel:
         ``beta_max = T beta_end`` (Song et al. 2021, App. B); the network is queried at the
         fractional step ``t T - 1`` (the step whose marginal the continuous time ``t`` matches).
         Returns ``log_prob [B]``: the log density of the uniformly dequantized image on
-        ``[0, 1)^D`` (DESIGN.md), the same convention as ``log_prob``, so ``bits_per_dim``
+        ``[0, 1)^D`` (README, Conventions), the same convention as ``log_prob``, so ``bits_per_dim``
         applies to both. ``divergence='exact'`` costs ``D`` JVPs per evaluation.
 
         ``eps`` (the time the ODE starts from; any value gives a normalized density of ``y``,

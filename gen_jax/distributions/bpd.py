@@ -1,6 +1,6 @@
 """Bits per dimension from per-example log densities.
 
-Convention (DESIGN.md, :mod:`gen_jax.model`): ``log_prob`` is the log *density* in nats of
+Convention (README, Conventions; :mod:`gen_jax.model`): ``log_prob`` is the log *density* in nats of
 uniformly dequantized data ``y = (level + u) / K``, ``u ~ U[0, 1)^D`` on ``[0, 1)^D``. The
 density of ``y`` on the unit cube relates to the density of ``K y`` on ``[0, K)^D`` (the
 convention of Theis et al. 2016, Sec. 3.1, where the discrete probability is bounded by the

@@ -7,7 +7,7 @@ Generative model ``z ~ N(0, I)``, ``x | z ~ p_theta(x | z)`` with a per-pixel li
 * Training maximizes the beta-ELBO (Kingma & Welling 2014, Eq. 10; Higgins et al. 2017,
   Eq. 4) or, with ``train_iwae_k > 1``, the IWAE bound (Burda et al. 2016, Eq. 8).
 * The likelihood is the IWAE bound with ``iwae_k`` samples (kind ``'iwae-<k>'``, or
-  ``'elbo'`` for ``k = 1``) on the density of the dequantized data (DESIGN.md convention):
+  ``'elbo'`` for ``k = 1``) on the density of the dequantized data (the README's Conventions):
   ``log P(levels) + D log K`` for the discrete likelihoods (categorical, logistic mixture),
   the Gaussian density of ``y = (level + u) / K`` for the Gaussian likelihood. The Bernoulli
   decoder on grey levels is not a normalized likelihood, so that model has no likelihood.
