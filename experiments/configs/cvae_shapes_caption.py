@@ -3,7 +3,7 @@
     python -m experiments.train --config experiments/configs/cvae_shapes_caption.py --workdir runs/cvae_shapes_caption
 
 The caption tokens ("a small red circle at the top left") are embedded and mean-pooled into a
-condition vector (gen_jax.nn.embeddings); samples are drawn for given captions. Not tuned.
+condition vector (gen_jax.nn.caption_encoder.bag_of_words_encoder); samples are drawn for given captions. Not tuned.
 """
 from experiments.configs.vae_shapes import get_config as vae_shapes_config
 

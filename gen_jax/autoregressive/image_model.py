@@ -26,7 +26,7 @@ exactly. Bundle functions:
 
 Conditioning (gated PixelCNN only, 2016b Sec. 2.3, Eq. 4): ``conditioning='label'`` feeds the
 one-hot label as ``h``; ``'caption'`` feeds a learned mean-pooled token embedding of
-``caption_tokens`` (:class:`gen_jax.nn.embeddings.CaptionEncoder`) as ``h``. Conditional
+``caption_tokens`` (:func:`gen_jax.nn.caption_encoder.bag_of_words_encoder`) as ``h``. Conditional
 bundles sample from ``cond={'label': [num]}`` or ``{'caption_tokens': [num, L]}``; their
 ``conditioning`` draws labels cycling ``0..C-1`` or the captions of a split's first examples.
 
@@ -53,7 +53,7 @@ from gen_jax.config import Checked, ConfigError, typed
 from gen_jax.distributions import pixel_categorical_log_prob
 from gen_jax.model import (Conditioning, GenerativeModel, Likelihood, Sampler, check_image_batch, condition_labels,
                            label_conditioning, loss_training, require_labels, split_conditioning)
-from gen_jax.nn.caption_encoder import bag_of_words_encoder as CaptionEncoder
+from gen_jax.nn.caption_encoder import bag_of_words_encoder
 
 
 class _PixelConfig(Checked):
@@ -164,7 +164,7 @@ class _Conditioned(nn.Module):
         if self.conditioning == "label":
             h = jax.nn.one_hot(label, self.num_classes, dtype=x.dtype)  # [B, num_classes]
         elif self.conditioning == "caption":
-            h = CaptionEncoder(self.vocab_size, features=self.cond_dim, name="caption")(tokens)  # [B, E]
+            h = bag_of_words_encoder(self.vocab_size, features=self.cond_dim, name="caption")(tokens)  # [B, E]
         return self.net(x, h, train)
 
 

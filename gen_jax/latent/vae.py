@@ -31,7 +31,7 @@ from gen_jax.config import ConfigError, Checked, typed
 from gen_jax.latent import networks, objectives
 from gen_jax.model import (Codec, GenerativeModel, Likelihood, Sampler, check_image_batch, label_conditioning,
                            loss_training, require_labels, split_conditioning)
-from gen_jax.nn.caption_encoder import bag_of_words_encoder as CaptionEncoder
+from gen_jax.nn.caption_encoder import bag_of_words_encoder
 from gen_jax.nn.conditioning import LabelEmbedding
 
 
@@ -114,7 +114,7 @@ class VAENet(nn.Module):
         if cfg.conditioning == "label":
             self.cond_embed = LabelEmbedding(self.num_classes, cfg.cond_dim)
         elif cfg.conditioning == "caption":
-            self.cond_embed = CaptionEncoder(self.vocab_size, features=cfg.cond_dim)
+            self.cond_embed = bag_of_words_encoder(self.vocab_size, features=cfg.cond_dim)
 
     def embed(self, label=None, tokens=None):
         if self.cfg.conditioning == "label":

@@ -10,7 +10,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gen_jax.nn import embeddings
 from gen_jax.nn.caption_encoder import CaptionEncoder, bag_of_words_encoder
 
 TOKENS = jnp.array([[2, 5, 7, 3, 0, 0], [0, 0, 0, 0, 0, 0], [2, 9, 11, 13, 17, 3]], jnp.int32)
@@ -48,14 +47,14 @@ def test_bag_of_words_is_the_pre_merge_encoder(kw):
     p_old, p_new = old.init(key, TOKENS), new.init(key, TOKENS)
     _same(p_old, p_new)
     _same(old.apply(p_old, TOKENS), new.apply(p_new, TOKENS))
-    # The import name the families use builds the same module.
-    _same(embeddings.CaptionEncoder(20, **kw).init(key, TOKENS), p_new)
+    # What the families call builds the same module.
+    _same(bag_of_words_encoder(20, **kw).init(key, TOKENS), p_new)
 
 
 def test_bag_of_words_in_a_setup_module_keeps_its_attribute_name():
     class Host(nn.Module):
         def setup(self):
-            self.cond_embed = embeddings.CaptionEncoder(20, features=4)
+            self.cond_embed = bag_of_words_encoder(20, features=4)
 
         def __call__(self, tokens):
             return self.cond_embed(tokens)
