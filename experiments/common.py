@@ -4,10 +4,9 @@ a workdir's params, and the feature network the metrics use."""
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import sys
-from typing import Any, Optional
+from typing import Optional
 
 import jax
 import numpy as np

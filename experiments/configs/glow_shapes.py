@@ -8,7 +8,6 @@ temperature 0.7 (Glow Sec. 5.4) scored on the shapes feature network
 (experiments/configs/classifier_shapes.py). Not trained or tuned here: a starting point for
 shapes work (a step costs far more than on digits on CPU).
 """
-import ml_collections
 
 from experiments.configs.glow_digits import get_config as glow_digits_config
 

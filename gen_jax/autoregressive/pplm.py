@@ -50,7 +50,7 @@ the attribute.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Literal, Optional
+from typing import Callable, Literal
 
 import flax.linen as nn
 import jax

@@ -63,7 +63,7 @@ from gen_jax.autoregressive.token_sampling import make_token_sampler
 from gen_jax.config import Checked, ConfigError, typed
 from gen_jax.model import (GenerativeModel, Likelihood, Sampler, check_image_batch, label_conditioning, loss_training,
                            require_labels, split_conditioning)
-from gen_jax.nn.transformer import Decoder, TransformerConfig, check_token_ids, concrete, make_decoder
+from gen_jax.nn.transformer import Decoder, TransformerConfig, check_token_ids, make_decoder
 
 CHAR_VOCAB = 257  # ByteTokenizer: byte + 1, 0 = pad / end of text
 WORD_BOS, WORD_EOS = 2, 3  # gen_jax.data.tokenizers

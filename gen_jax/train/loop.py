@@ -18,13 +18,11 @@ exactly the metrics an uninterrupted run would have written.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 

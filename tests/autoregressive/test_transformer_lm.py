@@ -3,7 +3,6 @@ against autodiff (causality), full recomputation (cache), RoFormer Eq. 34 writte
 matrix (rotary), numpy references (top-k / top-p), exact enumeration of a tiny model's
 distribution (normalization, sampler frequencies) and bad inputs."""
 import itertools
-import math
 
 import jax
 import jax.numpy as jnp

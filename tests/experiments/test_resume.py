@@ -2,13 +2,12 @@
 the metrics (and ends with exactly the params) of an uninterrupted run."""
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
-import numpy as np
 import pytest
+
+from tests.kill import kill_after_first_checkpoint
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STEPS = 600
@@ -41,20 +40,8 @@ def test_sigkill_and_resume_matches_uninterrupted(tmp_path, digits_data_dir):
     assert full.returncode == 0, full.stderr[-3000:]
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "experiments.train", "--workdir", str(killed), *ARGS],
-                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    ckdir = killed / "checkpoints"
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        done = [d for d in os.listdir(ckdir) if d.isdigit()] if ckdir.is_dir() else []
-        if done and proc.poll() is None:
-            time.sleep(0.2)
-            proc.send_signal(signal.SIGKILL)
-            break
-        assert proc.poll() is None, "the run ended before it could be killed"
-        time.sleep(0.02)
-    proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL
+    kill_after_first_checkpoint([sys.executable, "-m", "experiments.train", "--workdir", str(killed), *ARGS],
+                                str(killed), env=env, cwd=REPO)
     before = _lines(killed)
     assert before[-1]["step"] < STEPS, "killed too late to test anything"
 

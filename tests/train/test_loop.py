@@ -11,7 +11,6 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from experiments import common
-from gen_jax.config import ConfigError
 from gen_jax.data.datasets import DatasetError
 from gen_jax.train.checkpoint import Checkpointer
 from gen_jax.train.loop import NonFiniteError, train

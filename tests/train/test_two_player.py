@@ -4,10 +4,8 @@ simultaneous), two optimizer sections, k fresh batches per step, EMA of the name
 frozen stage-one params outside the state and the checkpoint, and resume after SIGKILL."""
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import jax
 import numpy as np
@@ -21,6 +19,7 @@ from gen_jax.train import sharding as shd
 from gen_jax.train.checkpoint import Checkpointer
 from gen_jax.train.experiment import parse_config
 from gen_jax.train.loop import eval_params, make_optimizers, train
+from tests.kill import kill_after_first_checkpoint
 from tests.train import toy_game as tg
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -158,20 +157,7 @@ def test_sigkill_and_resume_multi_phase_is_bit_identical(tmp_path, digits_data_d
                           capture_output=True, text=True, timeout=600)
     assert full.returncode == 0, full.stderr[-3000:]
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, worker, str(killed), "0.05"], env=env, cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    ckdir = killed / "checkpoints"
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        done = [d for d in os.listdir(ckdir) if d.isdigit()] if ckdir.is_dir() else []
-        if done and proc.poll() is None:
-            time.sleep(0.2)
-            proc.send_signal(signal.SIGKILL)
-            break
-        assert proc.poll() is None, "the run ended before it could be killed"
-        time.sleep(0.02)
-    proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL
+    kill_after_first_checkpoint([sys.executable, worker, str(killed), "0.05"], str(killed), env=env, cwd=REPO)
     assert _metrics(killed)[-1]["step"] < 200, "killed too late to test anything"
     resumed = subprocess.run([sys.executable, worker, str(killed), "0"], env=env, cwd=REPO,
                              capture_output=True, text=True, timeout=600)
