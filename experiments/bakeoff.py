@@ -10,11 +10,17 @@ feature network, and writes into ``<out>/``:
   recall, inception_score, train_seconds, sample_seconds, samples, labels) and ``table.md``;
 * ``samples/<model>.npy`` (float32 (1000, 8, 8, 1) in [0, 1]) and ``samples/<model>_labels.npy``
   for conditional models; ``samples/<model>.png`` grids; ``curves/<model>.png`` loss curves;
-* a ``real-vs-real`` row: 1000 train images scored the same way (the floor of every metric).
+* a ``real-vs-real`` row: 1000 train images scored the same way (the floor of every metric),
+  with ``samples/real-vs-real.png``, a grid of those images;
+* ``report.html`` (:func:`write_report`): one self-contained page (PNGs embedded as base64)
+  with the table, each row's sample grid and loss curve beside the real-vs-real floor, and
+  the shapes table when ``<out>/shapes/table.json`` exists.
 """
 from __future__ import annotations
 
 import argparse
+import base64
+import html
 import json
 import os
 import shutil
@@ -27,26 +33,30 @@ from experiments import common
 from gen_jax.evaluation.evaluate import evaluate_params
 from gen_jax.evaluation.likelihood import images01
 
-# (config name, extra overrides) in table order. Later families append their configs here.
-BAKEOFF: list[tuple[str, dict]] = [
-    ("gmm_digits", {}),
-    ("autoencoder_digits", {}),
-    ("vae_digits", {}),
-    ("beta_vae_digits", {}),
-    ("iwae_digits", {}),
-    ("cvae_digits", {}),
-    ("ldm_digits", {"stages.stage1.workdir": "{out}/runs/vae"}),  # stage one: the vae row's run
-    ("ddpm_digits", {}),
-    ("ddpm_digits", {"model.sampler": "ddim", "model.sample_steps": 50}),
-    ("realnvp_digits", {}),
-    ("glow_digits", {}),
-    ("glow_digits_cond", {}),
-    ("pixelcnn_digits", {}),
-    ("gated_pixelcnn_digits", {}),
-    ("pixelrnn_digits", {}),
-    ("pixelcnnpp_digits", {}),
-    ("image_transformer_digits", {}),
+# (config name, extra overrides, estimated seconds) in table order. The estimate is a fresh
+# run's training plus evaluation on an idle 2-core CPU (the README's measured train seconds
+# plus sampling and scoring); it is only what the bake-off announces at its start. Later
+# families append their configs here.
+BAKEOFF: list[tuple[str, dict, float]] = [
+    ("gmm_digits", {}, 10),
+    ("autoencoder_digits", {}, 15),
+    ("vae_digits", {}, 35),
+    ("beta_vae_digits", {}, 30),
+    ("iwae_digits", {}, 55),
+    ("cvae_digits", {}, 35),
+    ("ldm_digits", {"stages.stage1.workdir": "{out}/runs/vae"}, 70),  # stage one: the vae row's run
+    ("ddpm_digits", {}, 700),  # ~8 min of training, the full bound, DDPM-1000 sampling
+    ("ddpm_digits", {"model.sampler": "ddim", "model.sample_steps": 50}, 180),  # the bound again
+    ("realnvp_digits", {}, 190),
+    ("glow_digits", {}, 100),
+    ("glow_digits_cond", {}, 130),
+    ("pixelcnn_digits", {}, 70),
+    ("gated_pixelcnn_digits", {}, 165),
+    ("pixelrnn_digits", {}, 165),
+    ("pixelcnnpp_digits", {}, 225),
+    ("image_transformer_digits", {}, 140),
 ]
+FEATURE_NET_SECONDS = 30  # the digits feature network, trained on first use
 
 # Rows that evaluate another row's trained run with other sampling settings: row -> run.
 ROW_NAMES = {("ddpm_digits", "ddim"): "ddim50"}
@@ -128,10 +138,101 @@ def floor_row(out: str, train_arrays: dict, test: dict, info, extractor, num: in
     x = images01(train_arrays, info.num_levels)
     idx = np.random.default_rng(0).choice(len(x), size=min(num, len(x)), replace=False)
     scores = score_samples(x[idx], images01(test, info.num_levels), extractor, seed=0)
+    from gen_jax.viz import save_grid
+
+    save_grid(os.path.join(out, "samples", "real-vs-real.png"), x[idx[:100]], ncols=10)
     row = {"model": "real-vs-real", "family": None, "test_bpd": None, "bpd_kind": None,
            "train_seconds": None, "sample_seconds": None, "samples": None, "labels": None}
     row.update({k: float(v) for k, v in scores.items()})
     return row
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds} s" if seconds < 120 else f"{seconds // 60} min {seconds % 60:02d} s"
+
+
+def plan_line(todo: list[tuple[str, dict, float]]) -> str:
+    """What the bake-off is about to do and how long fresh runs take (the per-row estimates of
+    :data:`BAKEOFF`; finished runs in ``<out>/runs`` are reused and cost only their scoring)."""
+    total = sum(est for _, _, est in todo) + FEATURE_NET_SECONDS
+    rows = f"{len(todo)} row" + ("s" if len(todo) != 1 else "")
+    return (f"bake-off: {rows} + the real-vs-real floor; about {_duration(total)} on an idle "
+            f"2-core CPU for fresh runs (including ~{FEATURE_NET_SECONDS} s for the digits feature network "
+            f"on first use); finished runs are reused")
+
+
+# ----------------------------------------------------------------------------------------
+# The report page.
+# ----------------------------------------------------------------------------------------
+
+REPORT_COLUMNS = ("test_bpd", "bpd_kind", "fid", "kid", "precision", "recall", "train_seconds")
+FLOOR = "real-vs-real"
+
+
+def _img_tag(path: str, alt: str) -> str:
+    """``<img>`` with the PNG at ``path`` embedded as base64, or a note when there is none."""
+    if not os.path.exists(path):
+        return f'<span class="none">no {html.escape(alt)}</span>'
+    with open(path, "rb") as f:
+        data = base64.b64encode(f.read()).decode("ascii")
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _report_table(base: str, rows: list[dict], title: str) -> list[str]:
+    """One section: a row per model with its numbers, its sample grid and its loss curve; the
+    real-vs-real floor first (its grid holds real images), and FID as a multiple of it."""
+    floor = next((r for r in rows if r.get("model") == FLOOR), None)
+    ordered = ([floor] if floor else []) + [r for r in rows if r is not floor]
+    head = ["model", *REPORT_COLUMNS, "FID / floor", "samples (first 100)", "loss curve"]
+    out = [f"<h2>{html.escape(title)}</h2>", "<table>",
+           "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"]
+    for r in ordered:
+        name = str(r.get("model"))
+        ratio = None
+        if floor and r is not floor and r.get("fid") is not None and floor.get("fid"):
+            ratio = r["fid"] / floor["fid"]
+        cells = [f"<td>{html.escape(name)}</td>"]
+        cells += [f"<td>{html.escape(_fmt(r.get(c)))}</td>" for c in REPORT_COLUMNS]
+        cells.append(f"<td>{'-' if ratio is None else f'{ratio:.2f}x'}</td>")
+        cells.append("<td>" + _img_tag(os.path.join(base, "samples", f"{name}.png"),
+                                       "real images" if r is floor else "samples") + "</td>")
+        cells.append("<td>" + ("" if r is floor else _img_tag(os.path.join(base, "curves", f"{name}.png"),
+                                                              "loss curve")) + "</td>")
+        cls = ' class="floor"' if r is floor else ""
+        out.append(f'<tr data-model="{html.escape(name)}"{cls}>' + "".join(cells) + "</tr>")
+    out.append("</table>")
+    return out
+
+
+def write_report(out: str) -> str:
+    """Writes ``<out>/report.html`` from ``<out>/table.json`` (and ``<out>/shapes/table.json``
+    when it exists) with the PNGs of ``samples/`` and ``curves/`` embedded; returns its path.
+    Needs no model or accelerator: it only reads what the bake-off wrote."""
+    path = os.path.join(out, "table.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"write_report: {path} does not exist (run the bake-off first)")
+    with open(path) as f:
+        rows = json.load(f)
+    body = _report_table(out, rows, "Digits (8x8, 17 levels): 1000 samples per row vs the 360-image test split")
+    shapes = os.path.join(out, "shapes")
+    if os.path.exists(os.path.join(shapes, "table.json")):
+        with open(os.path.join(shapes, "table.json")) as f:
+            body += _report_table(shapes, json.load(f), "Shapes (32x32 RGB)")
+    notes = ("test_bpd: bits/dim on the test split, uniform dequantization (README, Conventions); "
+             "bpd_kind: exact or which bound. FID/KID/precision/recall on the digits classifier's "
+             "features: compare each row with the real-vs-real floor (1000 train images scored the "
+             "same way), not across tables. train_seconds: wall time on this machine.")
+    page = ["<!DOCTYPE html>", '<html><head><meta charset="utf-8"><title>gen_jax bake-off</title>',
+            "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+            "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right;vertical-align:middle}"
+            "tr.floor{background:#eef5ff}img{image-rendering:pixelated;max-height:240px}"
+            ".none{color:#999}</style></head><body>",
+            "<h1>gen_jax bake-off</h1>", f"<p>{html.escape(notes)}</p>", *body, "</body></html>"]
+    target = os.path.join(out, "report.html")
+    with open(target, "w") as f:
+        f.write("\n".join(page) + "\n")
+    return target
 
 
 def main(argv=None) -> int:
@@ -142,6 +243,14 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     from gen_jax.data.datasets import get_info, load_split
 
+    only = [s for s in args.only.split(",") if s]
+    unknown = sorted(set(only) - {name for name, _, _ in BAKEOFF})
+    if unknown:
+        print(f"error: --only: {', '.join(unknown)} not in the bake-off; its configs: "
+              f"{', '.join(dict.fromkeys(name for name, _, _ in BAKEOFF))}", file=sys.stderr)
+        return 2
+    todo = [(name, ov, est) for name, ov, est in BAKEOFF if not only or name in only]
+    print(plan_line(todo), flush=True)
     t0 = time.time()
     out = args.out
     for sub in ("samples", "curves", "runs"):
@@ -149,18 +258,19 @@ def main(argv=None) -> int:
     info = get_info("digits")
     train_arrays, test = load_split("digits", "train"), load_split("digits", "test")
     extractor = common.feature_extractor("digits", None, progress=not args.no_progress)
-    only = [s for s in args.only.split(",") if s]
     rows = []
-    for name, ov in BAKEOFF:
-        if only and name not in only:
-            continue
-        print(f"== {name}", flush=True)
+    for i, (name, ov, est) in enumerate(todo):
+        print(f"== [{i + 1}/{len(todo)}] {name} (about {_duration(est)}; {_duration(time.time() - t0)} "
+              f"elapsed)", flush=True)
         rows.append(run_one(name, ov, out, extractor, test, not args.no_progress))
         write_tables(out, rows)
+        write_report(out)
     rows.append(floor_row(out, train_arrays, test, info, extractor))
     write_tables(out, rows)
+    report = write_report(out)
     print(open(os.path.join(out, "table.md")).read())
-    print(f"bake-off finished in {time.time() - t0:.1f} s; tables in {out}/table.md and table.json")
+    print(f"bake-off finished in {time.time() - t0:.1f} s; tables in {out}/table.md and table.json, "
+          f"the report page in {report}")
     return 0
 
 

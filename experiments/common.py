@@ -4,6 +4,7 @@ a workdir's params, and the feature network the metrics use."""
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 import sys
 from typing import Optional
@@ -20,14 +21,43 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_DIR = os.path.join(REPO, "experiments", "configs")
 
 
+def config_names() -> list[str]:
+    """The names of the configs in ``experiments/configs`` (of this package, wherever it is
+    installed; not of the working directory)."""
+    return sorted(f[:-3] for f in os.listdir(CONFIG_DIR)
+                  if f.endswith(".py") and not f.startswith("_") and f != "base.py")
+
+
+def config_purpose(name: str) -> str:
+    """The first line of a config file's docstring ('' without one)."""
+    import ast
+
+    with open(os.path.join(CONFIG_DIR, name + ".py")) as f:
+        doc = ast.get_docstring(ast.parse(f.read())) or ""
+    return doc.strip().splitlines()[0] if doc.strip() else ""
+
+
+def list_configs() -> str:
+    """One line per config: its name and purpose."""
+    names = config_names()
+    width = max(map(len, names))
+    return "\n".join(f"{n.ljust(width)}  {config_purpose(n)}" for n in names)
+
+
 def config_path(name_or_path: str) -> str:
-    """``vae_digits`` -> ``experiments/configs/vae_digits.py``; paths pass through."""
+    """``vae_digits`` -> ``<package>/experiments/configs/vae_digits.py``; paths pass through.
+    An unknown name is a ``ConfigError`` suggesting the closest config names."""
     if os.path.isfile(name_or_path):
         return name_or_path
     cand = os.path.join(CONFIG_DIR, name_or_path if name_or_path.endswith(".py") else name_or_path + ".py")
     if os.path.isfile(cand):
         return cand
-    raise ConfigError(f"--config: no config file at {name_or_path}")
+    stem = os.path.basename(name_or_path)
+    stem = stem[:-3] if stem.endswith(".py") else stem
+    close = difflib.get_close_matches(stem, config_names(), n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise ConfigError(f"--config: no config file at {name_or_path} and no config named {stem!r} in "
+                      f"{CONFIG_DIR}{hint} (--list shows them all)")
 
 
 def load_experiment(path: str, overrides: Optional[dict] = None) -> ExperimentConfig:
@@ -132,9 +162,15 @@ def setup(exp: ExperimentConfig):
     return info, model, mesh
 
 
+def _note(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
 def restore_state(exp: ExperimentConfig, model: Model, workdir: str, info, step=None):
-    """Restores the train state of ``workdir`` onto one device (for sampling/evaluation).
-    Frozen stage-one groups are not in it: :func:`gen_jax.train.loop.eval_params` merges them."""
+    """Restores the train state of ``workdir`` onto one device (for sampling/evaluation):
+    checkpoint ``step``, or the newest one that reads (each unreadable newer one reported in
+    one line on stderr). Frozen stage-one groups are not in it:
+    :func:`gen_jax.train.loop.eval_params` merges them."""
     from gen_jax.data.datasets import load_split
     from gen_jax.data.pipeline import BatchStream
     from gen_jax.train.checkpoint import Checkpointer
@@ -146,7 +182,7 @@ def restore_state(exp: ExperimentConfig, model: Model, workdir: str, info, step=
         arrays = load_split(exp.dataset.name, "train", data_dir(exp))
         example = BatchStream(arrays, info, exp.train.batch_size, exp.seed).batch_at(0)
         _, _, abstract, state_sh, _ = init_state(exp, model, example, mesh, shd.batch_sharding(mesh))
-        state, meta = ckpt.restore(_with_shardings(abstract, state_sh), step=step)
+        state, meta = ckpt.restore_readable(_with_shardings(abstract, state_sh), step=step, say=_note)
     finally:
         ckpt.close()
     return state, meta
@@ -156,12 +192,17 @@ def default_feature_dir(dataset: str) -> str:
     return os.path.join(REPO, "results", "feature_nets", dataset)
 
 
-def feature_extractor(dataset: str, data_dir_: Optional[str], path: str = "", progress: bool = False):
+def feature_extractor(dataset: str, data_dir_: Optional[str], path: str = "", progress: bool = False,
+                      train_missing: bool = False):
     """The feature network the sample metrics use for ``dataset``.
 
     * ``path`` ending in ``.npz``: Inception-v3 weights given by the user (standard datasets);
     * otherwise a classifier workdir (default ``results/feature_nets/<dataset>``), trained with
-      ``experiments/configs/classifier_<dataset>.py`` if it holds no checkpoint yet.
+      ``experiments/configs/classifier_<dataset>.py`` if it holds no checkpoint yet: always for
+      the default location, for a given ``path`` only with ``train_missing``
+      (``--train_feature_net``); else a ``ConfigError`` naming ``config.eval.feature_net``.
+      A checkpoint there that does not restore as that classifier is a ``ConfigError`` saying
+      the feature network is the problem.
     """
     from gen_jax.metrics import features as F
 
@@ -169,6 +210,10 @@ def feature_extractor(dataset: str, data_dir_: Optional[str], path: str = "", pr
         from gen_jax.metrics.inception import load_inception_params
 
         return F.make_inception_extractor(load_inception_params(path))
+    if path and not train_missing and not os.path.isdir(os.path.join(path, "checkpoints")):
+        raise ConfigError(f"config.eval.feature_net: no feature-network checkpoint in {path} (expected "
+                          f"{os.path.join(path, 'checkpoints')}); pass --train_feature_net to train one there, "
+                          f"or leave config.eval.feature_net empty for {default_feature_dir(dataset)}")
     path = path or default_feature_dir(dataset)
     overrides = {"dataset.data_dir": data_dir_} if data_dir_ else {}
     try:
@@ -182,7 +227,14 @@ def feature_extractor(dataset: str, data_dir_: Optional[str], path: str = "", pr
 
         print(f"training the {dataset} feature network into {path} (once; the metrics use it)", flush=True)
         train(exp, model, path, build_stream(exp, info, mesh), info, progress=progress, mesh=mesh)
-    state, _ = restore_state(exp, model, path, info)
+    from gen_jax.train.checkpoint import CheckpointError
+
+    try:
+        state, _ = restore_state(exp, model, path, info)
+    except CheckpointError as e:
+        raise ConfigError(f"config.eval.feature_net: the feature network at {path} is not a usable "
+                          f"classifier_{dataset} checkpoint (the feature network is the problem, not the "
+                          f"model being evaluated): {e}") from None
     from gen_jax.config import typed
     from gen_jax.metrics.classifier import ClassifierConfig
 
@@ -221,10 +273,26 @@ def conditions_for(model: Model, info, num: int, labels_path: str = "", arrays: 
     return cond
 
 
-def base_parser(description: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=description)
-    p.add_argument("--config", required=True, help="config file (or its name in experiments/configs)")
-    p.add_argument("--workdir", required=True)
+OVERRIDES_HELP = """config overrides:
+  --config.SECTION.FIELD=VALUE  sets one field of the config file (repeatable), e.g.
+                                --config.train.steps=2000 --config.optim.learning_rate=3e-4
+                                --config.model.hidden='(64, 32)' --config.seed=1.
+                                VALUE is a Python literal (or a bare string); the field must
+                                exist (or be a field of the section's typed dataclass) and keep
+                                its type. Sections: seed, dataset, model, optim, train, mesh,
+                                eval, stages. Every field is checked before anything compiles.
+"""
+
+
+def base_parser(description: str, workdir_help: str = "the run's directory (checkpoints/, metrics.jsonl, "
+                "tb/, samples/)") -> argparse.ArgumentParser:
+    """The shared flags; ``--config.a.b=v`` overrides are documented in the epilog."""
+    p = argparse.ArgumentParser(description=description, epilog=OVERRIDES_HELP,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default=None,
+                   help="config file path, or a config name from experiments/configs (see --list)")
+    p.add_argument("--workdir", default=None, help=workdir_help)
+    p.add_argument("--list", action="store_true", help="list the configs with their purpose and exit")
     return p
 
 
@@ -233,6 +301,12 @@ def parse_args(parser: argparse.ArgumentParser, argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     overrides, rest = parse_cli_overrides(argv)
     args = parser.parse_args(rest)
+    if getattr(args, "list", False):
+        print(list_configs())
+        raise SystemExit(0)
+    for flag in ("config", "workdir"):
+        if hasattr(args, flag) and not getattr(args, flag):
+            parser.error(f"the following arguments are required: --{flag}")
     return args, overrides
 
 

@@ -1,6 +1,6 @@
 """Metrics for a trained workdir, printed as one JSON line.
 
-    python -m experiments.evaluate --config C --workdir W [--num N] [--seed S]
+    python -m experiments.evaluate --config C --workdir W [--num N] [--seed S] [--step S]
 
 Reports the test likelihood where the model has one (bits/dim, with ``bpd_kind`` saying
 whether it is exact or a bound; bits per token for token models), and for image samplers FID,
@@ -17,18 +17,29 @@ from gen_jax.config import ConfigError
 from gen_jax.train.checkpoint import CheckpointError
 
 
-def main(argv=None) -> int:
+def parser():
     p = common.base_parser("Evaluate a trained gen_jax model.")
     p.add_argument("--num", type=int, default=0, help="samples to score (default config.eval.num_samples)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="sampling seed")
+    p.add_argument("--step", type=int, default=None,
+                   help="checkpoint step to evaluate (default: the newest readable one)")
+    p.add_argument("--train_feature_net", action="store_true",
+                   help="train the feature network into config.eval.feature_net if it holds no checkpoint "
+                        "(the default location trains on first use anyway)")
+    return p
+
+
+def main(argv=None) -> int:
+    p = parser()
     try:
         args, overrides = common.parse_args(p, argv)
         exp = common.load_experiment(args.config, overrides)
         info, model, _ = common.setup(exp)
-        state, _ = common.restore_state(exp, model, args.workdir, info)
+        state, _ = common.restore_state(exp, model, args.workdir, info, step=args.step)
         from gen_jax.evaluation.evaluate import has_image_metrics
 
-        extractor = (common.feature_extractor(exp.dataset.name, common.data_dir(exp), exp.eval.feature_net)
+        extractor = (common.feature_extractor(exp.dataset.name, common.data_dir(exp), exp.eval.feature_net,
+                                              train_missing=args.train_feature_net)
                      if has_image_metrics(model) else None)
     except (ConfigError, CheckpointError, ValueError) as e:
         common.fail(str(e))

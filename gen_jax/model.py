@@ -61,6 +61,7 @@ from typing import Any, Callable, Literal, Mapping, NamedTuple, Optional, Sequen
 import jax
 import numpy as np
 
+from gen_jax.checks import DataSpec, checked_capabilities
 from gen_jax.config import ConfigError
 
 PyTree = Any
@@ -366,7 +367,11 @@ class Model:
 class GenerativeModel(Model):
     """A generative model: its training plus the capabilities it has (``None`` = lacks it).
 
-    ``family`` is a label for tables and logs; nothing dispatches on it.
+    ``family`` is a label for tables and logs; nothing dispatches on it. ``data`` (a
+    :class:`~gen_jax.checks.DataSpec`) describes the data; when given, the public functions
+    (``sampler.sample``, ``likelihood.log_prob``, the codec's, ``training.init`` and the
+    phases') check their inputs against it before running (:mod:`gen_jax.checks`), with
+    results and compiled programs unchanged on valid input.
     """
 
     family: str
@@ -376,6 +381,7 @@ class GenerativeModel(Model):
     embedder: Optional[Embedder] = None
     conditioning: Optional[Conditioning] = None
     denoiser: Optional[Denoiser] = None
+    data: Optional[DataSpec] = None
 
     def __post_init__(self):
         super().__post_init__()
@@ -392,6 +398,11 @@ class GenerativeModel(Model):
                 raise ValueError(f"model {self.name!r}: likelihood.unit must be one of {LIKELIHOOD_UNITS}")
             if self.likelihood.unit == "token" and self.likelihood.count is None:
                 raise ValueError(f"model {self.name!r}: a per-token likelihood needs `count`")
+        if self.data is not None:
+            if not isinstance(self.data, DataSpec):
+                raise TypeError(f"model {self.name!r}: data must be a DataSpec, got {type(self.data).__name__}")
+            for field, capability in checked_capabilities(self).items():
+                object.__setattr__(self, field, capability)
 
     @property
     def conditional(self) -> bool:

@@ -12,7 +12,20 @@ NOTEBOOKS = sorted(glob.glob(os.path.join(REPO, "notebooks", "*.ipynb")))
 
 def test_there_is_a_notebook_per_landed_family():
     names = {os.path.basename(p) for p in NOTEBOOKS}
-    assert {"latent_variable_models.ipynb", "diffusion_models.ipynb", "autoregressive_models.ipynb"} <= names
+    assert {"latent_variable_models.ipynb", "diffusion_models.ipynb", "autoregressive_models.ipynb",
+            "flow_models.ipynb"} <= names
+
+
+def test_every_notebook_is_committed_with_outputs_and_linked_from_the_readme():
+    readme = open(os.path.join(REPO, "README.md")).read()
+    for path in NOTEBOOKS:
+        rel = f"notebooks/{os.path.basename(path)}"
+        assert f"]({rel})" in readme, f"README.md does not link {rel}"
+        nb = nbformat.read(path, as_version=4)
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        executed = [c.get("execution_count") for c in code]
+        assert code and executed == list(range(1, len(code) + 1)) and any(c.get("outputs") for c in code), \
+            f"{rel}: not executed top to bottom in one kernel (execution counts {executed}); execute it before committing"
 
 
 @pytest.mark.slow

@@ -51,8 +51,8 @@ from gen_jax.autoregressive.pixelcnn import GatedPixelCNN, PixelCNN
 from gen_jax.autoregressive.pixelrnn import PixelRNN
 from gen_jax.config import Checked, ConfigError, typed
 from gen_jax.distributions import pixel_categorical_log_prob
-from gen_jax.model import (Conditioning, GenerativeModel, Likelihood, Sampler, check_image_batch, condition_labels,
-                           label_conditioning, loss_training, require_labels, split_conditioning)
+from gen_jax.model import (Conditioning, DataSpec, GenerativeModel, Likelihood, Sampler, check_image_batch,
+                           condition_labels, label_conditioning, loss_training, require_labels, split_conditioning)
 from gen_jax.nn.caption_encoder import bag_of_words_encoder
 
 
@@ -262,7 +262,7 @@ def _make_bundle(*, name: str, apply_fn, init_fn, image_shape, num_levels: int, 
     model = GenerativeModel(
         name=name, family="autoregressive", training=loss_training(init, loss),
         sampler=Sampler(sample, "image"), likelihood=Likelihood(log_prob, "exact"),
-        conditioning=_conditioning(conditioning, num_classes))
+        conditioning=_conditioning(conditioning, num_classes), data=DataSpec(tuple(image_shape), k, num_classes))
     return PixelModelParts(model=model, logits=logits)
 
 

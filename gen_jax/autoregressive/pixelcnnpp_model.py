@@ -43,7 +43,7 @@ from gen_jax.autoregressive import common
 from gen_jax.distributions import logistic_mixture as lm
 from gen_jax.autoregressive.pixelcnnpp import PixelCNNPP, check_image_size
 from gen_jax.config import Checked, ConfigError, typed
-from gen_jax.model import (GenerativeModel, Likelihood, Sampler, check_image_batch, condition_labels,
+from gen_jax.model import (DataSpec, GenerativeModel, Likelihood, Sampler, check_image_batch, condition_labels,
                            label_conditioning, loss_training, require_labels)
 
 
@@ -178,7 +178,8 @@ def build_pixelcnnpp(cfg: Any, info: Any) -> PixelCNNPPParts:
     model = GenerativeModel(
         name=cfg.name, family="autoregressive", training=loss_training(init, loss),
         sampler=Sampler(sample, "image"), likelihood=Likelihood(log_prob, "exact"),
-        conditioning=label_conditioning(num_classes) if cfg.conditional else None)
+        conditioning=label_conditioning(num_classes) if cfg.conditional else None,
+        data=DataSpec(image_shape, k, num_classes if cfg.conditional else 0))
     return PixelCNNPPParts(model=model, raw=raw)
 
 

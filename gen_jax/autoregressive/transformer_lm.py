@@ -61,8 +61,8 @@ import numpy as np
 from gen_jax.autoregressive.common import density_log_prob, from_levels, to_levels
 from gen_jax.autoregressive.token_sampling import make_token_sampler
 from gen_jax.config import Checked, ConfigError, typed
-from gen_jax.model import (GenerativeModel, Likelihood, Sampler, check_image_batch, label_conditioning, loss_training,
-                           require_labels, split_conditioning)
+from gen_jax.model import (DataSpec, GenerativeModel, Likelihood, Sampler, check_image_batch, label_conditioning,
+                           loss_training, require_labels, split_conditioning)
 from gen_jax.nn.transformer import Decoder, TransformerConfig, check_token_ids, make_decoder
 
 CHAR_VOCAB = 257  # ByteTokenizer: byte + 1, 0 = pad / end of text
@@ -453,7 +453,9 @@ def build_transformer_lm(cfg: Any, info: Any) -> TransformerLMParts:
         sampler = Sampler(make_sampler(), "image")
         likelihood = Likelihood(log_prob, "exact")
     model = GenerativeModel(name=cfg.name, family="autoregressive", training=loss_training(init, loss),
-                            sampler=sampler, likelihood=likelihood, conditioning=_conditioning(layout))
+                            sampler=sampler, likelihood=likelihood, conditioning=_conditioning(layout),
+                            data=DataSpec(None if is_text else tuple(info.image_shape), 0 if is_text else layout.vocab,
+                                          0, ((layout.batch_key, layout.vocab),) * is_text))  # layout checks prefixes
     return TransformerLMParts(model=model, layout=layout, decoder=decoder, hidden_states=hidden_states,
                               token_log_prob=token_log_prob, num_tokens=num_tokens, make_sampler=make_sampler,
                               sample_no_cache=make_sampler(use_cache=False))

@@ -52,8 +52,8 @@ from gen_jax.autoregressive import common
 from gen_jax.data import mulaw
 from gen_jax.autoregressive import wavenet as wn
 from gen_jax.config import Checked, ConfigError, typed
-from gen_jax.model import (GenerativeModel, Likelihood, Sampler, label_conditioning, loss_training, require_labels,
-                           split_conditioning)
+from gen_jax.model import (DataSpec, GenerativeModel, Likelihood, Sampler, label_conditioning, loss_training,
+                           require_labels, split_conditioning)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -281,7 +281,8 @@ def build_wavenet(cfg: Any, info: Any) -> WaveNetParts:
     model = GenerativeModel(
         name=cfg.name, family="autoregressive", training=loss_training(init, loss),
         sampler=Sampler(sample, "signal", render=decode_audio), likelihood=Likelihood(log_prob, "exact"),
-        conditioning=_conditioning(cfg, num_classes))
+        conditioning=_conditioning(cfg, num_classes),
+        data=DataSpec(shape, mulaw.NUM_CODES, num_classes if cfg.global_cond else 0))
     return WaveNetParts(model=model, network=net, decode_audio=decode_audio, sample_naive=sample_naive,
                         logits=lambda params, batch: logits(params, batch)[0], teacher_forced_logits=teacher_forced,
                         codes=lambda batch: codes_of(batch["image"], "codes batch['image']"))

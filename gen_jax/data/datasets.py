@@ -26,7 +26,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import io
 import os
+import time
 from typing import Callable, Optional
 
 import numpy as np
@@ -153,11 +155,24 @@ def prepare(name: str, data_dir: Optional[str] = None):
     with _file_lock(os.path.join(data_dir, f".{name}.lock")):
         builder = spec.builder_cls(data_dir=data_dir, file_format="array_record")
         if not builder.is_prepared():  # another process may have finished while we waited
-            builder.download_and_prepare(
-                file_format="array_record",
-                download_dir=os.path.join(data_dir, "downloads"))
+            _build(builder, name, data_dir)
             builder = spec.builder_cls(data_dir=data_dir, file_format="array_record")
     return builder
+
+
+def _build(builder, name: str, data_dir: str) -> None:
+    """Generates embedded dataset ``name`` locally, saying so. TFDS prints "Downloading and
+    preparing ..." and "... downloaded and prepared" to stdout (``termcolor.cprint``, no
+    switch): nothing is downloaded here, so its stdout is replaced by our two lines (its
+    progress bars, on stderr, stay)."""
+    print(f"gen_jax: building the embedded {name} dataset in {data_dir} (once; generated locally, "
+          f"nothing is downloaded; a few seconds) ...", flush=True)
+    start = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()):
+        builder.download_and_prepare(file_format="array_record",
+                                     download_dir=os.path.join(data_dir, "downloads"))
+    print(f"gen_jax: {name} ready in {time.perf_counter() - start:.1f} s; later runs reuse "
+          f"{os.path.join(data_dir, name)}", flush=True)
 
 
 def _embedded(name: str) -> _Embedded:

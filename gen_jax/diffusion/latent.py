@@ -78,7 +78,7 @@ from gen_jax.config import ConfigError, typed
 from gen_jax.diffusion import gaussian_diffusion as gd
 from gen_jax.diffusion.model import (DenoiserCondition, ProcessConfig, make_guided, process_sampler,
                                      process_schedule)
-from gen_jax.model import (Denoiser, GenerativeModel, Phase, Sampler, Stage, Training, check_image_batch,
+from gen_jax.model import (DataSpec, Denoiser, GenerativeModel, Phase, Sampler, Stage, Training, check_image_batch,
                            require_labels)
 from gen_jax.nn.mlp_denoiser import MLPDenoiser, MLPDenoiserConfig
 
@@ -310,7 +310,8 @@ def build_latent_diffusion(cfg: Any, info: Any,
         name=cfg.name, family="diffusion", training=training, sampler=Sampler(make_sampler(), "image"),
         conditioning=condition.capability(cfg.cond_drop_prob > 0),
         denoiser=Denoiser(denoise, schedule, guided=guided, make_sampler=make_sampler,
-                          parameterization=cfg.parameterization))
+                          parameterization=cfg.parameterization),
+        data=DataSpec(image_shape, num_levels, condition.num_classes))
     return LatentDiffusionParts(model, stage, z_dim, encode_latents, decode_latents)
 
 

@@ -44,7 +44,7 @@ from gen_jax.diffusion import likelihood
 from gen_jax.diffusion import sde as sde_lib
 from gen_jax.diffusion import samplers
 from gen_jax.diffusion.schedules import Schedule, make_schedule
-from gen_jax.model import (Conditioning, Denoiser, GenerativeModel, Likelihood, Sampler, check_image_batch,
+from gen_jax.model import (Conditioning, DataSpec, Denoiser, GenerativeModel, Likelihood, Sampler, check_image_batch,
                            condition_labels, label_conditioning, loss_training, require_labels,
                            split_conditioning)
 from gen_jax.nn import conditioning as nn_cond
@@ -555,4 +555,6 @@ def make_ddpm(cfg: Any, info: Any) -> GenerativeModel:
         conditioning=condition.capability(cfg.cond_drop_prob > 0),
         denoiser=Denoiser(denoise, schedule, guided=guided_denoiser, make_sampler=make_sampler,
                           vlb_terms=vlb_terms, ode_log_prob=ode_log_prob,
-                          parameterization=cfg.parameterization))
+                          parameterization=cfg.parameterization),
+        data=DataSpec(image_shape, num_levels, condition.num_classes,
+                      (('caption_tokens', condition.vocab_size),) if condition.vocab_size else ()))

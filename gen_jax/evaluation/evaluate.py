@@ -13,6 +13,7 @@ import jax
 import numpy as np
 
 from gen_jax.evaluation.likelihood import images01, split_bits_per_token, split_bpd
+from gen_jax.checks import jit_sample
 from gen_jax.evaluation.sampling import sample_in_batches
 from gen_jax.metrics.features import score_samples
 from gen_jax.model import GenerativeModel
@@ -53,7 +54,7 @@ def evaluate_params(model: GenerativeModel, params, info, test: Mapping, extract
     if model.sampler is None:
         return Evaluation(res, None, None)
     if not has_image_metrics(model):
-        x = np.asarray(jax.jit(model.sampler.sample, static_argnums=(2,))(
+        x = np.asarray(jit_sample(model)(
             params, jax.random.fold_in(key, 3), 8, draw_conditions(model, 8, test)))
         if model.sampler.describe is not None:
             res["samples_text"] = model.sampler.describe(x)

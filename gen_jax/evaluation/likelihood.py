@@ -3,6 +3,10 @@
 * unit ``'dim'``: mean bits/dim under the convention of the README (uniform dequantization on
   ``[0, 1)``, ``bpd = (-log p(x) + D log K) / (D log 2)``);
 * unit ``'token'``: bits per scored token, ``-sum log p / (sum count * log 2)``.
+
+``runtime_checks`` (default on): the compiled ``log_prob`` checks the split for NaN, values
+outside [0, 1] and out-of-range ids by ``checkify`` (:func:`gen_jax.checks.jit_log_prob`; about
++12% per call measured on a PixelCNN, ``experiments/benchmarks/input_checks.py``).
 """
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ import jax
 import numpy as np
 
 from gen_jax.data.pipeline import BATCH_KEYS
+from gen_jax.checks import jit_log_prob
 from gen_jax.distributions.bpd import bits_per_dim
 from gen_jax.model import GenerativeModel
 
@@ -39,28 +44,41 @@ def _batches(arrays: Mapping, num_levels: int, batch_size: int):
 
 
 def split_log_probs(model: GenerativeModel, params, arrays: Mapping, num_levels: int, key,
-                   batch_size: int) -> np.ndarray:
+                    batch_size: int, *, runtime_checks: bool = True) -> np.ndarray:
     """``log_prob [N]`` nats of every example of the split (key of chunk i: ``fold_in(key, i)``)."""
-    fn = jax.jit(model.likelihood.log_prob)
+    fn = jit_log_prob(model, runtime_checks)
     out = [np.asarray(fn(params, b, jax.random.fold_in(key, i)))[:keep]
            for i, b, keep in _batches(arrays, num_levels, batch_size)]
     return np.concatenate(out)
 
 
-def split_bpd(model: GenerativeModel, params, arrays: Mapping, info, key, batch_size: int) -> Optional[float]:
+def split_bpd(model: GenerativeModel, params, arrays: Mapping, info, key, batch_size: int, *,
+              runtime_checks: bool = True) -> Optional[float]:
     """Mean test bits/dim, or ``None`` without a per-dimension likelihood."""
     if model.likelihood is None or model.likelihood.unit != "dim":
         return None
-    lp = split_log_probs(model, params, arrays, info.num_levels, key, batch_size)
+    if model.likelihood.kind == "vlb":
+        print(_vlb_line(model, len(arrays["image"]), batch_size), flush=True)
+    lp = split_log_probs(model, params, arrays, info.num_levels, key, batch_size, runtime_checks=runtime_checks)
     return float(np.mean(bits_per_dim(lp, int(np.prod(info.image_shape)), info.num_levels)))
 
 
-def split_bits_per_token(model: GenerativeModel, params, arrays: Mapping, info, key, batch_size: int) -> Optional[float]:
+def _vlb_line(model: GenerativeModel, num: int, batch_size: int) -> str:
+    """What a variational-bound evaluation is about to do (it is the slowest likelihood: one
+    network pass per term and image)."""
+    sched = model.denoiser.schedule if model.denoiser is not None else None
+    terms = f"{len(sched.betas)} terms" if sched is not None else "all its terms"
+    return (f"computing the variational bound: {num} test images x {terms} (one network pass per "
+            f"term and image, in batches of {batch_size}) ...")
+
+
+def split_bits_per_token(model: GenerativeModel, params, arrays: Mapping, info, key, batch_size: int, *,
+                         runtime_checks: bool = True) -> Optional[float]:
     """Bits per scored token over the split, or ``None`` without a per-token likelihood."""
     lik = model.likelihood
     if lik is None or lik.unit != "token":
         return None
-    fn, count = jax.jit(lik.log_prob), jax.jit(lik.count)
+    fn, count = jit_log_prob(model, runtime_checks), jax.jit(lik.count)
     nats = toks = 0.0
     for i, b, keep in _batches(arrays, info.num_levels, batch_size):
         nats -= float(np.sum(np.asarray(fn(params, b, jax.random.fold_in(key, i)))[:keep]))

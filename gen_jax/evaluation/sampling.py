@@ -6,14 +6,17 @@ from typing import Optional
 import jax
 import numpy as np
 
+from gen_jax.checks import jit_sample
 from gen_jax.model import GenerativeModel
 
 
 def sample_in_batches(model: GenerativeModel, params, key, num: int, batch_size: int,
-                      cond: Optional[dict] = None) -> np.ndarray:
+                      cond: Optional[dict] = None, *, runtime_checks: bool = True) -> np.ndarray:
     """``num`` samples drawn ``batch_size`` at a time with one compiled sampler (the key of
-    chunk ``i`` is ``fold_in(key, i)``; the last chunk's conditions are padded by repetition)."""
-    fn = jax.jit(model.sampler.sample, static_argnums=(2,))
+    chunk ``i`` is ``fold_in(key, i)``; the last chunk's conditions are padded by repetition).
+    ``runtime_checks``: the compiled sampler checks its conditions (label and token ranges) by
+    ``checkify`` and raises :class:`gen_jax.checks.InputError` (:func:`gen_jax.checks.jit_sample`)."""
+    fn = jit_sample(model, runtime_checks)
     out = []
     for i, start in enumerate(range(0, num, batch_size)):
         c = None if cond is None else {k: _pad(v[start:start + batch_size], batch_size) for k, v in cond.items()}

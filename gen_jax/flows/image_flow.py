@@ -43,7 +43,7 @@ import jax.numpy as jnp
 
 from gen_jax import distributions as dist
 from gen_jax.flows.bijector import Bijector, check_finite
-from gen_jax.model import (Codec, GenerativeModel, Likelihood, Sampler, check_image_batch, condition_labels,
+from gen_jax.model import (Codec, DataSpec, GenerativeModel, Likelihood, Sampler, check_image_batch, condition_labels,
                            label_conditioning, loss_training)
 
 
@@ -150,7 +150,8 @@ def build_image_flow(*, name: str, flow: Bijector, image_shape, num_levels: int,
     model = GenerativeModel(
         name=name, family="flow", training=loss_training(init, loss), sampler=Sampler(sample, "image"),
         likelihood=Likelihood(log_prob, "exact"), codec=Codec(encode, decode),
-        conditioning=label_conditioning(num_classes) if conditional else None)
+        conditioning=label_conditioning(num_classes) if conditional else None,
+        data=DataSpec(image_shape, k, num_classes if conditional else 0))
     return ImageFlow(model=model, forward=forward, inverse=inverse)
 
 

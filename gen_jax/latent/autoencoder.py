@@ -28,7 +28,7 @@ import jax.numpy as jnp
 
 from gen_jax.config import Checked, typed
 from gen_jax.latent import networks, objectives
-from gen_jax.model import Codec, GenerativeModel, Phase, Sampler, Training, check_image_batch
+from gen_jax.model import Codec, DataSpec, GenerativeModel, Phase, Sampler, Training, check_image_batch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,4 +153,5 @@ def make_autoencoder(cfg: Any, info: Any) -> GenerativeModel:
 
     phases = (Phase("net", loss=loss, name="net"), Phase(None, update=code_stats, name="code_stats"))
     return GenerativeModel(name=cfg.name, family="latent", training=Training(init=init, phases=phases),
-                           sampler=Sampler(sample, "image"), codec=Codec(encode, decode))
+                           sampler=Sampler(sample, "image"), codec=Codec(encode, decode),
+                           data=DataSpec(image_shape, int(info.num_levels)))

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 
 from gen_jax import distributions as dist
 from gen_jax.config import Checked, typed
-from gen_jax.model import GenerativeModel, Likelihood, Sampler, update_training
+from gen_jax.model import DataSpec, GenerativeModel, Likelihood, Sampler, update_training
 
 
 class GMMParams(NamedTuple):
@@ -308,4 +308,5 @@ def make_gmm(cfg: Any, info: Any) -> GenerativeModel:
 
     return GenerativeModel(name=cfg.name, family="latent", training=update_training(init, update),
                            sampler=Sampler(sample_fn, "image"),
-                           likelihood=Likelihood(log_prob_fn, "exact"))
+                           likelihood=Likelihood(log_prob_fn, "exact"),
+                           data=DataSpec((h, w, c), k_levels))

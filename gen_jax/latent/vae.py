@@ -29,7 +29,7 @@ import jax.numpy as jnp
 from gen_jax import distributions as dist
 from gen_jax.config import ConfigError, Checked, typed
 from gen_jax.latent import networks, objectives
-from gen_jax.model import (Codec, GenerativeModel, Likelihood, Sampler, check_image_batch, label_conditioning,
+from gen_jax.model import (Codec, DataSpec, GenerativeModel, Likelihood, Sampler, check_image_batch, label_conditioning,
                            loss_training, require_labels, split_conditioning)
 from gen_jax.nn.caption_encoder import bag_of_words_encoder
 from gen_jax.nn.conditioning import LabelEmbedding
@@ -305,4 +305,6 @@ def make_vae(cfg: Any, info: Any) -> GenerativeModel:
     return GenerativeModel(
         name=cfg.name, family="latent", training=loss_training(init, loss),
         sampler=Sampler(sample, "image"), likelihood=likelihood,
-        codec=Codec(encode, decode, posterior=posterior), conditioning=conditioning)
+        codec=Codec(encode, decode, posterior=posterior), conditioning=conditioning,
+        data=DataSpec(image_shape, int(info.num_levels), num_classes,
+                      (('caption_tokens', vocab_size),) if cfg.conditioning == 'caption' else ()))

@@ -9,7 +9,7 @@ file fails with the path named.
 from __future__ import annotations
 
 import os
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import jax
 import numpy as np
@@ -20,6 +20,21 @@ from gen_jax.train.sharding import _path_str
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used: missing, corrupted, or of another architecture."""
+
+
+class UnreadableCheckpoint(CheckpointError):
+    """A checkpoint whose files cannot be read (truncated, corrupted, incomplete)."""
+
+
+def _short(e: BaseException) -> str:
+    """The first line of the root cause of an exception (orbax wraps TensorStore's error,
+    which names the array and the bad byte range, in a dump of hundreds of lines)."""
+    seen = {id(e)}
+    while (e.__cause__ or e.__context__) is not None and id(e.__cause__ or e.__context__) not in seen:
+        e = e.__cause__ or e.__context__
+        seen.add(id(e))
+    first = (str(e).strip().splitlines() or [""])[0].split(" See full TensorStore details")[0]
+    return f"{type(e).__name__}: {first[:300]}"
 
 
 def signature(tree: Any) -> dict:
@@ -72,9 +87,9 @@ class Checkpointer:
         try:
             out = self._mgr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
         except Exception as e:  # orbax raises many types for unreadable files
-            raise CheckpointError(
+            raise UnreadableCheckpoint(
                 f"checkpoint metadata at {self._step_dir(step)} is unreadable "
-                f"(corrupted or incomplete?): {type(e).__name__}: {e}") from e
+                f"(corrupted or incomplete?): {_short(e)}") from None
         return dict(out["meta"])
 
     def restore(self, abstract_state: Any, step: Optional[int] = None) -> tuple[Any, dict]:
@@ -91,10 +106,37 @@ class Checkpointer:
             out = self._mgr.restore(step, args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(abstract_state)))
         except Exception as e:
-            raise CheckpointError(
+            raise UnreadableCheckpoint(
                 f"checkpoint state at {self._step_dir(step)} is unreadable "
-                f"(corrupted or incomplete?): {type(e).__name__}: {e}") from e
+                f"(corrupted or incomplete?): {_short(e)}") from None
         return out["state"], meta
+
+    def restore_readable(self, abstract_state: Any, step: Optional[int] = None,
+                         say: Callable[[str], None] = print) -> tuple[Any, dict]:
+        """:meth:`restore` of ``step``, or (``None``) of the newest checkpoint that reads: each
+        unreadable newer one is reported in one line and skipped. Raises the last
+        :class:`UnreadableCheckpoint` when none reads; an architecture mismatch is raised at once."""
+        if step is not None:
+            return self.restore(abstract_state, step)
+        steps = sorted(self.all_steps(), reverse=True)
+        if not steps:
+            self._resolve(None)
+        for i, s in enumerate(steps):
+            try:
+                return self.restore(abstract_state, s)
+            except UnreadableCheckpoint as e:
+                nxt = f"falling back to step {steps[i + 1]}" if i + 1 < len(steps) else "no older checkpoint"
+                say(f"{e}; {nxt}")
+                if i + 1 == len(steps):
+                    raise UnreadableCheckpoint(f"no readable checkpoint in {self.directory} "
+                                               f"(tried steps {steps})") from None
+
+    def delete_after(self, step: int, say: Callable[[str], None] = print) -> None:
+        """Deletes the checkpoints of steps after ``step`` (a resume from ``step`` rewrites them)."""
+        for s in sorted(self.all_steps()):
+            if s > step:
+                say(f"deleting checkpoint {self._step_dir(s)} (the run resumes from step {step})")
+                self._mgr.delete(s)
 
     def close(self) -> None:
         self._mgr.wait_until_finished()

@@ -7,13 +7,15 @@
 3. params from ``jax.jit(model.training.init)`` (with output shardings), one optimizer per
    trained group (its ``config.optim`` section), the state; frozen stage-one params placed
    once on the mesh (an argument of every step, never in the state or the checkpoint);
-4. restore the latest checkpoint if the workdir has one (same config and architecture);
+4. restore the latest readable checkpoint if the workdir has one (same architecture; the
+   config it was trained with is compared first, :mod:`gen_jax.train.resume`);
 5. loop: step, check finiteness (one step behind, so the device never idles), log to
    ``metrics.jsonl`` + TensorBoard, checkpoint (async orbax), draw sample grids;
 6. final checkpoint, loss-curve PNG.
 
 A killed run restarted on the same workdir continues from its last checkpoint and writes
-exactly the metrics an uninterrupted run would have written.
+exactly the metrics an uninterrupted run would have written. The workdir is locked for the
+whole call (:mod:`gen_jax.train.lock`): a second training into it fails at once.
 """
 from __future__ import annotations
 
@@ -31,7 +33,9 @@ from gen_jax.model import Model, full_params
 from gen_jax.train import sharding as shd
 from gen_jax.train.checkpoint import Checkpointer
 from gen_jax.train.experiment import ExperimentConfig
+from gen_jax.train.lock import WorkdirLock
 from gen_jax.train.optim import make_optimizer, optimizer_for
+from gen_jax.train.resume import check_resume, run_warnings
 from gen_jax.train.state import TrainState, group_key, with_ema
 from gen_jax.train.step import create_train_state, make_train_step
 from gen_jax.train.writers import MetricWriter, read_metrics
@@ -128,25 +132,82 @@ def train(
     progress: bool = True,
     stop_after: Optional[int] = None,
     mesh=None,
+    resume_step: Optional[int] = None,
+    allow_config_change: bool = False,
 ) -> TrainResult:
     """Trains ``model`` on batches of ``stream`` (a :class:`gen_jax.data.pipeline.BatchStream`
     already bound to the mesh's batch sharding). ``stop_after`` ends the call after that many
-    total steps (for tests that simulate an interruption)."""
+    total steps (for tests that simulate an interruption); ``resume_step`` resumes from that
+    checkpoint instead of the newest readable one (later ones are deleted);
+    ``allow_config_change`` resumes under a config that leaves the checkpoint's trajectory.
+
+    Raises:
+      WorkdirLocked: another live process trains into ``workdir``.
+      ConfigError: a resume under a changed config (:func:`gen_jax.train.resume.check_resume`).
+      CheckpointError: no checkpoint of ``workdir`` reads, or one of another architecture.
+    """
+    is_main = jax.process_index() == 0
+    if not is_main:
+        return _train(exp, model, workdir, stream, info, progress, stop_after, mesh, resume_step,
+                      allow_config_change)
+    with WorkdirLock(workdir):
+        return _train(exp, model, workdir, stream, info, progress, stop_after, mesh, resume_step,
+                      allow_config_change)
+
+
+def _restore_or_init(exp, ckpt, abstract, state_sh, init_fn, example, resume_step, allow_change, is_main):
+    """``(state, resumed_from)``: the checkpoint to resume from (checked against ``exp``;
+    unreadable newer ones skipped and deleted) or a fresh init."""
+    say = print if is_main else (lambda _: None)
+    if ckpt.latest_step() is None and resume_step is None:
+        return init_fn(example), None
+    step = ckpt._resolve(resume_step)
+    if resume_step is None:
+        step = _newest_meta(ckpt, say)
+    meta = ckpt.read_meta(step)
+    check_resume(meta.get("config"), exp.raw.to_json(), step, exp.train.steps, ckpt._step_dir(step),
+                 allow_change, say)
+    state, meta = ckpt.restore_readable(_with_shardings(abstract, state_sh), resume_step, say)
+    resumed = int(meta.get("step", int(state.step)))
+    if is_main:
+        ckpt.delete_after(resumed, say)
+    return state, resumed
+
+
+def _newest_meta(ckpt, say) -> int:
+    """The newest step whose metadata reads (an unreadable one is reported by the restore)."""
+    from gen_jax.train.checkpoint import UnreadableCheckpoint
+
+    steps = sorted(ckpt.all_steps(), reverse=True)
+    for s in steps:
+        try:
+            ckpt.read_meta(s)
+            return s
+        except UnreadableCheckpoint as e:
+            say(f"{e}; skipping it")
+    return steps[0]
+
+
+def _train(exp, model, workdir, stream, info, progress, stop_after, mesh, resume_step, allow_config_change):
     mesh = mesh or shd.make_mesh(exp.mesh.num_devices)
     batch_sh = shd.batch_sharding(mesh)
     is_main = jax.process_index() == 0
     os.makedirs(workdir, exist_ok=True)
     meta = {"model": model.name, "family": getattr(model, "family", "predictor"), "config": exp.raw.to_json()}
     per_step = model.training.batches_per_step
+    if is_main:
+        for w in run_warnings(exp, stream.num_examples):
+            print(f"warning: {w}", flush=True)
 
     example = stream.batch_at(0)
     phases, optimizers, abstract, state_sh, init_fn = init_state(exp, model, example, mesh, batch_sh)
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=exp.train.keep_checkpoints)
-    resumed_from = ckpt.latest_step()
-    if resumed_from is not None:
-        state, _ = ckpt.restore(_with_shardings(abstract, state_sh))
-    else:
-        state = init_fn(example)
+    try:
+        state, resumed_from = _restore_or_init(exp, ckpt, abstract, state_sh, init_fn, example, resume_step,
+                                               allow_config_change, is_main)
+    except Exception:
+        ckpt.close()
+        raise
     start = int(state.step)
     writer = MetricWriter(workdir, enabled=is_main, resume_step=start)
     train_step = make_train_step(phases, optimizers, ema_decay=exp.train.ema_decay or None,
@@ -180,7 +241,13 @@ def train(
                desc=model.name, dynamic_ncols=True)
     try:
         for s in bar:
+            if s == start and is_main:
+                print("compiling the train step...", end="", flush=True)
+                t_compile = time.time()
             state, metrics = train_step(state, step_batches(stream, s, per_step), frozen)
+            if s == start and is_main:
+                jax.block_until_ready(metrics)
+                print(f" done in {time.time() - t_compile:.1f} s", flush=True)
             done = s + 1
             if pending is not None:
                 check(*pending)

@@ -66,7 +66,7 @@ def _program(name):
             y=y, eps=eps, ldj=ldj, y2=y2, ildj=ildj, jac=jax.jacfwd(f0)(y[0].reshape(-1)),
             lerp=interpolate(model, params, batch["image"], batch["image"][::-1], 3, cond),
             log_prob=model.likelihood.log_prob(params, batch, key), loss=loss, bpd=metrics["bpd"],
-            sample_t0=model.sampler.sample(params, key, B, cond, temperature=0.0),
+            sample_t0=model.sampler.sample(params, key, B, cond if model.conditional else None, temperature=0.0),
             decode0=model.codec.decode(params, jnp.zeros((B, D)), cond))
 
     return jax.jit(run)

@@ -54,7 +54,7 @@ def test_vae_bundle(likelihood, encoder, conditioning):
                hidden=(32,), conv_features=(8,), latent_dim=4, iwae_k=16, iwae_chunk=8)
     model = make_vae(cfg, INFO)
     batch = _batch()
-    cond = {k: batch[k][:5] for k in ("label", "caption_tokens")}
+    cond = {k: batch[k][:5] for k in ("label", "caption_tokens")} if conditioning != "none" else None
     # The real init is compiled once (bernoulli); the other cases use eval_shape params.
     params, loss, metrics, grads, lp, s, rec = _run_bundle(model, batch, 5, cond,
                                                            real_init=likelihood == "bernoulli")

@@ -18,12 +18,12 @@ from gen_jax.train.loop import NonFiniteError, train
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def _run(workdir, **overrides):
+def _run(workdir, allow_config_change=False, **overrides):
     ov = {"train.steps": "60", "train.log_every": "10", "train.ckpt_every": "20", **overrides}
     exp = common.load_experiment("classifier_digits", ov)
     info, model, mesh = common.setup(exp)
     return train(exp, model, str(workdir), common.build_stream(exp, info, mesh), info,
-                 progress=False, mesh=mesh)
+                 progress=False, mesh=mesh, allow_config_change=allow_config_change)
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +58,8 @@ def test_non_finite_loss_stops_with_step_and_terms(tmp_path, digits_data_dir):
     _run(tmp_path, **{"train.steps": "20"})  # a good run with a checkpoint at step 20
     # Continue the same workdir with a step size that overflows at once.
     with pytest.raises(NonFiniteError, match=r"non-finite values at step 21: [a-z_, ]*norm.*last good checkpoint: step 20"):
-        _run(tmp_path, **{"optim.learning_rate": "1e38", "train.ckpt_every": "1",
-                          "train.steps": "50"})
+        _run(tmp_path, allow_config_change=True,  # the changed learning rate is the point
+             **{"optim.learning_rate": "1e38", "train.ckpt_every": "1", "train.steps": "50"})
     ck = Checkpointer(str(tmp_path / "checkpoints"), create=False)
     assert ck.latest_step() == 20
     exp = common.load_experiment("classifier_digits", {})
