@@ -10,8 +10,8 @@ import pytest
 
 from gen_jax.autoregressive import image_model as im
 from gen_jax.autoregressive.transformer_lm import make_transformer_lm
-from gen_jax.checks import InputError
 from gen_jax.data.datasets import DatasetInfo
+from tests.input_errors import input_error
 
 INFO = types.SimpleNamespace(image_shape=(4, 4, 1), num_levels=5, num_classes=3, vocab_size=0, caption_len=0)
 SMALL = dict(hidden=4, num_blocks=1, first_kernel=3, kernel=3, out_hidden=4)
@@ -38,16 +38,10 @@ def gated():
     return model, jax.eval_shape(model.training.init, KEY, _batch())
 
 
-def _err(fn, *args):
-    with pytest.raises(InputError) as e:
-        fn(*args)
-    return str(e.value)
-
-
 def test_dtype(pixelcnn):
     model, params = pixelcnn
     b = _batch()
-    assert _err(model.likelihood.log_prob, params, {**b, "image": (b["image"] * 4).astype(jnp.uint8)}, KEY) == (
+    assert input_error(model.likelihood.log_prob, params, {**b, "image": (b["image"] * 4).astype(jnp.uint8)}, KEY) == (
         f"log_prob batch['image']: dtype uint8; expected float32 {EXPECTED[9:]} (did you pass uint8 levels? "
         "divide by 4)")
 
@@ -56,29 +50,29 @@ def test_range(pixelcnn):
     model, params = pixelcnn
     b = _batch()
     n = int(np.sum(np.asarray(b["image"]) > 0))
-    assert _err(model.likelihood.log_prob, params, {**b, "image": b["image"] * 255}, KEY) == (
+    assert input_error(model.likelihood.log_prob, params, {**b, "image": b["image"] * 255}, KEY) == (
         f"log_prob batch['image']: {n} value(s) outside [0, 1] {OF} (values in [0, 255]); {EXPECTED} "
         "(did you pass [0, 255] pixels? divide by 255 and quantize to the levels)")
-    assert _err(model.likelihood.log_prob, params, {**b, "image": b["image"] * 0.9}, KEY).startswith(
+    assert input_error(model.likelihood.log_prob, params, {**b, "image": b["image"] * 0.9}, KEY).startswith(
         f"log_prob batch['image']: {n} value(s) off the level grid {OF}")
 
 
 def test_nan(pixelcnn):
     model, params = pixelcnn
     nan = {"image": jnp.full((2, 4, 4, 1), jnp.nan)}
-    assert _err(model.likelihood.log_prob, params, nan, KEY) == (
+    assert input_error(model.likelihood.log_prob, params, nan, KEY) == (
         f"log_prob batch['image']: 32 non-finite value(s) (NaN/inf) {OF}; {EXPECTED}")
-    assert _err(model.training.phases[0].loss, params, nan, KEY).startswith("loss batch['image']: 32 non-finite")
+    assert input_error(model.training.phases[0].loss, params, nan, KEY).startswith("loss batch['image']: 32 non-finite")
 
 
 def test_labels(pixelcnn, gated):
     model, params = gated
-    assert _err(model.sampler.sample, params, KEY, 2, {"label": jnp.array([3, 0])}) == (
+    assert input_error(model.sampler.sample, params, KEY, 2, {"label": jnp.array([3, 0])}) == (
         "sample cond['label'] values lie in [0, 3]; expected [0, 3) (labels: 1 of 2 out of range, e.g. 3)")
-    assert _err(model.likelihood.log_prob, params, {**_batch(), "label": jnp.array([0.0, 1.0])}, KEY) == (
+    assert input_error(model.likelihood.log_prob, params, {**_batch(), "label": jnp.array([0.0, 1.0])}, KEY) == (
         "log_prob batch['label']: dtype float32; expected int labels in [0, 3)")
     plain, p0 = pixelcnn
-    assert _err(plain.sampler.sample, p0, KEY, 2, {"label": jnp.array([1, 2], jnp.int32)}) == (
+    assert input_error(plain.sampler.sample, p0, KEY, 2, {"label": jnp.array([1, 2], jnp.int32)}) == (
         "sample: model 'pixelcnn' is unconditional; cond={'label': int32[2]} was given")
 
 
@@ -88,15 +82,15 @@ def test_tokens():
     model = make_transformer_lm(dict(tokens="caption_chars", num_layers=1, d_model=8, num_heads=2), info)
     batch = {"caption_chars": jnp.array([[98, 99, 0, 0, 0], [98, 99, 100, 101, 102]])}
     params = jax.eval_shape(model.training.init, KEY, batch)
-    assert _err(model.likelihood.log_prob, params, {"caption_chars": batch["caption_chars"].at[0, 0].set(257)},
+    assert input_error(model.likelihood.log_prob, params, {"caption_chars": batch["caption_chars"].at[0, 0].set(257)},
                 KEY) == ("log_prob batch['caption_chars']: token ids lie in [0, 257], outside the vocabulary "
                          "[0, 257) (1 of 10 out of range, e.g. 257)")
-    assert _err(model.sampler.sample, params, KEY, 0) == "sample: num must be a positive Python int, got 0"
+    assert input_error(model.sampler.sample, params, KEY, 0) == "sample: num must be a positive Python int, got 0"
 
 
 def test_num(pixelcnn):
     model, params = pixelcnn
-    assert _err(model.sampler.sample, params, KEY, -1) == "sample: num must be a positive Python int, got -1"
+    assert input_error(model.sampler.sample, params, KEY, -1) == "sample: num must be a positive Python int, got -1"
 
 
 def test_wrapped_loss_traces_to_the_same_program(gated):

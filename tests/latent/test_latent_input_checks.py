@@ -6,9 +6,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gen_jax.checks import InputError
 from gen_jax.latent.gmm import make_gmm
 from gen_jax.latent.vae import make_vae
+from tests.input_errors import input_error
 from tests.latent.stand_in import INFO, stand_in_batch
 
 SMALL = dict(name="v", likelihood="categorical", encoder="mlp", hidden=(8,), latent_dim=2, iwae_k=2, iwae_chunk=2)
@@ -28,17 +28,11 @@ def cond_vae():
     return model, jax.eval_shape(model.training.init, KEY, stand_in_batch())
 
 
-def _err(fn, *args):
-    with pytest.raises(InputError) as e:
-        fn(*args)
-    return str(e.value)
-
-
 def test_dtype(vae):
     model, params = vae
     b = stand_in_batch()
     levels = np.asarray(b["image"] * 16).round().astype(np.uint8)  # as load_split returns them
-    assert _err(model.likelihood.log_prob, params, {**b, "image": levels}, KEY) == (
+    assert input_error(model.likelihood.log_prob, params, {**b, "image": levels}, KEY) == (
         f"log_prob batch['image']: dtype uint8; expected float32 {EXPECTED[9:]} "
         "(did you pass uint8 levels? divide by 16)")
 
@@ -52,29 +46,29 @@ def test_range(vae, scale, shift, hint):
     b = stand_in_batch()
     x = b["image"] * scale + shift
     n = int(np.sum((np.asarray(x) < 0) | (np.asarray(x) > 1)))
-    assert _err(model.likelihood.log_prob, params, {**b, "image": x}, KEY) == (
+    assert input_error(model.likelihood.log_prob, params, {**b, "image": x}, KEY) == (
         f"log_prob batch['image']: {n} value(s) outside [0, 1] in an input of shape (8, 8, 8, 1) ("
         + hint.format(e=EXPECTED))
-    assert _err(model.training.phases[0].loss, params, {**b, "image": x}, KEY).startswith(
+    assert input_error(model.training.phases[0].loss, params, {**b, "image": x}, KEY).startswith(
         f"loss batch['image']: {n} value(s) outside [0, 1]")
-    assert _err(model.codec.encode, params, x).startswith(f"encode image: {n} value(s) outside [0, 1]")
+    assert input_error(model.codec.encode, params, x).startswith(f"encode image: {n} value(s) outside [0, 1]")
 
 
 def test_nan(vae):
     model, params = vae
     b = stand_in_batch()
-    assert _err(model.likelihood.log_prob, params, {**b, "image": b["image"].at[0, 0, 0, 0].set(jnp.nan)}, KEY) == (
+    assert input_error(model.likelihood.log_prob, params, {**b, "image": b["image"].at[0, 0, 0, 0].set(jnp.nan)}, KEY) == (
         f"log_prob batch['image']: 1 non-finite value(s) (NaN/inf) in an input of shape (8, 8, 8, 1); {EXPECTED}")
 
 
 def test_labels(vae, cond_vae):
     model, params = cond_vae
-    assert _err(model.sampler.sample, params, KEY, 2, {"label": jnp.array([11, 3])}) == (
+    assert input_error(model.sampler.sample, params, KEY, 2, {"label": jnp.array([11, 3])}) == (
         "sample cond['label'] values lie in [3, 11]; expected [0, 10) (labels: 1 of 2 out of range, e.g. 11)")
-    assert _err(model.sampler.sample, params, KEY, 2, {"label": jnp.array([-1, 3])}) == (
+    assert input_error(model.sampler.sample, params, KEY, 2, {"label": jnp.array([-1, 3])}) == (
         "sample cond['label'] values lie in [-1, 3]; expected [0, 10) (labels: 1 of 2 out of range, e.g. -1)")
     plain, p0 = vae
-    assert _err(plain.sampler.sample, p0, KEY, 2, {"label": jnp.array([1, 3], jnp.int32)}) == (
+    assert input_error(plain.sampler.sample, p0, KEY, 2, {"label": jnp.array([1, 3], jnp.int32)}) == (
         "sample: model 'v' is unconditional; cond={'label': int32[2]} was given")
 
 
@@ -83,17 +77,17 @@ def test_tokens():
     b = stand_in_batch()
     params = jax.eval_shape(model.training.init, KEY, b)
     bad = b["caption_tokens"].at[0, 0].set(12)  # vocab_size 12
-    assert _err(model.likelihood.log_prob, params, {**b, "caption_tokens": bad}, KEY) == (
+    assert input_error(model.likelihood.log_prob, params, {**b, "caption_tokens": bad}, KEY) == (
         "log_prob batch['caption_tokens']: token ids lie in [0, 12], outside the vocabulary [0, 12) "
         "(1 of 40 out of range, e.g. 12)")
 
 
 def test_num(vae):
     model, params = vae
-    assert _err(model.sampler.sample, params, KEY, -1) == "sample: num must be a positive Python int, got -1"
+    assert input_error(model.sampler.sample, params, KEY, -1) == "sample: num must be a positive Python int, got -1"
     gmm = make_gmm(dict(name="g", num_components=2), INFO)
-    assert _err(gmm.sampler.sample, None, KEY, 0) == "sample: num must be a positive Python int, got 0"
-    assert _err(gmm.likelihood.log_prob, None, {"image": stand_in_batch()["image"] * 16}, KEY).startswith(
+    assert input_error(gmm.sampler.sample, None, KEY, 0) == "sample: num must be a positive Python int, got 0"
+    assert input_error(gmm.likelihood.log_prob, None, {"image": stand_in_batch()["image"] * 16}, KEY).startswith(
         "log_prob batch['image']: 445 value(s) outside [0, 1]")
 
 
