@@ -106,7 +106,11 @@ def run_one(name: str, overrides: dict, out: str, extractor, test, progress: boo
     record = os.path.join(workdir, "train_seconds.json")
     if os.path.exists(record) and json.load(open(record)).get("steps") != exp.train.steps:
         shutil.rmtree(workdir)  # config changed: train again
-    result = train(exp, model, workdir, common.build_stream(exp, info, mesh), info, progress=progress, mesh=mesh)
+    # A row that re-evaluates another row's finished run with other sampling settings (ddim50
+    # over the ddpm run) differs from that run's config only in how it samples: it trains nothing.
+    reuses_run = row_name in RUN_OF
+    result = train(exp, model, workdir, common.build_stream(exp, info, mesh), info, progress=progress, mesh=mesh,
+                   allow_config_change=reuses_run)
     if result.resumed_from != exp.train.steps:  # trained now (fully or partly)
         prev = json.load(open(record))["seconds"] if os.path.exists(record) and result.resumed_from else 0.0
         json.dump({"seconds": prev + result.seconds, "steps": exp.train.steps}, open(record, "w"))
