@@ -204,7 +204,6 @@ def make_train_step(
     def train_step(state, batches, frozen=None):
         return jitted(state, batches, {} if frozen is None else frozen)
 
-    train_step.lower = lambda state, batches, frozen=None: jitted.lower(state, batches, {} if frozen is None else frozen)
     return train_step
 
 
