@@ -352,13 +352,33 @@ def checked_jit(fn: Callable, **jit_kwargs) -> Callable:
     compiled = jax.jit(checkify.checkify(fn, errors=checkify.user_checks), **jit_kwargs)
 
     def run(*args, **kwargs):
-        err, out = compiled(*args, **kwargs)
-        msg = err.get()
-        if msg:
-            raise InputError(msg.splitlines()[0].split(" (`check` failed)")[0].split(" (check failed at")[0])
-        return out
+        return _raise_failed(*compiled(*args, **kwargs))
 
-    return functools.update_wrapper(run, fn)
+    def lower(*args, **kwargs):
+        return _CheckedLowered(compiled.lower(*args, **kwargs))
+
+    run = functools.update_wrapper(run, fn)
+    run.lower = lower
+    return run
+
+
+def _raise_failed(err, out):
+    msg = err.get()
+    if msg:
+        raise InputError(msg.splitlines()[0].split(" (`check` failed)")[0].split(" (check failed at")[0])
+    return out
+
+
+class _CheckedLowered:
+    """``checked_jit(f).lower(*args)``: ``.compile()`` gives the ahead-of-time executable,
+    called without the static arguments (as ``jax.jit``'s), which raises the failed check."""
+
+    def __init__(self, lowered):
+        self._lowered = lowered
+
+    def compile(self):
+        executable = self._lowered.compile()
+        return lambda *args: _raise_failed(*executable(*args))
 
 
 def with_runtime_checks(model: Any) -> Any:

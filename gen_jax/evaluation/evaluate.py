@@ -14,7 +14,7 @@ import numpy as np
 
 from gen_jax.evaluation.likelihood import images01, split_bits_per_token, split_bpd
 from gen_jax.checks import jit_sample
-from gen_jax.evaluation.sampling import sample_in_batches
+from gen_jax.evaluation.sampling import compile_sampler, sample_in_batches
 from gen_jax.metrics.features import score_samples
 from gen_jax.model import GenerativeModel
 
@@ -39,17 +39,23 @@ def draw_conditions(model: GenerativeModel, num: int, arrays: Optional[Mapping])
 
 
 def evaluate_params(model: GenerativeModel, params, info, test: Mapping, extractor: Optional[Callable], *,
-                    num_samples: int = 1000, batch_size: int = 250, seed: int = 0) -> Evaluation:
+                    num_samples: int = 1000, batch_size: int = 250, seed: int = 0,
+                    likelihood: bool = True) -> Evaluation:
     """Every metric of ``params`` on the ``test`` split (key ``PRNGKey(seed)``: ``fold_in 1``
-    the likelihood, ``2`` a compile run, ``3`` the scored samples)."""
+    the likelihood, ``3`` the scored samples). ``likelihood=False`` skips the test likelihood
+    (``test_bpd`` and ``bpd_kind`` are then ``None``), e.g. when another evaluation of the same
+    params already computed it; ``sample_seconds`` is the time of the draws, the sampler
+    compiled ahead of time before the clock starts."""
     key = jax.random.PRNGKey(seed)
-    lik = model.likelihood
+    lik = model.likelihood if likelihood else None
     res: dict[str, Any] = {"model": model.name, "family": model.family,
-                           "bpd_kind": lik.kind if lik is not None and lik.unit == "dim" else None}
-    res["test_bpd"] = split_bpd(model, params, test, info, jax.random.fold_in(key, 1), batch_size)
-    bits = split_bits_per_token(model, params, test, info, jax.random.fold_in(key, 1), batch_size)
-    if bits is not None:
-        res["test_bits_per_token"] = bits
+                           "bpd_kind": lik.kind if lik is not None and lik.unit == "dim" else None,
+                           "test_bpd": None}
+    if lik is not None:
+        res["test_bpd"] = split_bpd(model, params, test, info, jax.random.fold_in(key, 1), batch_size)
+        bits = split_bits_per_token(model, params, test, info, jax.random.fold_in(key, 1), batch_size)
+        if bits is not None:
+            res["test_bits_per_token"] = bits
     res["sample_seconds"] = None
     if model.sampler is None:
         return Evaluation(res, None, None)
@@ -61,10 +67,9 @@ def evaluate_params(model: GenerativeModel, params, info, test: Mapping, extract
         return Evaluation(res, None, None)
     cond = draw_conditions(model, num_samples, test)
     bs = min(num_samples, batch_size)
-    first = None if cond is None else {k: v[:bs] for k, v in cond.items()}
-    sample_in_batches(model, params, jax.random.fold_in(key, 2), bs, bs, first)  # compile
+    compiled, _ = compile_sampler(model, params, bs, cond)
     t0 = time.time()
-    samples = sample_in_batches(model, params, jax.random.fold_in(key, 3), num_samples, bs, cond)
+    samples = sample_in_batches(model, params, jax.random.fold_in(key, 3), num_samples, bs, cond, compiled=compiled)
     res["sample_seconds"] = time.time() - t0
     scores = score_samples(samples, images01(test, info.num_levels), extractor, seed=seed)
     res.update({k: float(v) for k, v in scores.items()})
