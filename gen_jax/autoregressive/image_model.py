@@ -16,13 +16,16 @@ exactly. Bundle functions:
   :func:`gen_jax.autoregressive.common.density_log_prob`);
 * ``sampler`` (kind ``'image'``): ``sample(params, key, num, cond=None, temperature=config)
   -> [num, H, W, C]`` in ``[0, 1]``: sub-pixels drawn one at a time in raster order from
-  ``softmax(logits / T)`` inside one ``lax.scan``
-  (:func:`gen_jax.autoregressive.common.raster_scan_sample`); each step re-runs the network on
-  the partially sampled image (``H W C`` passes).
+  ``softmax(logits / T)`` with one key per sub-pixel. PixelCNN and gated PixelCNN sample with
+  activation caches (:mod:`gen_jax.autoregressive.pixelcnn_cached`, Ramachandran et al. 2017:
+  every activation computed once, about one forward pass in all); PixelRNN re-runs the network
+  on the partially sampled image at every step
+  (:func:`gen_jax.autoregressive.common.raster_scan_sample`, ``H W C`` passes).
 
 :func:`build_pixelcnn` / :func:`build_gated_pixelcnn` / :func:`build_pixelrnn` also return
-``logits(params, batch) -> [B, H, W, C, K]`` in :class:`PixelModelParts`; the registry's
-``make_*`` return the model only.
+``logits(params, batch) -> [B, H, W, C, K]`` and ``sample_naive`` (the re-running sampler,
+same signature; it draws the same images as ``sampler.sample`` from the same key) in
+:class:`PixelModelParts`; the registry's ``make_*`` return the model only.
 
 Conditioning (gated PixelCNN only, 2016b Sec. 2.3, Eq. 4): ``conditioning='label'`` feeds the
 one-hot label as ``h``; ``'caption'`` feeds a learned mean-pooled token embedding of
@@ -45,7 +48,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from gen_jax.autoregressive import common
+from gen_jax.autoregressive import common, pixelcnn_cached
 from gen_jax.autoregressive.masked_conv import check_channel_split
 from gen_jax.autoregressive.pixelcnn import GatedPixelCNN, PixelCNN
 from gen_jax.autoregressive.pixelrnn import PixelRNN
@@ -143,10 +146,14 @@ class PixelModelParts(NamedTuple):
     Attributes:
       model: the :class:`~gen_jax.model.GenerativeModel`.
       logits: ``(params, batch) -> [B, H, W, C, K]`` logits of every sub-pixel (no dropout).
+      sample_naive: ``(params, key, num, cond=None, temperature=config) -> [num, H, W, C]``:
+        the network re-run on the partial image for every sub-pixel (the reference of the
+        cached ``model.sampler.sample``: same keys, same images).
     """
 
     model: GenerativeModel
     logits: Callable
+    sample_naive: Callable
 
 
 class _Conditioned(nn.Module):
@@ -158,14 +165,21 @@ class _Conditioned(nn.Module):
     vocab_size: int = 0
     cond_dim: int = 32
 
-    @nn.compact
-    def __call__(self, x, label=None, tokens=None, train: bool = False):
-        h = None
+    def setup(self):
+        if self.conditioning == "caption":
+            self.caption = bag_of_words_encoder(self.vocab_size, features=self.cond_dim)
+
+    def vector(self, label=None, tokens=None) -> Optional[jax.Array]:
+        """Eq. 4's ``h``: the one-hot label ``[B, num_classes]``, the caption embedding
+        ``[B, E]``, or ``None`` (unconditional)."""
         if self.conditioning == "label":
-            h = jax.nn.one_hot(label, self.num_classes, dtype=x.dtype)  # [B, num_classes]
-        elif self.conditioning == "caption":
-            h = bag_of_words_encoder(self.vocab_size, features=self.cond_dim, name="caption")(tokens)  # [B, E]
-        return self.net(x, h, train)
+            return jax.nn.one_hot(label, self.num_classes, dtype=jnp.float32)
+        if self.conditioning == "caption":
+            return self.caption(tokens)
+        return None
+
+    def __call__(self, x, label=None, tokens=None, train: bool = False):
+        return self.net(x, self.vector(label, tokens), train)
 
 
 def _image_shape(info) -> tuple[int, int, int]:
@@ -201,8 +215,11 @@ def _conditioning(conditioning: str, num_classes: int) -> Optional[Conditioning]
 
 
 def _make_bundle(*, name: str, apply_fn, init_fn, image_shape, num_levels: int, temperature: float,
-                 conditioning: str = "none", num_classes: int = 0) -> PixelModelParts:
-    """The bundle of pure functions around ``apply_fn(params, x, cond, train, rngs) -> logits``."""
+                 conditioning: str = "none", num_classes: int = 0,
+                 cached_sample: Optional[Callable] = None) -> PixelModelParts:
+    """The bundle of pure functions around ``apply_fn(params, x, cond, train, rngs) -> logits``;
+    ``cached_sample(params, key, num, cond, temperature)`` (``cond`` the checked dict or
+    ``None``), when given, is the model's sampler and the re-running one is ``sample_naive``."""
     k = int(num_levels)
     d = math.prod(image_shape)
     conditional = conditioning != "none"
@@ -247,7 +264,7 @@ def _make_bundle(*, name: str, apply_fn, init_fn, image_shape, num_levels: int, 
         check_image_batch(x, image_shape, "logits batch['image']")
         return apply_fn(params, x, cond_of(batch, x.shape[0], "logits batch"), False, None)
 
-    def sample(params, key, num, cond=None, temperature=temperature):
+    def sample_naive(params, key, num, cond=None, temperature=temperature):
         c = cond_of(cond, num, "sample")
 
         def step(x, pos, key_i):  # x [num, H, W, C]; pos = (row, col, channel)
@@ -259,14 +276,19 @@ def _make_bundle(*, name: str, apply_fn, init_fn, image_shape, num_levels: int, 
         init_x = jnp.zeros((num,) + tuple(image_shape), jnp.float32)
         return common.raster_scan_sample(step, init_x, common.raster_positions(image_shape, True), key)
 
+    def sample(params, key, num, cond=None, temperature=temperature):
+        return cached_sample(params, key, num, cond_of(cond, num, "sample"), temperature)
+
     model = GenerativeModel(
         name=name, family="autoregressive", training=loss_training(init, loss),
-        sampler=Sampler(sample, "image"), likelihood=Likelihood(log_prob, "exact"),
+        sampler=Sampler(sample_naive if cached_sample is None else sample, "image"),
+        likelihood=Likelihood(log_prob, "exact"),
         conditioning=_conditioning(conditioning, num_classes), data=DataSpec(tuple(image_shape), k, num_classes))
-    return PixelModelParts(model=model, logits=logits)
+    return PixelModelParts(model=model, logits=logits, sample_naive=sample_naive)
 
 
-def _unconditional(net: nn.Module, name: str, image_shape, info, temperature: float) -> PixelModelParts:
+def _unconditional(net: nn.Module, name: str, image_shape, info, temperature: float,
+                   cached_sample: Optional[Callable] = None) -> PixelModelParts:
     def apply_fn(params, x, cond, train, rngs):
         return net.apply(params, x, train, rngs=rngs)
 
@@ -274,7 +296,7 @@ def _unconditional(net: nn.Module, name: str, image_shape, info, temperature: fl
         return net.init(key, x)
 
     return _make_bundle(name=name, apply_fn=apply_fn, init_fn=init_fn, image_shape=image_shape,
-                        num_levels=int(info.num_levels), temperature=temperature)
+                        num_levels=int(info.num_levels), temperature=temperature, cached_sample=cached_sample)
 
 
 def build_pixelcnn(cfg: Any, info: Any) -> PixelModelParts:
@@ -290,7 +312,11 @@ def build_pixelcnn(cfg: Any, info: Any) -> PixelModelParts:
     _check_split(cfg, (("hidden", 2), ("out_hidden", 1)), shape[2])  # hidden = 2h, h in C groups
     net = PixelCNN(shape[2], int(info.num_levels), cfg.hidden, cfg.num_blocks, cfg.first_kernel, cfg.kernel,
                    cfg.out_hidden, cfg.dropout)
-    return _unconditional(net, cfg.name, shape, info, cfg.temperature)
+
+    def cached_sample(params, key, num, cond, temperature):
+        return pixelcnn_cached.sample_pixelcnn(net, params, key, num, shape, temperature)
+
+    return _unconditional(net, cfg.name, shape, info, cfg.temperature, cached_sample)
 
 
 def build_pixelrnn(cfg: Any, info: Any) -> PixelModelParts:
@@ -343,9 +369,14 @@ def build_gated_pixelcnn(cfg: Any, info: Any) -> PixelModelParts:
     def init_fn(key, x, cond):
         return net.init(key, x, *split(cond))
 
+    def cached_sample(params, key, num, cond, temperature):
+        h = net.apply(params, *split(cond), method=_Conditioned.vector)  # [num, E] or None
+        return pixelcnn_cached.sample_gated_pixelcnn(net.net, {"params": params["params"]["net"]}, key, num, shape,
+                                                     h, temperature)
+
     return _make_bundle(name=cfg.name, apply_fn=apply_fn, init_fn=init_fn, image_shape=shape,
                         num_levels=int(info.num_levels), temperature=cfg.temperature,
-                        conditioning=cfg.conditioning, num_classes=num_classes)
+                        conditioning=cfg.conditioning, num_classes=num_classes, cached_sample=cached_sample)
 
 
 def make_pixelcnn(cfg: Any, info: Any) -> GenerativeModel:

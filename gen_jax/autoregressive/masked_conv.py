@@ -83,6 +83,15 @@ def raster_mask(kernel_size: Sequence[int], center: Sequence[int], in_groups: np
     return mask
 
 
+def layer_mask(kernel_size: Sequence[int], center: Sequence[int], in_channels: int, features: int,
+               num_groups: int, mask_type: str, out_splits: int = 1, where: str = "MaskedConv") -> np.ndarray:
+    """The :func:`raster_mask` ``[kh, kw, in_channels, features]`` of a :class:`MaskedConv`
+    layer (input one block of ``num_groups`` groups, output ``out_splits`` blocks)."""
+    in_groups = channel_groups(in_channels, num_groups, 1, f"{where} input")
+    out_groups = channel_groups(features, num_groups, out_splits, f"{where} features")
+    return raster_mask(kernel_size, center, in_groups, out_groups, mask_type)
+
+
 class MaskedConv(nn.Module):
     """A convolution whose kernel is multiplied by :func:`raster_mask` (2016a Sec. 3.4).
 
@@ -116,10 +125,8 @@ class MaskedConv(nn.Module):
         kh, kw = self.kernel_size
         center = self.center if self.center is not None else (kh // 2, kw // 2)
         in_ch = x.shape[-1]
-        in_groups = channel_groups(in_ch, self.num_groups, 1, f"MaskedConv input ({self.name})")
-        out_groups = channel_groups(self.features, self.num_groups, self.out_splits,
-                                    f"MaskedConv features ({self.name})")
-        mask = jnp.asarray(raster_mask((kh, kw), center, in_groups, out_groups, self.mask_type))
+        mask = jnp.asarray(layer_mask(self.kernel_size, center, in_ch, self.features, self.num_groups,
+                                      self.mask_type, self.out_splits, f"MaskedConv ({self.name})"))
         kernel = self.param("kernel", nn.initializers.lecun_normal(), (kh, kw, in_ch, self.features))
         pad = ((center[0], kh - 1 - center[0]), (center[1], kw - 1 - center[1]))
         y = jax.lax.conv_general_dilated(x, kernel * mask, (1, 1), pad,
