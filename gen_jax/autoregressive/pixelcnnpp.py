@@ -87,8 +87,18 @@ def _weight(module: nn.Module, shape, init_scale: float, weight_norm: bool) -> j
                             shape)
     v = module.param("v", nn.initializers.normal(0.05), shape)
     g = module.param("g", nn.initializers.constant(init_scale), (shape[-1],))
-    norm = jnp.sqrt(jnp.sum(jnp.square(v), axis=tuple(range(len(shape) - 1))))
+    return normalized_weight(v, g)
+
+
+def normalized_weight(v: jax.Array, g: jax.Array) -> jax.Array:
+    """``w = g v / ||v||`` (Salimans & Kingma 2016, Eq. 2), the norm over all but the output axis."""
+    norm = jnp.sqrt(jnp.sum(jnp.square(v), axis=tuple(range(v.ndim - 1))))
     return v * (g / norm)
+
+
+def layer_weight(p: dict) -> jax.Array:
+    """The kernel of a layer's params: ``normalized_weight(v, g)`` or the plain ``kernel``."""
+    return normalized_weight(p["v"], p["g"]) if "v" in p else p["kernel"]
 
 
 class ShiftedConv(nn.Module):

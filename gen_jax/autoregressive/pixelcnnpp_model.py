@@ -18,13 +18,16 @@ The model's capabilities:
   ``log P + D log K`` (the library's convention,
   :func:`gen_jax.autoregressive.common.density_log_prob`; no dropout, ``key`` unused);
 * ``sampler`` (kind ``'image'``): ``sample(params, key, num, cond=None) -> [num, H, W, C]``
-  in ``[0, 1]``: pixel by pixel in raster order in one ``lax.scan``
-  (:func:`~gen_jax.autoregressive.common.raster_scan_sample`, ``per_channel=False``: the
-  channels of a pixel are drawn jointly from the coupled mixture); class-conditional models
-  need ``cond={'label': int [num]}`` and draw labels cycling ``0..C-1`` (``conditioning``).
+  in ``[0, 1]``: pixel by pixel in raster order, one key per pixel, the channels of a pixel
+  drawn jointly from the coupled mixture, with activation caches
+  (:mod:`gen_jax.autoregressive.pixelcnnpp_cached`, Ramachandran et al. 2017: every
+  activation computed once); class-conditional models need ``cond={'label': int [num]}``
+  and draw labels cycling ``0..C-1`` (``conditioning``).
 
 :func:`build_pixelcnnpp` also returns ``raw(params, image, label=None) -> [B, H, W, P]`` (the
-network output) in :class:`PixelCNNPPParts`.
+network output) and ``sample_naive`` (the network re-run on the partial image at every pixel,
+:func:`~gen_jax.autoregressive.common.raster_scan_sample`; same signature, same images from
+the same key) in :class:`PixelCNNPPParts`.
 
 Batches are checked: a wrong image shape, and (outside ``jit``) values outside ``[0, 1]``,
 raise a ``ValueError`` naming the argument and shape.
@@ -39,7 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gen_jax.autoregressive import common
+from gen_jax.autoregressive import common, pixelcnnpp_cached
 from gen_jax.distributions import logistic_mixture as lm
 from gen_jax.autoregressive.pixelcnnpp import PixelCNNPP, check_image_size
 from gen_jax.config import Checked, ConfigError, typed
@@ -84,10 +87,13 @@ class PixelCNNPPParts(NamedTuple):
       model: the :class:`~gen_jax.model.GenerativeModel`.
       raw: ``(params, image [B, H, W, C], label=None) -> [B, H, W, P]`` raw mixture
         parameters (the network output, no dropout).
+      sample_naive: ``(params, key, num, cond=None) -> [num, H, W, C]``, the re-running
+        reference of the cached ``model.sampler.sample``.
     """
 
     model: GenerativeModel
     raw: Callable
+    sample_naive: Callable
 
 
 def _check_unit_range(x, where: str) -> None:
@@ -158,7 +164,7 @@ def build_pixelcnnpp(cfg: Any, info: Any) -> PixelCNNPPParts:
     def log_prob(params, batch, key):
         return common.density_log_prob(log_mass(params, batch, key, "log_prob", train=False), image_shape, k)
 
-    def sample(params, key, num, cond=None):
+    def sample_naive(params, key, num, cond=None):
         label = labels(cond, num, "sample")
 
         def step(x, pos, key):
@@ -168,6 +174,11 @@ def build_pixelcnnpp(cfg: Any, info: Any) -> PixelCNNPPParts:
             return jax.lax.dynamic_update_slice(x, new, (0, pos[0], pos[1], 0))
 
         return common.raster_scan_sample(step, jnp.zeros((num,) + image_shape, jnp.float32), positions, key)
+
+    def sample(params, key, num, cond=None):
+        levels = pixelcnnpp_cached.sample_pixelcnnpp(net, params, key, num, image_shape, k,
+                                                     labels(cond, num, "sample"))
+        return common.from_levels(levels, k)
 
     def raw(params, image, label=None):
         check_image_batch(image, image_shape, "raw image")
@@ -180,7 +191,7 @@ def build_pixelcnnpp(cfg: Any, info: Any) -> PixelCNNPPParts:
         sampler=Sampler(sample, "image"), likelihood=Likelihood(log_prob, "exact"),
         conditioning=label_conditioning(num_classes) if cfg.conditional else None,
         data=DataSpec(image_shape, k, num_classes if cfg.conditional else 0))
-    return PixelCNNPPParts(model=model, raw=raw)
+    return PixelCNNPPParts(model=model, raw=raw, sample_naive=sample_naive)
 
 
 def make_pixelcnnpp(cfg: Any, info: Any) -> GenerativeModel:
