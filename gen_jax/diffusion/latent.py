@@ -16,7 +16,10 @@ Two stages (Rombach et al. 2022, Sec. 3):
        z_t = sqrt(abar_t) z_0 + sqrt(1 - abar_t) eps,
 
    i.e. ``L_simple`` of Ho et al. 2020 (Eq. 14) with the image replaced by the latent. The
-   denoiser is a residual MLP on ``[B, Z]`` (:mod:`gen_jax.nn.mlp_denoiser`).
+   denoiser is a residual MLP on ``[B, Z]`` (:mod:`gen_jax.nn.mlp_denoiser`), or
+   (``network='dit'``) a diffusion transformer (:mod:`gen_jax.nn.dit`, Peebles & Xie 2023,
+   whose Sec. 3.1 runs it in exactly this latent-diffusion setting) over the latents viewed as
+   an ``(h, w, c)`` grid (``latent_grid``, ``h w c = Z``; row-major reshape of ``[B, Z]``).
 
 Details:
 
@@ -67,6 +70,7 @@ References:
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Callable, Literal, Mapping, NamedTuple, Optional
 
 import jax
@@ -76,10 +80,11 @@ import numpy as np
 from gen_jax import distributions as dist
 from gen_jax.config import ConfigError, typed
 from gen_jax.diffusion import gaussian_diffusion as gd
-from gen_jax.diffusion.model import (DenoiserCondition, ProcessConfig, make_guided, process_sampler,
+from gen_jax.diffusion.model import (DenoiserCondition, ProcessConfig, dit_network, make_guided, process_sampler,
                                      process_schedule)
 from gen_jax.model import (DataSpec, Denoiser, GenerativeModel, Phase, Sampler, Stage, Training, check_image_batch,
                            require_labels)
+from gen_jax.nn.dit import DiTConfig
 from gen_jax.nn.mlp_denoiser import MLPDenoiser, MLPDenoiserConfig
 
 STAGE1_CONFIG = "config.stages.stage1.config"
@@ -94,14 +99,27 @@ class LatentDiffusionConfig(ProcessConfig):
       name: model name.
       latent: ``'mean'`` (posterior mean) or ``'sample'`` (a draw of ``q(z | x)``).
       scale_latents: standardize the latents per dimension (module docstring).
+      network: ``'mlp'`` (the residual MLP ``denoiser`` on ``[B, Z]``) or ``'dit'`` (the
+        diffusion transformer ``dit`` on the latents reshaped to ``latent_grid``).
       denoiser: :class:`gen_jax.nn.mlp_denoiser.MLPDenoiserConfig` (``num_classes`` is set
         from the dataset when ``conditioning='label'``).
+      latent_grid: ``(h, w, c)`` with ``h w c = Z``: the grid the DiT sees (``network='dit'``).
+      dit: :class:`gen_jax.nn.dit.DiTConfig` (``network='dit'``; ``num_classes`` and
+        ``out_channels = c`` are set by the factory; ``patch_size`` must divide ``h`` and ``w``).
     """
 
     name: str = "latent_diffusion"
     latent: Literal["mean", "sample"] = "mean"
     scale_latents: bool = True
+    network: Literal["mlp", "dit"] = "mlp"
     denoiser: MLPDenoiserConfig = dataclasses.field(default_factory=MLPDenoiserConfig)
+    latent_grid: tuple[int, ...] = ()
+    dit: DiTConfig = dataclasses.field(default_factory=DiTConfig)
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.require(not self.latent_grid or (len(self.latent_grid) == 3 and min(self.latent_grid) >= 1),
+                     "latent_grid", f"must be (h, w, c) of positive sizes, got {self.latent_grid}")
 
 
 # ----------------------------------------------------------------------------------------
@@ -175,6 +193,27 @@ def latent_stats(stage: Stage, num_levels: int, latent: str = "mean", batch_size
 # ----------------------------------------------------------------------------------------
 
 
+def _latent_network(cfg: LatentDiffusionConfig, z_dim: int, num_classes: int):
+    """``(net, apply_net, latent_input)``: the denoiser network over ``[B, Z]`` latents,
+    ``apply_net(params, z_t [B, Z], t [B], label, train, rngs) -> [B, Z]``, and the map of
+    ``[B, Z]`` latents to the network's input layout (the identity for the MLP, the reshape to
+    ``[B, h, w, c]`` for the DiT)."""
+    if cfg.network == "mlp":
+        net = MLPDenoiser(dataclasses.replace(cfg.denoiser, num_classes=num_classes), z_dim)
+        return net, net.apply, lambda z: z
+    grid = tuple(cfg.latent_grid)
+    if not grid or math.prod(grid) != z_dim:
+        raise ConfigError(f"config.model.latent_grid: network='dit' views the Z={z_dim} latents as an (h, w, c) "
+                          f"grid with h*w*c = {z_dim}, e.g. ({z_dim}, 1, 1); got {grid or '()'}")
+    net = dit_network(cfg.dit, grid, num_classes, grid[-1])
+    to_grid = lambda z: z.reshape((z.shape[0],) + grid)
+
+    def apply_dit(params, z_t, t, label, train=False, rngs=None):
+        return net.apply(params, to_grid(z_t), t, label, train=train, rngs=rngs).reshape(z_t.shape)
+
+    return net, apply_dit, to_grid
+
+
 class LatentDiffusionParts(NamedTuple):
     """A latent diffusion model and its latent-space functions (:func:`build_latent_diffusion`).
 
@@ -205,7 +244,7 @@ def build_latent_diffusion(cfg: Any, info: Any,
     Returns:
       :class:`LatentDiffusionParts` whose ``model`` has
 
-      * ``training``: ``init(key, batch) -> {'denoiser': MLP params}``; one phase
+      * ``training``: ``init(key, batch) -> {'denoiser': MLP or DiT params}``; one phase
         ``Phase('denoiser', loss)``: ``loss(params, batch, key) -> (mean L_simple, {'mse': [B]})``
         on the scaled latents of the frozen encoder; ``frozen = {'stage1': stage.params,
         'latent_stats': {'mean': [Z], 'std': [Z]}}``, merged into the params every function
@@ -235,8 +274,7 @@ def build_latent_diffusion(cfg: Any, info: Any,
         loc, scale = np.zeros_like(loc), np.ones_like(scale)
     stats = {"mean": loc.astype(np.float32), "std": scale.astype(np.float32)}
 
-    dcfg = dataclasses.replace(cfg.denoiser, num_classes=condition.num_classes)
-    net = MLPDenoiser(dcfg, z_dim)
+    net, apply_net, latent_input = _latent_network(cfg, z_dim, condition.num_classes)
     schedule = process_schedule(cfg)
 
     def check_image(x, where="batch['image']"):
@@ -245,7 +283,7 @@ def build_latent_diffusion(cfg: Any, info: Any,
     def denoise(params, z_t, t, label=None, *, train=False, key=None):
         """``[B, Z]`` denoiser output at scaled latents ``z_t [B, Z]``, times ``t [B]``."""
         rngs = {"dropout": key} if train else None
-        return net.apply(params["denoiser"], z_t, t, label, train=train, rngs=rngs)
+        return apply_net(params["denoiser"], z_t, t, label, train=train, rngs=rngs)
 
     def encode_latents(params, image, key=None):
         check_image(image)
@@ -265,7 +303,7 @@ def build_latent_diffusion(cfg: Any, info: Any,
         x = batch["image"]
         check_image(x)
         b = x.shape[0]
-        z = jnp.zeros((b, z_dim), jnp.float32)
+        z = latent_input(jnp.zeros((b, z_dim), jnp.float32))
         t = jnp.zeros((b,), jnp.int32)
         label = None if condition.kind == "none" else condition.null(b)
         return {"denoiser": net.init({"params": key, "dropout": key}, z, t, label, train=False)}

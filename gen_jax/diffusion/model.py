@@ -1,4 +1,4 @@
-"""The DDPM / DDIM model: a U-Net (or pixel MLP) denoiser + a discrete Gaussian diffusion.
+"""The DDPM / DDIM model: a U-Net (or DiT, or pixel MLP) denoiser + a discrete Gaussian diffusion.
 
 ``make_ddpm(cfg, info)`` returns a :class:`gen_jax.model.GenerativeModel` (family
 ``'diffusion'``) with these capabilities:
@@ -49,6 +49,7 @@ from gen_jax.model import (Conditioning, DataSpec, Denoiser, GenerativeModel, Li
                            split_conditioning)
 from gen_jax.nn import conditioning as nn_cond
 from gen_jax.nn.caption_encoder import CaptionUNet, check_tokens
+from gen_jax.nn.dit import DiT, DiTConfig
 from gen_jax.nn.mlp_denoiser import MLPDenoiser, MLPDenoiserConfig
 from gen_jax.nn.unet import UNet, UNetConfig
 
@@ -138,11 +139,16 @@ class DiffusionConfig(ProcessConfig):
       caption_dim, caption_layers, caption_heads: the caption encoder (``'caption'`` only):
         width (= the U-Net's ``context_dim`` and ``emb_dim``), transformer blocks, heads.
       vlb_chunk: timesteps evaluated at once by ``log_prob`` (memory vs speed).
-      network: ``'unet'`` (the DDPM U-Net, ``unet``) or ``'mlp'`` (the residual MLP
-        ``denoiser`` on the flattened image ``[B, H*W*C]``: for small images such as the
+      network: ``'unet'`` (the DDPM U-Net, ``unet``), ``'dit'`` (the diffusion transformer
+        ``dit``, Peebles & Xie 2023: patches of the image as tokens, label and time through
+        adaLN-Zero; label and unconditional models, not captions) or ``'mlp'`` (the residual
+        MLP ``denoiser`` on the flattened image ``[B, H*W*C]``: for small images such as the
         8x8 digits, where it trains several times faster on a CPU than a conv U-Net).
       unet: :class:`gen_jax.nn.unet.UNetConfig` (``num_classes``/``out_channels`` are set
         from the dataset and ``learn_variance``).
+      dit: :class:`gen_jax.nn.dit.DiTConfig` (``network='dit'``; ``num_classes`` /
+        ``out_channels`` are set like the U-Net's; the image size must be divisible by
+        ``dit.patch_size``).
       denoiser: :class:`gen_jax.nn.mlp_denoiser.MLPDenoiserConfig` (``network='mlp'``;
         ``num_classes`` is set from the dataset).
     """
@@ -160,8 +166,9 @@ class DiffusionConfig(ProcessConfig):
     caption_dim: int = 64
     caption_layers: int = 1
     caption_heads: int = 2
-    network: Literal["unet", "mlp"] = "unet"
+    network: Literal["unet", "dit", "mlp"] = "unet"
     unet: UNetConfig = dataclasses.field(default_factory=UNetConfig)
+    dit: DiTConfig = dataclasses.field(default_factory=DiTConfig)
     denoiser: MLPDenoiserConfig = dataclasses.field(default_factory=MLPDenoiserConfig)
 
     def __post_init__(self):
@@ -356,15 +363,30 @@ def _condition(cfg: DiffusionConfig, info: Any) -> DenoiserCondition:
                               f"(info.vocab_size={vocab_size}, info.caption_len={caption_len})")
         if cfg.network != "unet":
             raise ConfigError("config.model.conditioning: 'caption' needs config.model.network='unet' "
-                              "(the caption is cross-attended by the U-Net)")
+                              f"(the caption is cross-attended by the U-Net), got {cfg.network!r}")
         return DenoiserCondition("caption", caption_len=caption_len, vocab_size=vocab_size)
     return DenoiserCondition()
 
 
+def dit_network(dcfg: DiTConfig, image_shape: tuple, num_classes: int, out_c: int) -> DiT:
+    """The :class:`gen_jax.nn.dit.DiT` of ``config.model.dit`` for images of ``image_shape``
+    (``num_classes`` labels + the null class, ``out_c`` output channels); a ``ConfigError``
+    naming ``config.model.dit.patch_size`` when the image size is not divisible by it."""
+    dcfg = dataclasses.replace(dcfg, num_classes=num_classes, out_channels=out_c)
+    try:
+        dcfg.check_image_shape(image_shape)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    return DiT(dcfg)
+
+
 def _network(cfg: DiffusionConfig, image_shape: tuple, cond: DenoiserCondition, out_c: int):
-    """``(net, apply_net)``: the denoiser network (U-Net, caption U-Net or pixel MLP) and
+    """``(net, apply_net)``: the denoiser network (U-Net, caption U-Net, DiT or pixel MLP) and
     ``apply_net(params, x_t [B, H, W, C], t [B], c, train, rngs) -> [B, H, W, out_c]``."""
     n_lab = cond.num_classes if cond.kind == "label" else 0
+    if cfg.network == "dit":
+        net = dit_network(cfg.dit, image_shape, n_lab, out_c)
+        return net, net.apply
     if cfg.network == "mlp":
         d = math.prod(image_shape)
         net = MLPDenoiser(dataclasses.replace(cfg.denoiser, num_classes=n_lab),
