@@ -1,77 +1,84 @@
-"""Speed of a U-Net denoiser train step (gen_jax vs PyTorch on the same CPU).
+"""Speed of a U-Net denoiser train step: gen_jax default vs PyTorch on the same CPU.
 
-    python -m experiments.benchmarks.unet_step [--steps 20] [--batch 64] [--no_torch] [--no_flags]
+    python -m experiments.benchmarks.unet_step [--sizes digits,shapes] [--steps 3] [--repeats 3] [--no_torch]
 
-The network is a digits-sized DDPM U-Net (gen_jax.nn.unet.UNet): 16x16x1 images, ch 32,
-ch_mult (1, 2), 2 residual blocks per level, GroupNorm 8, dropout 0.1, self-attention at the
-8x8 (lowest) resolution and in the middle. One step = forward + backward + Adam (lr 2e-4) on the
-DDPM L_simple loss ``|| eps - eps_theta(sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, t) ||^2``
-(Ho et al. 2020, Eq. 14), batch 64, with everything (noise draws included) inside one ``jax.jit``.
+Two DDPM U-Nets (:class:`gen_jax.nn.unet.UNet`: Ho et al. 2020, App. B), dropout 0.1,
+2 residual blocks per level, self-attention at 8x8 and in the middle:
 
-Prints (every figure: median over 3 repeats of ``--steps`` steps after warm-up and compile):
+* ``digits``: 16x16x1 images, ch 32, ch_mult (1, 2), GroupNorm 8, batch 64;
+* ``shapes``: 32x32x3 images, ch 64, ch_mult (1, 2, 2), GroupNorm 16, batch 32 (the
+  U-Net of ``experiments/configs/ddpm_shapes.py``).
 
-* the machine's float32 matmul rate (2048x2048 ``jnp.dot``);
-* gen_jax ms/step for variants of the same architecture, in one process (so they share the
-  machine's load):
-  - ``flax GroupNorm``: ``flax.linen.GroupNorm`` (reshape to ``[B, H, W, G, C/G]``, two-pass
-    statistics) -- the straightforward version;
-  - ``gen_jax (default)``: the library U-Net (:class:`gen_jax.nn.unet.GroupNorm`: per-channel
-    moments pooled per group, one fused affine pass);
-* the default gen_jax step again in child processes under XLA CPU flags (``--no_flags`` skips);
-* PyTorch (if ``import torch`` works; never a project requirement) eager and
-  ``torch.compile`` ms/step of the same architecture (NCHW, ``nn.GroupNorm``,
-  ``F.scaled_dot_product_attention``), or ``n/a``.
+One step = forward + backward + Adam (lr 2e-4) on the DDPM L_simple loss
+``|| eps - eps_theta(sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, t) ||^2`` (Ho et al. 2020, Eq. 14),
+everything (noise draws included) inside one ``jax.jit`` with the state donated. The PyTorch
+side (if ``import torch`` works; never a project requirement) is the same architecture in NCHW
+(``nn.GroupNorm``, ``F.scaled_dot_product_attention``), eager and ``torch.compile``; parameter
+counts of both are printed and must agree.
 
-Parameter counts of both implementations are printed and must agree.
+All variants of one size are built first, then timed interleaved in this one process
+(A, B, C, A, B, C, ...; ``--repeats`` rounds of ``--steps`` steps, medians), so they share the
+machine's load; only the ratios are meaningful on a shared machine.
 
-Measured 2026-11-23 (``--steps 3``, 2 cores heavily shared with other jobs: the matmul rate was
-40 GFLOP/s against 320-420 on a free machine, so only the ratios within the run mean anything):
-flax GroupNorm 1988 ms/step; gen_jax default 1706 (1.17x); + oneDNN custom calls 1621 (1.23x);
-single-threaded Eigen 1229 (1.62x, likely an artefact of the contention); PyTorch eager 578
-(3.4x), torch.compile 749. A 3x3 conv as im2col + matmul was not faster than XLA's conv here
-(fwd+bwd 352 vs 314 ms at 64x16x16x64), so the library keeps ``nn.Conv``.
+Measured: see the end of this docstring (filled in by the last run recorded).
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
+import dataclasses
 import os
-import subprocess
-import sys
+import statistics
 import time
+from typing import Callable, NamedTuple, Optional
 
-from experiments.benchmarks.timing import matmul_gflops, median_ms_per_step
+from experiments.benchmarks.timing import matmul_gflops
 
-H, C_IN, CH, MULT, NRB, GROUPS, DROPOUT, T, LR = 16, 1, 32, (1, 2), 2, 8, 0.1, 1000, 2e-4
-FLAG_VARIANTS = {
-    "onednn custom calls": "--xla_cpu_experimental_onednn_custom_call=true",
-    "no multi-thread eigen": "--xla_cpu_multi_thread_eigen=false",
+T, LR = 1000, 2e-4
+
+
+@dataclasses.dataclass(frozen=True)
+class Size:
+    """One benchmark network: image ``h x h x c``, U-Net widths, batch."""
+
+    name: str
+    h: int
+    c: int
+    ch: int
+    mult: tuple[int, ...]
+    groups: int
+    batch: int
+    nrb: int = 2
+    attn: tuple[int, ...] = (8,)
+    dropout: float = 0.1
+
+
+SIZES = {
+    "digits": Size("digits", h=16, c=1, ch=32, mult=(1, 2), groups=8, batch=64),
+    "shapes": Size("shapes", h=32, c=3, ch=64, mult=(1, 2, 2), groups=16, batch=32),
 }
 
 
-def unet_config():
+def unet_config(size: Size):
     from gen_jax.nn.unet import UNetConfig
 
-    return UNetConfig(ch=CH, ch_mult=MULT, num_res_blocks=NRB, attn_resolutions=(H // 2,), dropout=DROPOUT,
-                      num_groups=GROUPS, num_heads=1)
+    return UNetConfig(ch=size.ch, ch_mult=size.mult, num_res_blocks=size.nrb, attn_resolutions=size.attn,
+                      dropout=size.dropout, num_groups=size.groups, num_heads=1)
 
 
-@contextlib.contextmanager
-def flax_group_norm():
-    """Temporarily builds the U-Net with ``flax.linen.GroupNorm`` (same parameters)."""
-    import flax.linen as nn
-    from gen_jax.nn import unet
+class Bench(NamedTuple):
+    """A built train step: ``run(k)`` takes ``k`` steps and blocks."""
 
-    saved = unet.GroupNorm
-    unet.GroupNorm = lambda num_groups, name=None: nn.GroupNorm(num_groups=num_groups, epsilon=1e-6, name=name)
-    try:
-        yield
-    finally:
-        unet.GroupNorm = saved
+    run: Callable[[int], None]
+    params: int
+    warm_s: float  # compile (+ first step) seconds
+    step: Optional[Callable] = None  # the jitted gen_jax step (for profiling / lowering)
+    args: Optional[Callable] = None  # () -> the step's current arguments
 
 
-def bench_jax(steps: int, batch: int) -> dict:
+def jax_step(size: Size, model=None, donate: bool = True, compiler_options: Optional[dict] = None) -> Bench:
+    """The gen_jax train step of ``size`` (``model``: a U-Net module, default the library's;
+    ``compiler_options``: XLA ``DebugOptions`` fields for this one program, e.g.
+    ``{'xla_cpu_enable_fast_math': True}``)."""
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -79,35 +86,30 @@ def bench_jax(steps: int, batch: int) -> dict:
 
     from gen_jax.nn.unet import UNet
 
-    model = UNet(unet_config())
-    betas = jnp.linspace(1e-4, 0.02, T)
-    abar = jnp.cumprod(1.0 - betas)
+    model = model if model is not None else UNet(unet_config(size))
+    b = size.batch
+    abar = jnp.cumprod(1.0 - jnp.linspace(1e-4, 0.02, T))
     tx = optax.adam(LR)
-    x0 = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, size=(batch, H, H, C_IN)), jnp.float32)
+    x0 = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, size=(b, size.h, size.h, size.c)), jnp.float32)
 
-    def loss_fn(params, x0, key):
+    def loss_fn(params, key):
         kt, ke, kd = jax.random.split(key, 3)
-        t = jax.random.randint(kt, (x0.shape[0],), 0, T)
+        t = jax.random.randint(kt, (b,), 0, T)
         eps = jax.random.normal(ke, x0.shape)
         a = abar[t][:, None, None, None]
         xt = jnp.sqrt(a) * x0 + jnp.sqrt(1.0 - a) * eps
         out = model.apply(params, xt, t, train=True, rngs={"dropout": kd})
         return jnp.mean(jnp.sum(jnp.square(out - eps), axis=(1, 2, 3)))
 
-    @jax.jit
     def step(params, opt_state, key):
-        loss, g = jax.value_and_grad(loss_fn)(params, x0, key)
+        loss, g = jax.value_and_grad(loss_fn)(params, key)
         upd, opt_state = tx.update(g, opt_state, params)
         return optax.apply_updates(params, upd), opt_state, loss
 
-    params = jax.jit(lambda k: model.init(k, x0, jnp.zeros((batch,), jnp.int32), train=False))(jax.random.PRNGKey(0))
+    step = jax.jit(step, donate_argnums=(0, 1) if donate else (), compiler_options=compiler_options)
+    params = jax.jit(lambda k: model.init(k, x0, jnp.zeros((b,), jnp.int32), train=False))(jax.random.PRNGKey(0))
     n_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
-    opt_state = tx.init(params)
-    t0 = time.perf_counter()
-    params, opt_state, loss = step(params, opt_state, jax.random.PRNGKey(1))
-    loss.block_until_ready()
-    compile_s = time.perf_counter() - t0
-    box = [params, opt_state, 0]
+    box = [params, tx.init(params), 0]
 
     def run(k):
         p, o, i = box
@@ -117,26 +119,28 @@ def bench_jax(steps: int, batch: int) -> dict:
         loss.block_until_ready()
         box[:] = [p, o, i]
 
-    return {"ms": median_ms_per_step(run, steps), "compile_s": compile_s, "params": n_params}
+    t0 = time.perf_counter()
+    run(1)
+    return Bench(run, n_params, time.perf_counter() - t0, step, lambda: (box[0], box[1], jax.random.PRNGKey(box[2])))
 
 
-def bench_torch(steps: int, batch: int, compiled: bool) -> dict | None:
+def torch_net(size: Size):
+    """The same U-Net in PyTorch (NCHW), or ``None`` without torch."""
     try:
         import torch
         import torch.nn as tnn
         import torch.nn.functional as F
     except ImportError:
         return None
-    torch.manual_seed(0)
-    torch.set_num_threads(os.cpu_count() or 1)
+    g = size.groups
 
     class Res(tnn.Module):
         def __init__(self, cin, cout, tdim):
             super().__init__()
-            self.n1, self.c1 = tnn.GroupNorm(GROUPS, cin, eps=1e-6), tnn.Conv2d(cin, cout, 3, padding=1)
+            self.n1, self.c1 = tnn.GroupNorm(g, cin, eps=1e-6), tnn.Conv2d(cin, cout, 3, padding=1)
             self.tp = tnn.Linear(tdim, cout)
-            self.n2, self.c2 = tnn.GroupNorm(GROUPS, cout, eps=1e-6), tnn.Conv2d(cout, cout, 3, padding=1)
-            self.drop = tnn.Dropout(DROPOUT)
+            self.n2, self.c2 = tnn.GroupNorm(g, cout, eps=1e-6), tnn.Conv2d(cout, cout, 3, padding=1)
+            self.drop = tnn.Dropout(size.dropout)
             self.sc = tnn.Conv2d(cin, cout, 1) if cin != cout else None
 
         def forward(self, x, temb):
@@ -147,7 +151,7 @@ def bench_torch(steps: int, batch: int, compiled: bool) -> dict | None:
     class Attn(tnn.Module):
         def __init__(self, c):
             super().__init__()
-            self.n, self.qkv, self.o = tnn.GroupNorm(GROUPS, c, eps=1e-6), tnn.Linear(c, 3 * c), tnn.Linear(c, c)
+            self.n, self.qkv, self.o = tnn.GroupNorm(g, c, eps=1e-6), tnn.Linear(c, 3 * c), tnn.Linear(c, c)
 
         def forward(self, x):
             b, c, h, w = x.shape
@@ -159,31 +163,31 @@ def bench_torch(steps: int, batch: int, compiled: bool) -> dict | None:
     class Net(tnn.Module):
         def __init__(self):
             super().__init__()
-            tdim = 4 * CH
-            self.t0, self.t1 = tnn.Linear(CH, tdim), tnn.Linear(tdim, tdim)
-            self.cin = tnn.Conv2d(C_IN, CH, 3, padding=1)
-            self.down, chans, c, res = tnn.ModuleList(), [CH], CH, H
-            for i, m in enumerate(MULT):
-                for _ in range(NRB):
-                    self.down.append(Res(c, CH * m, tdim)); c = CH * m; chans.append(c)
-                    if res == H // 2:
+            ch, tdim = size.ch, 4 * size.ch
+            self.t0, self.t1 = tnn.Linear(ch, tdim), tnn.Linear(tdim, tdim)
+            self.cin = tnn.Conv2d(size.c, ch, 3, padding=1)
+            self.down, chans, c, res = tnn.ModuleList(), [ch], ch, size.h
+            for i, m in enumerate(size.mult):
+                for _ in range(size.nrb):
+                    self.down.append(Res(c, ch * m, tdim)); c = ch * m; chans.append(c)
+                    if res in size.attn:
                         self.down.append(Attn(c))
-                if i != len(MULT) - 1:
+                if i != len(size.mult) - 1:
                     self.down.append(tnn.Conv2d(c, c, 3, stride=2, padding=1)); chans.append(c); res //= 2
             self.mid = tnn.ModuleList([Res(c, c, tdim), Attn(c), Res(c, c, tdim)])
             self.up = tnn.ModuleList()
-            for i in reversed(range(len(MULT))):
-                for _ in range(NRB + 1):
-                    self.up.append(Res(c + chans.pop(), CH * MULT[i], tdim)); c = CH * MULT[i]
-                    if res == H // 2:
+            for i in reversed(range(len(size.mult))):
+                for _ in range(size.nrb + 1):
+                    self.up.append(Res(c + chans.pop(), ch * size.mult[i], tdim)); c = ch * size.mult[i]
+                    if res in size.attn:
                         self.up.append(Attn(c))
                 if i != 0:
                     self.up.append(tnn.Upsample(scale_factor=2, mode="nearest"))
                     self.up.append(tnn.Conv2d(c, c, 3, padding=1)); res *= 2
-            self.nout, self.cout = tnn.GroupNorm(GROUPS, c, eps=1e-6), tnn.Conv2d(c, C_IN, 3, padding=1)
+            self.nout, self.cout = tnn.GroupNorm(g, c, eps=1e-6), tnn.Conv2d(c, size.c, 3, padding=1)
 
         def forward(self, x, t):
-            half = CH // 2
+            half = size.ch // 2
             freqs = torch.exp(-torch.log(torch.tensor(1e4)) * torch.arange(half) / (half - 1))
             a = t.float()[:, None] * freqs[None]
             temb = self.t1(F.silu(self.t0(torch.cat([a.sin(), a.cos()], -1))))
@@ -200,14 +204,25 @@ def bench_torch(steps: int, batch: int, compiled: bool) -> dict | None:
                 h = mod(torch.cat([h, hs.pop()], 1), temb) if isinstance(mod, Res) else mod(h)
             return self.cout(F.silu(self.nout(h)))
 
-    net = Net()
+    torch.manual_seed(0)
+    return Net()
+
+
+def torch_step(size: Size, compiled: bool = False) -> Optional[Bench]:
+    """The PyTorch train step of ``size`` (eager or ``torch.compile``), or ``None``."""
+    net = torch_net(size)
+    if net is None:
+        return None
+    import torch
+
+    torch.set_num_threads(os.cpu_count() or 1)
     n_params = sum(p.numel() for p in net.parameters())
     opt = torch.optim.Adam(net.parameters(), lr=LR)
     abar = torch.cumprod(1.0 - torch.linspace(1e-4, 0.02, T), 0)
-    x0 = torch.rand(batch, C_IN, H, H) * 2 - 1
+    x0 = torch.rand(size.batch, size.c, size.h, size.h) * 2 - 1
 
-    def step():
-        t = torch.randint(0, T, (batch,))
+    def one():
+        t = torch.randint(0, T, (size.batch,))
         eps = torch.randn_like(x0)
         a = abar[t][:, None, None, None]
         loss = (net(a.sqrt() * x0 + (1 - a).sqrt() * eps, t) - eps).square().sum((1, 2, 3)).mean()
@@ -216,76 +231,66 @@ def bench_torch(steps: int, batch: int, compiled: bool) -> dict | None:
         opt.step()
         return loss
 
-    if compiled:
-        step = torch.compile(step)
-    t0 = time.perf_counter()
-    try:
-        for _ in range(3):
-            step()
-    except Exception as e:  # noqa: BLE001 - e.g. no C++ toolchain for the compiler
-        print(f"  torch.compile failed here: {type(e).__name__}: {str(e)[:120]}")
-        return None
-    warm = time.perf_counter() - t0
+    one = torch.compile(one) if compiled else one
 
     def run(k):
         for _ in range(k):
-            step()
+            one()
 
-    return {"ms": median_ms_per_step(run, max(steps, 5)), "compile_s": warm, "params": n_params}
-
-
-def _child(args) -> int:
-    """Child process: one gen_jax measurement under the XLA_FLAGS it was started with."""
-    print(json.dumps(bench_jax(args.steps, args.batch)))
-    return 0
-
-
-def _flag_run(flags: str, args) -> dict | None:
-    env = dict(os.environ, XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") + " " + flags).strip(), JAX_PLATFORMS="cpu")
-    cmd = [sys.executable, "-m", "experiments.benchmarks.unet_step", "--_child", "--steps", str(args.steps),
-           "--batch", str(args.batch)]
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
-    if r.returncode != 0:
-        print(f"  (flags {flags!r} failed: {r.stderr.strip().splitlines()[-1] if r.stderr.strip() else r.returncode})")
+    t0 = time.perf_counter()
+    try:
+        run(2)
+    except Exception as e:  # noqa: BLE001 - e.g. no C++ toolchain for the compiler
+        print(f"  torch.compile failed here: {type(e).__name__}: {str(e)[:120]}")
         return None
-    return json.loads(r.stdout.strip().splitlines()[-1])
+    return Bench(run, n_params, time.perf_counter() - t0)
+
+
+def interleaved_ms(benches: dict[str, Optional[Bench]], steps: int, repeats: int) -> dict[str, float]:
+    """Median ms/step of each bench, timed in rounds ``A, B, C, A, B, C, ...``."""
+    times = {k: [] for k, b in benches.items() if b is not None}
+    for _ in range(repeats):
+        for k in times:
+            t0 = time.perf_counter()
+            benches[k].run(steps)
+            times[k].append((time.perf_counter() - t0) / steps * 1e3)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def report(benches: dict[str, Optional[Bench]], ms: dict[str, float], ref: str) -> None:
+    """One line per bench: ms/step and its speed relative to ``ref``."""
+    for k, b in benches.items():
+        if b is None:
+            print(f"  {k:34s}      n/a", flush=True)
+            continue
+        rel = ms[ref] / ms[k] if ref in ms else float("nan")
+        print(f"  {k:34s} {ms[k]:8.1f} ms/step  (x{rel:4.2f} the speed of {ref}; {b.params} params, "
+              f"compile/warm-up {b.warm_s:5.1f} s)", flush=True)
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--sizes", default="digits,shapes")
+    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--no_torch", action="store_true")
-    p.add_argument("--no_flags", action="store_true", help="skip the XLA flag variants (child processes)")
-    p.add_argument("--_child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--no_compile", action="store_true", help="skip torch.compile")
     a = p.parse_args(argv)
-    if a._child:
-        return _child(a)
     import jax
 
-    print(f"U-Net train step (16x16x1, ch {CH}, ch_mult {MULT}, {NRB} res blocks, attention at {H // 2}x{H // 2}), "
-          f"batch {a.batch}, {jax.devices()[0].platform} x{len(jax.devices())}, {os.cpu_count()} cores, "
-          f"median of 3 x {a.steps} steps", flush=True)
-    print(f"  matmul peak (2048^2 f32)              {matmul_gflops():8.1f} GFLOP/s", flush=True)
-    ref = {}
-
-    def show(name, r):
-        if r is None:
-            print(f"  {name:37s}      n/a", flush=True)
-            return
-        ref.setdefault("ms", r["ms"])
-        print(f"  {name:37s} {r['ms']:8.1f} ms/step  (x{ref['ms'] / r['ms']:4.2f} the speed of the first row; "
-              f"{r['params']} params, compile/warm-up {r['compile_s']:5.1f} s)", flush=True)
-
-    with flax_group_norm():
-        show("gen_jax, flax GroupNorm (before)", bench_jax(a.steps, a.batch))
-    show("gen_jax (default)", bench_jax(a.steps, a.batch))
-    if not a.no_flags:
-        for name, flags in FLAG_VARIANTS.items():
-            if flags:
-                show(f"gen_jax, XLA_FLAGS {name}", _flag_run(flags, a))
-    for name, compiled in (("PyTorch eager", False), ("PyTorch torch.compile", True)):
-        show(name, None if a.no_torch else bench_torch(a.steps, a.batch, compiled))
+    print(f"U-Net train steps, {jax.devices()[0].platform} x{len(jax.devices())}, {os.cpu_count()} cores, "
+          f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}, median of {a.repeats} interleaved rounds x {a.steps} steps",
+          flush=True)
+    print(f"  matmul rate (2048^2 f32)            {matmul_gflops():8.1f} GFLOP/s", flush=True)
+    for name in a.sizes.split(","):
+        size = SIZES[name]
+        print(f"{name}: {size.h}x{size.h}x{size.c}, ch {size.ch}, ch_mult {size.mult}, GroupNorm {size.groups}, "
+              f"attention at {size.attn}, batch {size.batch}", flush=True)
+        benches = {"gen_jax (default)": jax_step(size)}
+        benches["PyTorch eager"] = None if a.no_torch else torch_step(size)
+        if not a.no_compile:
+            benches["PyTorch torch.compile"] = None if a.no_torch else torch_step(size, compiled=True)
+        report(benches, interleaved_ms(benches, a.steps, a.repeats), "PyTorch eager")
     return 0
 
 
