@@ -1,4 +1,5 @@
-# gen_jax: `make demo` runs the main job, `make test` runs the whole test suite.
+# gen_jax: `make demo` runs the main job (one flagship row per family, <= 15 min), `make bakeoff`
+# the full bake-off (every row), `make test` the whole test suite.
 # Both create .venv (Python 3.11, PyPI only) on first use and install the pinned set.
 PYTHON ?= python3
 VENV ?= .venv
@@ -7,7 +8,7 @@ export JAX_PLATFORMS ?= cpu
 export JAX_COMPILATION_CACHE_DIR ?= $(CURDIR)/.venv/jax_cache
 export PYTHONDONTWRITEBYTECODE = 1
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install demo bakeoff test test-fast bench clean
 
 $(VENV)/.installed: requirements.txt setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,7 +19,10 @@ $(VENV)/.installed: requirements.txt setup.cfg pyproject.toml
 install: $(VENV)/.installed
 
 demo: install
-	$(PY) -m experiments.bakeoff --out results/demo
+	$(PY) -m experiments.bakeoff --suite demo --out results/demo
+
+bakeoff: install
+	$(PY) -m experiments.bakeoff --suite full --out results/bakeoff
 
 test: install
 	$(PY) -m pytest tests
