@@ -271,7 +271,8 @@ def make_ddim_sampler(model_fn: Callable, schedule: Schedule, num_steps: int, et
         x0_hat = (x_{tau_i} - sqrt(1 - abar_i) eps_theta) / sqrt(abar_i),
         sigma_i = eta sqrt((1 - abar_{i-1}) / (1 - abar_i)) sqrt(1 - abar_i / abar_{i-1})  (Eq. 16),
 
-    with ``abar_0 = 1`` after the last step. ``eta = 0`` is the deterministic DDIM,
+    with ``abar_0 = 1`` after the last step. ``eta = 0`` is the deterministic DDIM (no noise
+    is drawn: the steps are exactly ``x = mean``),
     ``eta = 1`` with ``S = T`` is DDPM ancestral sampling with ``sigma^2 = beta~`` (the same
     draw: noise of step ``t`` from ``fold_in(k_steps, t)``).
 
@@ -314,6 +315,8 @@ def make_ddim_sampler(model_fn: Callable, schedule: Schedule, num_steps: int, et
         pred, _ = gd.split_model_output(out, x, var_type)
         x0, eps = gd.to_x0_eps(schedule, x, t, pred, parameterization, clip_x0)
         mean = jnp.sqrt(ab_prev[i]) * x0 + dir_coef[i] * eps
+        if eta == 0.0:  # sigma_i = 0: x = mean exactly; no noise to draw
+            return mean, mean
         z = jax.random.normal(jax.random.fold_in(k_steps, t_s), x.shape, x.dtype)
         return mean + sigmas[i] * z, mean
 
