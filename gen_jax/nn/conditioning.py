@@ -155,6 +155,27 @@ def guided_call(apply: Callable, x: jax.Array, t: jax.Array, cond: Any, neg: Any
 # ------------------------------------------------------------------------------------------
 
 
+def check_denoiser_inputs(cfg: Any, x: jax.Array, t: jax.Array, label: Optional[jax.Array], *, net: str,
+                          path: str) -> None:
+    """Checks an image denoiser's ``x [B, H, W, C]`` (by ``cfg.check_image_shape``), ``t [B]``
+    and ``label`` (int ``[B]`` when ``cfg.num_classes > 0``, else ``None``); the errors name
+    the network ``net`` and its config ``path`` (e.g. ``'U-Net'``, ``'config.model.unet'``)."""
+    if x.ndim != 4:
+        raise ValueError(f"x must be [B, H, W, C], got shape {x.shape}")
+    b = x.shape[0]
+    cfg.check_image_shape(x.shape[1:])
+    if t.shape != (b,):
+        raise ValueError(f"t must be [B] = [{b}], got shape {t.shape}")
+    if cfg.num_classes > 0:
+        if label is None:
+            raise ValueError(f"label is required: the {net} is class-conditional (num_classes="
+                             f"{cfg.num_classes}); pass label [B] (null class id {cfg.null_label})")
+        if label.shape != (b,) or not jnp.issubdtype(label.dtype, jnp.integer):
+            raise ValueError(f"label must be int [B] = [{b}], got {label.dtype} shape {label.shape}")
+    elif label is not None:
+        raise ValueError(f"label given but the {net} is unconditional ({path}.num_classes=0)")
+
+
 def embed_labels(labels: jax.Array, num_classes: int, features: int, *, null: bool,
                  name: str) -> jax.Array:
     """Learned embedding of class ids, to be called inside a compact Flax module.

@@ -67,7 +67,7 @@ import numpy as np
 
 from gen_jax.config import Checked, typed
 from gen_jax.nn.attention import MultiHeadAttention
-from gen_jax.nn.conditioning import embed_labels
+from gen_jax.nn.conditioning import check_denoiser_inputs, embed_labels
 from gen_jax.nn.unet import timestep_embedding
 
 
@@ -256,22 +256,6 @@ class DiT(nn.Module):
 
     config: DiTConfig
 
-    def _check_inputs(self, x, t, label):
-        cfg = self.config
-        if x.ndim != 4:
-            raise ValueError(f"x must be [B, H, W, C], got shape {x.shape}")
-        b = x.shape[0]
-        cfg.check_image_shape(x.shape[1:])
-        if t.shape != (b,):
-            raise ValueError(f"t must be [B] = [{b}], got shape {t.shape}")
-        if cfg.num_classes > 0:
-            if label is None:
-                raise ValueError(f"label is required: the DiT is class-conditional (num_classes="
-                                 f"{cfg.num_classes}); pass label [B] (null class id {cfg.null_label})")
-            if label.shape != (b,) or not jnp.issubdtype(label.dtype, jnp.integer):
-                raise ValueError(f"label must be int [B] = [{b}], got {label.dtype} shape {label.shape}")
-        elif label is not None:
-            raise ValueError("label given but the DiT is unconditional (config.model.dit.num_classes=0)")
 
     def condition(self, t: jax.Array, label: Optional[jax.Array]) -> jax.Array:
         """The conditioning vector ``c = MLP(e(t)) + E[label]`` ``[B, d]``."""
@@ -302,7 +286,7 @@ class DiT(nn.Module):
         del train
         cfg = self.config
         t = jnp.asarray(t)
-        self._check_inputs(x, t, label)
+        check_denoiser_inputs(self.config, x, t, label, net="DiT", path="config.model.dit")
         b, h, w, c_in = x.shape
         p = cfg.patch_size
         out_c = cfg.out_channels or c_in

@@ -53,7 +53,7 @@ import jax.numpy as jnp
 
 from gen_jax.config import Checked, typed
 from gen_jax.nn.attention import FeatureMapAttention
-from gen_jax.nn.conditioning import embed_labels
+from gen_jax.nn.conditioning import check_denoiser_inputs, embed_labels
 
 
 @dataclasses.dataclass(frozen=True)
@@ -265,20 +265,8 @@ class UNet(nn.Module):
 
     def _check_inputs(self, x, t, label, context, context_mask, emb):
         cfg = self.config
-        if x.ndim != 4:
-            raise ValueError(f"x must be [B, H, W, C], got shape {x.shape}")
+        check_denoiser_inputs(cfg, x, t, label, net="U-Net", path="config.model.unet")
         b = x.shape[0]
-        cfg.check_image_shape(x.shape[1:])
-        if t.shape != (b,):
-            raise ValueError(f"t must be [B] = [{b}], got shape {t.shape}")
-        if cfg.num_classes > 0:
-            if label is None:
-                raise ValueError(f"label is required: the U-Net is class-conditional (num_classes="
-                                 f"{cfg.num_classes}); pass label [B] (null class id {cfg.null_label})")
-            if label.shape != (b,) or not jnp.issubdtype(label.dtype, jnp.integer):
-                raise ValueError(f"label must be int [B] = [{b}], got {label.dtype} shape {label.shape}")
-        elif label is not None:
-            raise ValueError("label given but the U-Net is unconditional (config.model.unet.num_classes=0)")
         if cfg.emb_dim > 0:
             if emb is None or emb.shape != (b, cfg.emb_dim):
                 raise ValueError(f"emb must be [B, emb_dim] = [{b}, {cfg.emb_dim}], got "
