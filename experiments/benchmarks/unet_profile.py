@@ -35,7 +35,7 @@ import tempfile
 import time
 from typing import NamedTuple
 
-from experiments.benchmarks.unet_step import SIZES, Size, jax_step, torch_net
+from experiments.benchmarks.unet_step import SIZES, Size, jax_step, torch_net, torch_step_fn
 
 CATEGORIES = ("conv forward", "conv input grad", "conv weight grad", "norms (GroupNorm)", "attention",
               "elementwise/fusions", "copies/transposes", "other")
@@ -158,25 +158,9 @@ def torch_profile(size: Size, steps: int):
     net = torch_net(size)
     if net is None:
         return None
-    import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from experiments.benchmarks.unet_step import LR, T
-
-    torch.set_num_threads(os.cpu_count() or 1)
-    opt = torch.optim.Adam(net.parameters(), lr=LR)
-    abar = torch.cumprod(1.0 - torch.linspace(1e-4, 0.02, T), 0)
-    x0 = torch.rand(size.batch, size.c, size.h, size.h) * 2 - 1
-
-    def one():
-        t = torch.randint(0, T, (size.batch,))
-        eps = torch.randn_like(x0)
-        a = abar[t][:, None, None, None]
-        loss = (net(a.sqrt() * x0 + (1 - a).sqrt() * eps, t) - eps).square().sum((1, 2, 3)).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
+    one = torch_step_fn(net, size)
     one()
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         t0 = time.perf_counter()

@@ -208,15 +208,12 @@ def torch_net(size: Size):
     return Net()
 
 
-def torch_step(size: Size, compiled: bool = False) -> Optional[Bench]:
-    """The PyTorch train step of ``size`` (eager or ``torch.compile``), or ``None``."""
-    net = torch_net(size)
-    if net is None:
-        return None
+def torch_step_fn(net, size: Size):
+    """``one()``: one eager PyTorch train step of ``net`` (L_simple, Adam) on a fixed batch of
+    ``size``, returning the loss; the same step the gen_jax side runs."""
     import torch
 
     torch.set_num_threads(os.cpu_count() or 1)
-    n_params = sum(p.numel() for p in net.parameters())
     opt = torch.optim.Adam(net.parameters(), lr=LR)
     abar = torch.cumprod(1.0 - torch.linspace(1e-4, 0.02, T), 0)
     x0 = torch.rand(size.batch, size.c, size.h, size.h) * 2 - 1
@@ -231,6 +228,18 @@ def torch_step(size: Size, compiled: bool = False) -> Optional[Bench]:
         opt.step()
         return loss
 
+    return one
+
+
+def torch_step(size: Size, compiled: bool = False) -> Optional[Bench]:
+    """The PyTorch train step of ``size`` (eager or ``torch.compile``), or ``None``."""
+    net = torch_net(size)
+    if net is None:
+        return None
+    import torch
+
+    n_params = sum(p.numel() for p in net.parameters())
+    one = torch_step_fn(net, size)
     one = torch.compile(one) if compiled else one
 
     def run(k):
