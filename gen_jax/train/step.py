@@ -22,7 +22,7 @@ offending terms while the last good state and checkpoint stay valid. The guard i
 *before* the update, from the loss terms and the gradient norm (scalars), so each
 ``where(ok, new, old)`` fuses into the optimizer's own elementwise pass: guarding the finished
 state instead read and wrote the whole state (params, optimizer moments, EMA) once more per
-step, 1.7x the time of a ddpm_digits step. With several updates in a step (phases, repeats) a
+step (ddpm_digits: 1.26x slower, ``experiments/benchmarks/train_step_guard.py``). With several updates in a step (phases, repeats) a
 failed update also skips every later one, and the state is restored as a whole at the end.
 An update that overflows from finite gradients (non-finite ``update_norm``/``param_norm``)
 is flagged too (``finite`` 0: the loop stops before any checkpoint holds it).
