@@ -30,6 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import checkify
 
+from gen_jax import xla_options
+
 GRID_TOL = 1e-6
 _MARK = "__gen_jax_checked__"
 
@@ -349,7 +351,7 @@ def _runtime_mapping(m: Any, ctx: _Ctx, where: str) -> None:
 def checked_jit(fn: Callable, **jit_kwargs) -> Callable:
     """``jax.jit(checkify.checkify(fn))`` that raises :class:`InputError` (one line, the failed
     check's message) after the call when a check of :func:`with_runtime_checks` failed."""
-    compiled = jax.jit(checkify.checkify(fn, errors=checkify.user_checks), **jit_kwargs)
+    compiled = xla_options.jit(checkify.checkify(fn, errors=checkify.user_checks), **jit_kwargs)
 
     def run(*args, **kwargs):
         return _raise_failed(*compiled(*args, **kwargs))
@@ -423,7 +425,7 @@ def jit_log_prob(model: Any, runtime_checks: bool = True) -> Callable:
     after a call whose batch held NaN/inf, values outside [0, 1] or out-of-range ids), else
     plain ``jax.jit``. Both return the same numbers on valid input."""
     if not runtime_checks:
-        return jax.jit(model.likelihood.log_prob)
+        return xla_options.jit(model.likelihood.log_prob)
     return checked_jit(with_runtime_checks(model).likelihood.log_prob)
 
 
@@ -431,5 +433,5 @@ def jit_sample(model: Any, runtime_checks: bool = True) -> Callable:
     """The compiled ``model.sampler.sample(params, key, num, cond=None)`` (``num`` static), with
     or without the runtime checks of the condition (see :func:`jit_log_prob`)."""
     if not runtime_checks:
-        return jax.jit(model.sampler.sample, static_argnums=2)
+        return xla_options.jit(model.sampler.sample, static_argnums=2)
     return checked_jit(with_runtime_checks(model).sampler.sample, static_argnums=2)

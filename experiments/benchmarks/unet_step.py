@@ -20,11 +20,29 @@ All variants of one size are built first, then timed interleaved in this one pro
 (A, B, C, A, B, C, ...; ``--repeats`` rounds of ``--steps`` steps, medians), so they share the
 machine's load; only the ratios are meaningful on a shared machine.
 
-Measured: see the end of this docstring (filled in by the last run recorded).
+``--levers`` adds the library step without each of its speed levers: XLA's default CPU options
+instead of :data:`gen_jax.xla_options.CPU_COMPILER_OPTIONS` (YNNPACK for dots only), and
+``flax.linen.GroupNorm`` + a separate SiLU instead of the fused :class:`gen_jax.nn.norm.GroupNorm`.
+
+Measured 2026-12-02 on an idle 2-core machine (matmul rate 313 GFLOP/s), ``--levers --no_compile``:
+
+======================  ===========  ===========  ================  =============  =============
+size                    default      XLA options  unfused GN        neither lever  PyTorch eager
+======================  ===========  ===========  ================  =============  =============
+digits (b 64)           406 ms       533 ms       381 ms            571 ms         265 ms
+shapes 32x32x3 (b 32)   2693 ms      2922 ms      2596 ms           3013 ms        1348 ms
+======================  ===========  ===========  ================  =============  =============
+
+The compiler option is the lever that counts (1.31x digits, 1.08x shapes); the fused GroupNorm
+gains 1.07-1.2x under XLA's default options but is within this run's noise (about 5%) of flax's
+GroupNorm under the library's. gen_jax stays at 0.65x (digits) and 0.50x (shapes) of PyTorch
+eager: ``python -m experiments.benchmarks.unet_profile`` shows the rest is the convolutions
+(XLA's own convolution kernels, against oneDNN's in PyTorch) and the elementwise/norm passes.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import statistics
@@ -77,13 +95,14 @@ class Bench(NamedTuple):
 
 def jax_step(size: Size, model=None, donate: bool = True, compiler_options: Optional[dict] = None) -> Bench:
     """The gen_jax train step of ``size`` (``model``: a U-Net module, default the library's;
-    ``compiler_options``: XLA ``DebugOptions`` fields for this one program, e.g.
-    ``{'xla_cpu_enable_fast_math': True}``)."""
+    ``compiler_options``: XLA ``DebugOptions`` fields for this one program, default the
+    library's :func:`gen_jax.xla_options.compiler_options`; ``{}`` for XLA's own defaults)."""
     import jax
     import jax.numpy as jnp
     import numpy as np
     import optax
 
+    from gen_jax import xla_options
     from gen_jax.nn.unet import UNet
 
     model = model if model is not None else UNet(unet_config(size))
@@ -106,6 +125,8 @@ def jax_step(size: Size, model=None, donate: bool = True, compiler_options: Opti
         upd, opt_state = tx.update(g, opt_state, params)
         return optax.apply_updates(params, upd), opt_state, loss
 
+    if compiler_options is None:
+        compiler_options = xla_options.compiler_options()
     step = jax.jit(step, donate_argnums=(0, 1) if donate else (), compiler_options=compiler_options)
     params = jax.jit(lambda k: model.init(k, x0, jnp.zeros((b,), jnp.int32), train=False))(jax.random.PRNGKey(0))
     n_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
@@ -122,6 +143,26 @@ def jax_step(size: Size, model=None, donate: bool = True, compiler_options: Opti
     t0 = time.perf_counter()
     run(1)
     return Bench(run, n_params, time.perf_counter() - t0, step, lambda: (box[0], box[1], jax.random.PRNGKey(box[2])))
+
+
+@contextlib.contextmanager
+def unfused_group_norm():
+    """While active, the U-Net is built with ``flax.linen.GroupNorm`` followed by a separate
+    ``nn.silu`` (autodiff backward) instead of the library's fused
+    :class:`gen_jax.nn.norm.GroupNorm`; same parameters, same function."""
+    import flax.linen as nn
+
+    import gen_jax.nn.unet as unet_lib
+
+    def unfused(num_groups, epsilon=1e-6, silu=False, name=None):
+        gn = nn.GroupNorm(num_groups=num_groups, epsilon=epsilon, name=name)
+        return (lambda x: nn.silu(gn(x))) if silu else gn
+
+    fused, unet_lib.GroupNorm = unet_lib.GroupNorm, unfused
+    try:
+        yield
+    finally:
+        unet_lib.GroupNorm = fused
 
 
 def torch_net(size: Size):
@@ -284,6 +325,9 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--no_torch", action="store_true")
     p.add_argument("--no_compile", action="store_true", help="skip torch.compile")
+    p.add_argument("--levers", action="store_true",
+                   help="also time the library step without each of its speed levers (XLA's default "
+                        "CPU options; flax GroupNorm + separate SiLU)")
     a = p.parse_args(argv)
     import jax
 
@@ -296,6 +340,11 @@ def main(argv=None) -> int:
         print(f"{name}: {size.h}x{size.h}x{size.c}, ch {size.ch}, ch_mult {size.mult}, GroupNorm {size.groups}, "
               f"attention at {size.attn}, batch {size.batch}", flush=True)
         benches = {"gen_jax (default)": jax_step(size)}
+        if a.levers:
+            benches["gen_jax, XLA's default options"] = jax_step(size, compiler_options={})
+            with unfused_group_norm():
+                benches["gen_jax, unfused GroupNorm"] = jax_step(size)
+                benches["gen_jax, neither lever"] = jax_step(size, compiler_options={})
         benches["PyTorch eager"] = None if a.no_torch else torch_step(size)
         if not a.no_compile:
             benches["PyTorch torch.compile"] = None if a.no_torch else torch_step(size, compiled=True)

@@ -49,7 +49,8 @@ from gen_jax.diffusion import gaussian_diffusion as gd
 from gen_jax.diffusion.model import ScheduleConfig, process_schedule
 from gen_jax.diffusion.schedules import Schedule
 from gen_jax.model import Classifier, Predictor, check_image_batch, loss_training
-from gen_jax.nn.unet import GroupNorm, timestep_embedding
+from gen_jax.nn.norm import GroupNorm
+from gen_jax.nn.unet import timestep_embedding
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,7 +138,7 @@ class NoisyClassifierNet(nn.Module):
             if cfg.network == "conv":
                 stride = 2 if i > 0 and h.shape[1] > 1 and h.shape[2] > 1 else 1
                 h = nn.Conv(f, (3, 3), strides=(stride, stride), padding="SAME", name=f"conv{i}")(h)
-                h = nn.silu(GroupNorm(cfg.num_groups, name=f"norm{i}")(h + add[:, None, None, :]))
+                h = GroupNorm(cfg.num_groups, silu=True, name=f"norm{i}")(h + add[:, None, None, :])
             else:
                 h = nn.Dense(f, name=f"dense{i}")(h)
                 h = nn.silu(nn.LayerNorm(name=f"norm{i}")(h + add))

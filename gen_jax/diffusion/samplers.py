@@ -38,6 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gen_jax import xla_options
 from gen_jax.diffusion import gaussian_diffusion as gd
 from gen_jax.diffusion import sde as sde_lib
 from gen_jax.diffusion.schedules import Schedule
@@ -162,7 +163,7 @@ def _build_sampler(plan: _Plan, return_trajectory: bool, use_scan: bool, output_
             x_mean = mask * x0_fixed * plan.known_mean[i + 1] + (1.0 - mask) * x_mean
         return x, x_mean
 
-    jitted_step = jax.jit(full_step)
+    jitted_step = xla_options.jit(full_step)
 
     def sample(key, shape, cond=None, *, x_T=None, x0_fixed=None, mask=None, params=None):
         shape = _check_inputs(shape, cond, x_T, x0_fixed, mask)

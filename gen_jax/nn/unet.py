@@ -35,9 +35,10 @@ Wide-ResNet blocks, group normalization, self-attention at 16x16, sinusoidal tim
 With ``ch=128, ch_mult=(1, 2, 2, 2), num_res_blocks=2, attn_resolutions=(16,)`` on 32x32x3
 this has 35.7M parameters (DDPM CIFAR-10, Ho et al. 2020, Sec. 4 / App. B).
 
-Group normalization (Wu & He 2018, Eq. 1-3) is implemented here (:class:`GroupNorm`) with
-per-channel statistics pooled per group, i.e. without reshaping the feature map to
-``[B, H, W, G, C/G]``; it computes the same function as ``flax.linen.GroupNorm``.
+Group normalization (Wu & He 2018, Eq. 1-3) is :class:`gen_jax.nn.norm.GroupNorm`: the same
+function as ``flax.linen.GroupNorm``, fused with the SiLU that follows it in the residual
+blocks and the output head, with a written-out backward pass (faster on CPU:
+``python -m experiments.benchmarks.unet_step``).
 
 Layout is NHWC throughout: ``x [B, H, W, C]``, ``t [B]``, output ``[B, H, W, out_channels]``.
 """
@@ -54,6 +55,7 @@ import jax.numpy as jnp
 from gen_jax.config import Checked, typed
 from gen_jax.nn.attention import FeatureMapAttention
 from gen_jax.nn.conditioning import check_denoiser_inputs, embed_labels
+from gen_jax.nn.norm import GroupNorm
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,42 +178,6 @@ def timestep_embedding(t: jax.Array, dim: int, max_period: float = 10000.0) -> j
     return jnp.concatenate([jnp.sin(args), jnp.cos(args)], axis=-1)
 
 
-class GroupNorm(nn.Module):
-    """Group normalization (Wu & He 2018, Eqs. 1-3) of ``x [B, H, W, C]`` (or ``[B, L, C]``).
-
-    ``y = (x - mu_g) / sqrt(var_g + eps) * gamma_c + beta_c`` with ``mu_g, var_g`` the mean
-    and variance over the spatial positions and the ``C / G`` channels of group ``g``.
-    Computed from per-channel moments ``E[x], E[x^2]`` pooled per group, then one fused
-    affine pass ``y = x * a_bc + b_bc`` (no ``[.., G, C/G]`` reshape of the feature map).
-    """
-
-    num_groups: int = 32
-    epsilon: float = 1e-6
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        c = x.shape[-1]
-        if c % self.num_groups:
-            raise ValueError(f"GroupNorm: {c} channels are not divisible by num_groups={self.num_groups} "
-                             "(config.model.unet.num_groups)")
-        g = self.num_groups
-        axes = tuple(range(1, x.ndim - 1))
-        xf = x.astype(jnp.float32)
-        m1 = jnp.mean(xf, axis=axes)  # [B, C]
-        m2 = jnp.mean(jnp.square(xf), axis=axes)  # [B, C]
-        b = x.shape[0]
-        gm1 = jnp.mean(m1.reshape(b, g, c // g), axis=-1, keepdims=True)  # [B, G, 1]
-        gm2 = jnp.mean(m2.reshape(b, g, c // g), axis=-1, keepdims=True)
-        var = jnp.maximum(gm2 - jnp.square(gm1), 0.0)
-        inv = jax.lax.rsqrt(var + self.epsilon)
-        gamma = self.param("scale", nn.initializers.ones, (c,), jnp.float32)
-        beta = self.param("bias", nn.initializers.zeros, (c,), jnp.float32)
-        a = (jnp.broadcast_to(inv, (b, g, c // g)).reshape(b, c)) * gamma  # [B, C]
-        shift = beta - jnp.broadcast_to(gm1 * inv, (b, g, c // g)).reshape(b, c) * gamma
-        bshape = (b,) + (1,) * len(axes) + (c,)
-        return (xf * a.reshape(bshape) + shift.reshape(bshape)).astype(x.dtype)
-
-
 def _conv(features: int, kernel: int = 3, stride: int = 1, zero: bool = False, name: Optional[str] = None):
     return nn.Conv(features, (kernel, kernel), strides=(stride, stride), padding="SAME",
                    kernel_init=nn.initializers.zeros if zero else nn.initializers.lecun_normal(),
@@ -227,10 +193,10 @@ class ResBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, temb: jax.Array, train: bool) -> jax.Array:
-        h = nn.silu(GroupNorm(self.num_groups, name="norm1")(x))
+        h = GroupNorm(self.num_groups, silu=True, name="norm1")(x)
         h = _conv(self.out_ch, name="conv1")(h)
         h = h + nn.Dense(self.out_ch, name="temb_proj")(nn.silu(temb))[:, None, None, :]
-        h = nn.silu(GroupNorm(self.num_groups, name="norm2")(h))
+        h = GroupNorm(self.num_groups, silu=True, name="norm2")(h)
         h = nn.Dropout(self.dropout, deterministic=not train)(h)
         h = _conv(self.out_ch, zero=True, name="conv2")(h)
         if x.shape[-1] != self.out_ch:
@@ -352,5 +318,5 @@ class UNet(nn.Module):
                 h = _conv(c, name=f"up{i}_upsample")(h)
         assert not hs
 
-        h = nn.silu(GroupNorm(cfg.num_groups, name="norm_out")(h))
+        h = GroupNorm(cfg.num_groups, silu=True, name="norm_out")(h)
         return _conv(out_ch, zero=True, name="conv_out")(h)

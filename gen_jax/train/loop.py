@@ -28,6 +28,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
+from gen_jax import xla_options
 from gen_jax.config import ConfigError
 from gen_jax.model import Model, full_params
 from gen_jax.train import sharding as shd
@@ -101,7 +102,7 @@ def init_state(exp: ExperimentConfig, model: Model, example_batch, mesh, batch_s
 
     abstract = jax.eval_shape(make, rng, example_batch)
     state_sh = shd.state_shardings(abstract, mesh, exp.mesh)
-    init_fn = jax.jit(make, in_shardings=(shd.replicated(mesh), batch_sh), out_shardings=state_sh)
+    init_fn = xla_options.jit(make, in_shardings=(shd.replicated(mesh), batch_sh), out_shardings=state_sh)
     return tr.phases, optimizers, abstract, state_sh, lambda batch: init_fn(rng, batch)
 
 
@@ -215,7 +216,7 @@ def _train(exp, model, workdir, stream, info, progress, stop_after, mesh, resume
                                  batch_sharding=batch_sh, frozen_sharding=shd.replicated(mesh))
     frozen = place_frozen(model, mesh)
     sampler = getattr(model, "sampler", None)
-    sample_fn = None if sampler is None else jax.jit(sampler.sample, static_argnums=(2,))
+    sample_fn = None if sampler is None else xla_options.jit(sampler.sample, static_argnums=(2,))
 
     total = exp.train.steps if stop_after is None else min(stop_after, exp.train.steps)
     last_good_ckpt = resumed_from

@@ -38,6 +38,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from gen_jax import xla_options
 from gen_jax.model import Phase
 from gen_jax.train.state import TrainState, ema_view, group_key, merge_group, select_group
 
@@ -225,7 +226,7 @@ def make_train_step(
     if state_sharding is not None:
         kwargs["in_shardings"] = (state_sharding, batch_sharding, frozen_sharding)
         kwargs["out_shardings"] = (state_sharding, None)
-    jitted = jax.jit(step_fn, donate_argnums=(0,) if donate else (), **kwargs)
+    jitted = xla_options.jit(step_fn, donate_argnums=(0,) if donate else (), **kwargs)
 
     def train_step(state, batches, frozen=None):
         return jitted(state, batches, {} if frozen is None else frozen)
