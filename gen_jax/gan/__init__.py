@@ -1,0 +1,1 @@
+"""GANs: objectives, networks, two-player models and latent tools."""
