@@ -51,6 +51,8 @@ BAKEOFF: list[tuple[str, dict, float]] = [
     ("ldm_digits", {"stages.stage1.workdir": "{out}/runs/vae"}, 70),  # stage one: the vae row's run
     ("ddpm_digits", {}, 700),  # ~8 min of training, the full bound, DDPM-1000 sampling
     ("ddpm_digits", {"model.sampler": "ddim", "model.sample_steps": 50}, 180),  # the bound again
+    ("ddpm_digits_unet", {}, 2700),  # the conv U-Net: ~18 min of training, the bound, DDPM-1000
+    ("ddpm_digits_cfg", {}, 500),  # classifier-free guidance: label_accuracy of its samples
     ("realnvp_digits", {}, 190),
     ("glow_digits", {}, 100),
     ("glow_digits_cond", {}, 130),
@@ -65,9 +67,10 @@ FEATURE_NET_SECONDS = 30  # the digits feature network, trained on first use
 # ``make demo``: the flagship row of every family that exists (the best sampler of each, as the
 # full table ranks them), within 15 minutes on an idle 2-core CPU. ``make bakeoff`` runs BAKEOFF.
 # The demo's DDPM trains 4000 steps instead of 8000 (its cosine schedule over 4000): measured
-# 2026-12-02, test bound 2.014 bits/dim (8000 steps: 2.065), DDPM-1000 FID 3.43 (2.53).
+# 2026-12-02, test bound 2.014 bits/dim (8000 steps: 2.065), DDPM-1000 FID 3.43-3.48 (2.53).
+# `make demo` measured on an idle 2-core CPU, fresh clone: 434 s.
 DEMO_ROWS = ("gmm_digits", "vae_digits", "ddpm_digits", "glow_digits", "gated_pixelcnn_digits")
-DEMO_OVERRIDES = {"ddpm_digits": ({"train.steps": 4000}, 420)}
+DEMO_OVERRIDES = {"ddpm_digits": ({"train.steps": 4000}, 300)}  # measured 292 s (train 201 s)
 SUITES = {"demo": [(name, *DEMO_OVERRIDES.get(name, (ov, est))) for name, ov, est in BAKEOFF
                    if name in DEMO_ROWS and not ov],
           "full": BAKEOFF}
@@ -76,7 +79,7 @@ SUITES = {"demo": [(name, *DEMO_OVERRIDES.get(name, (ov, est))) for name, ov, es
 ROW_NAMES = {("ddpm_digits", "ddim"): "ddim50"}
 RUN_OF = {"ddim50": "ddpm"}
 
-COLUMNS = ("model", "family", "test_bpd", "bpd_kind", "fid", "kid", "precision", "recall",
+COLUMNS = ("model", "family", "test_bpd", "bpd_kind", "fid", "kid", "precision", "recall", "label_accuracy",
            "inception_score", "train_seconds", "sample_seconds", "samples", "labels")
 
 

@@ -109,7 +109,7 @@ def validate_images(x, name: str) -> np.ndarray:
 
 def score_samples(samples, reference, extractor: FeatureExtractor, seed: int = 0,
                   kid_subset_size: int = 1000, kid_num_subsets: int = 100, k: int = 3,
-                  is_splits: int = 10) -> dict[str, float]:
+                  is_splits: int = 10, labels=None) -> dict[str, float]:
     """Scores generated images against reference images in one feature space.
 
     Metrics: FID (Heusel et al. 2017), KID mean/std (Binkowski et al. 2018), improved
@@ -124,9 +124,13 @@ def score_samples(samples, reference, extractor: FeatureExtractor, seed: int = 0
       kid_subset_size, kid_num_subsets: KID subsets (size clipped to ``min(N, M)``).
       k: neighbourhood size for precision/recall (clipped to ``min(N, M) - 1``).
       is_splits: Inception Score splits.
+      labels: optional int ``[N]``, the class each sample was drawn for (a conditional
+        model): adds ``label_accuracy``, the fraction of samples the feature network
+        classifies as their label.
 
     Returns:
-      ``{'fid', 'kid', 'kid_std', 'precision', 'recall', 'inception_score'}`` as floats.
+      ``{'fid', 'kid', 'kid_std', 'precision', 'recall', 'inception_score'}`` (and
+      ``label_accuracy`` with ``labels``) as floats.
     """
     samples = validate_images(samples, "samples")
     reference = validate_images(reference, "reference")
@@ -141,7 +145,7 @@ def score_samples(samples, reference, extractor: FeatureExtractor, seed: int = 0
     k = min(k, samples.shape[0] - 1, reference.shape[0] - 1)
     prec, rec = precision_recall(real["features"], fake["features"], k=k)
     is_mean, _ = inception_score(fake["logits"], num_splits=is_splits)
-    return {
+    out = {
         "fid": fid_lib.fid_from_features(real["features"], fake["features"]),
         "kid": kid,
         "kid_std": kid_std,
@@ -149,3 +153,9 @@ def score_samples(samples, reference, extractor: FeatureExtractor, seed: int = 0
         "recall": rec,
         "inception_score": is_mean,
     }
+    if labels is not None:
+        labels = np.asarray(labels)
+        if labels.shape != (samples.shape[0],):
+            raise ValueError(f"labels must be [N={samples.shape[0]}] (one per sample), got shape {labels.shape}")
+        out["label_accuracy"] = float(np.mean(np.argmax(fake["logits"], axis=-1) == labels))
+    return out

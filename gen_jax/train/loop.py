@@ -106,6 +106,14 @@ def init_state(exp: ExperimentConfig, model: Model, example_batch, mesh, batch_s
     return tr.phases, optimizers, abstract, state_sh, lambda batch: init_fn(rng, batch)
 
 
+def progress_metric(metrics: dict) -> dict:
+    """The one metric the progress bar shows: ``loss``, or for a model without one (e.g. the
+    GMM's EM, which reports ``loglik``) its first other metric, as ``{name: '%.4g'}``."""
+    norms = ("finite", "grad_norm", "update_norm", "param_norm")
+    names = ["loss"] if "loss" in metrics else sorted(k for k in metrics if k.split("/")[0] not in norms)
+    return {names[0]: f"{metrics[names[0]]:.4g}"} if names else {}
+
+
 def step_batches(stream, step: int, per_step: int) -> tuple:
     """The ``per_step`` fresh batches of train step ``step``: stream batches
     ``step * per_step + r`` (one model, one deterministic order, resumable)."""
@@ -257,7 +265,7 @@ def _train(exp, model, workdir, stream, info, progress, stop_after, mesh, resume
                 check(*pending)
                 pending = None
                 writer.write(done, {k: v for k, v in last_metrics.items() if k != "finite"})
-                bar.set_postfix(loss=f"{last_metrics.get('loss', float('nan')):.4g}")
+                bar.set_postfix(progress_metric(last_metrics))
             if done % exp.train.ckpt_every == 0 or done == exp.train.steps:
                 if pending is not None:
                     check(*pending)

@@ -289,6 +289,19 @@ def test_score_samples(digits, extractor):
     assert bad["precision"] < 0.2 < real["precision"]
 
 
+def test_label_accuracy_of_conditional_samples(digits, extractor):
+    _, _, xte, yte = digits
+    pred = np.argmax(extractor(xte)["logits"], axis=-1)
+    right = features.score_samples(xte, xte, extractor, kid_subset_size=200, kid_num_subsets=10, labels=pred)
+    assert right["label_accuracy"] == 1.0
+    wrong = (pred + 1 + np.arange(len(pred)) % 2) % 10  # every label wrong
+    half = np.where(np.arange(len(pred)) % 2 == 0, pred, wrong)
+    got = features.score_samples(xte, xte, extractor, kid_subset_size=200, kid_num_subsets=10, labels=half)
+    assert got["label_accuracy"] == pytest.approx(np.mean(np.arange(len(pred)) % 2 == 0))
+    with pytest.raises(ValueError, match=r"labels must be \[N=360\]"):
+        features.score_samples(xte, xte, extractor, labels=pred[:10])
+
+
 def test_score_samples_validation(digits, extractor):
     _, _, xte, _ = digits
     with pytest.raises(ValueError, match="samples.*shape"):

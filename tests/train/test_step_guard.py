@@ -81,3 +81,12 @@ def test_an_overflowing_update_is_flagged():
     phases = (Phase(None, loss),)
     new, m = jax.jit(make_step_fn(phases, tx))(_state(params, tx, phases, ema=False), BATCH)
     assert np.isfinite(m["grad_norm"]) and not np.isfinite(m["param_norm"]) and float(m["finite"]) == 0.0
+
+
+def test_progress_bar_metric_is_the_loss_or_the_models_own():
+    from gen_jax.train.loop import progress_metric
+
+    assert progress_metric({"loss": 1.23456, "grad_norm": 3.0, "finite": 1.0}) == {"loss": "1.235"}
+    assert progress_metric({"loglik": -12.5, "finite": 1.0}) == {"loglik": "-12.5"}  # GMM EM: no loss
+    assert progress_metric({"loss/d": 0.7, "loss/g": 1.5, "grad_norm/d": 2.0, "finite": 1.0}) == {"loss/d": "0.7"}
+    assert progress_metric({"finite": 1.0}) == {}
