@@ -115,9 +115,10 @@ def test_clip_weights_box_and_inside_unchanged():
     c = 0.01
     r = np.random.default_rng(0)
     params = {"w": jnp.asarray(r.normal(0, 0.01, (5, 7)), jnp.float32),
-              "b": jnp.asarray([0.003, -0.5, 1000.0, -37.3, 0.0], jnp.float32)}
+              # the last two: large parameters that the update brings into the box
+              "b": jnp.asarray([0.003, -0.5, 1000.0, -37.3, 0.0, 5.0, -3.1], jnp.float32)}
     grads = {"w": jnp.asarray(r.normal(0, 0.01, (5, 7)), jnp.float32),
-             "b": jnp.asarray([0.001, 0.2, 3.0, 1.0, -0.02], jnp.float32)}
+             "b": jnp.asarray([0.001, 0.2, 3.0, 1.0, -0.02, 4.99531, -3.10617], jnp.float32)}
     plain = optax.apply_updates(params, optax.sgd(1.0).update(grads, optax.sgd(1.0).init(params))[0])
     tx = optax.chain(optax.sgd(1.0), obj.clip_weights(c))
     state = tx.init(params)
@@ -133,6 +134,7 @@ def test_clip_weights_box_and_inside_unchanged():
         ulp = np.spacing(np.abs(np.asarray(params[k])))[~inside]
         assert np.all(np.abs(p[~inside] - np.sign(q[~inside]) * np.float32(c)) <= ulp), k
     # the test exercises both cases
+    assert np.all(np.abs(np.asarray(plain["b"])[-2:]) < c)
     assert np.any(np.abs(np.asarray(plain["w"])) <= c) and np.any(np.abs(np.asarray(plain["w"])) > c)
 
 
