@@ -43,6 +43,7 @@ MODELS: dict[str, Entry] = {
     "pixelcnnpp": Entry("gen_jax.autoregressive.pixelcnnpp_model:make_pixelcnnpp"),
     "transformer_lm": Entry("gen_jax.autoregressive.transformer_lm:make_transformer_lm"),
     "wavenet": Entry("gen_jax.autoregressive.wavenet_model:make_wavenet"),
+    "gan": Entry("gen_jax.gan.model:make_gan"),
 }
 
 

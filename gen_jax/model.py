@@ -72,6 +72,9 @@ FAMILIES = ("latent", "diffusion", "flow", "autoregressive", "gan", "multimodal"
 SAMPLE_KINDS = ("image", "tokens", "signal")
 LIKELIHOOD_UNITS = ("dim", "token")
 _EMPTY: Mapping[str, Any] = types.MappingProxyType({})
+# The key under which the evaluation params carry a stateful model's non-trained state (batch
+# statistics), for its sampler: ``params[MODEL_STATE]`` (see :func:`gen_jax.train.loop.eval_params`).
+MODEL_STATE = "model_state"
 
 
 # ------------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from gen_jax import xla_options
 from gen_jax.config import ConfigError
-from gen_jax.model import Model, full_params
+from gen_jax.model import MODEL_STATE, Model, full_params
 from gen_jax.train import sharding as shd
 from gen_jax.train.checkpoint import Checkpointer
 from gen_jax.train.experiment import ExperimentConfig
@@ -63,10 +63,17 @@ def sample_conditions(model: Model, info, num: int, arrays: Optional[dict] = Non
 
 def eval_params(state: TrainState, model: Optional[Model] = None):
     """The params to sample and evaluate with: the EMA of the EMA groups where the run keeps
-    one, merged with the model's frozen groups (``model`` given)."""
+    one, merged with the model's frozen groups (``model`` given), and for a model with
+    non-trained state (``training.init_model_state``: batch statistics) that state under
+    ``params[MODEL_STATE]``."""
     groups = None if model is None else model.training.ema_groups
     params = with_ema(state.params, state.ema_params, groups)
-    return params if model is None else full_params(model, params)
+    if model is None:
+        return params
+    params = full_params(model, params)
+    if model.training.init_model_state is not None and state.model_state:
+        params = {**params, MODEL_STATE: state.model_state}
+    return params
 
 
 def make_optimizers(exp: ExperimentConfig, phases) -> dict:
@@ -110,7 +117,8 @@ def progress_metric(metrics: dict) -> dict:
     """The one metric the progress bar shows: ``loss``, or for a model without one (e.g. the
     GMM's EM, which reports ``loglik``) its first other metric, as ``{name: '%.4g'}``."""
     norms = ("finite", "grad_norm", "update_norm", "param_norm")
-    names = ["loss"] if "loss" in metrics else sorted(k for k in metrics if k.split("/")[0] not in norms)
+    losses = sorted(k for k in metrics if k == "loss" or k.endswith("/loss"))  # 'd/loss': a phase's loss
+    names = losses or sorted(k for k in metrics if k.split("/")[0] not in norms)
     return {names[0]: f"{metrics[names[0]]:.4g}"} if names else {}
 
 

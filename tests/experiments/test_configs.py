@@ -11,7 +11,7 @@ import pytest
 from experiments import common
 from gen_jax.config import ConfigError
 from gen_jax.data.datasets import EMBEDDED
-from gen_jax.model import full_params
+from gen_jax.model import MODEL_STATE, full_params
 from gen_jax.train.loop import sample_conditions
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -54,6 +54,9 @@ def test_config_builds_and_documents_its_command(name):
     if sampler is not None:
         cond = sample_conditions(model, info, 3, {k: np.asarray(v) for k, v in batch.items()})
         params = full_params(model, params)
+        if model.training.init_model_state is not None:  # as eval_params: the running statistics
+            state = jax.eval_shape(model.training.init_model_state, jax.random.PRNGKey(0), batch)
+            params = {**params, MODEL_STATE: state}
         out = jax.eval_shape(lambda p, k: sampler.sample(p, k, 3, cond), params, jax.random.PRNGKey(1))
         if sampler.kind == "tokens":  # sequence models (text LMs): int tokens [3, L]
             assert out.ndim == 2 and out.shape[0] == 3 and out.dtype == jnp.int32

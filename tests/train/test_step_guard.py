@@ -88,5 +88,6 @@ def test_progress_bar_metric_is_the_loss_or_the_models_own():
 
     assert progress_metric({"loss": 1.23456, "grad_norm": 3.0, "finite": 1.0}) == {"loss": "1.235"}
     assert progress_metric({"loglik": -12.5, "finite": 1.0}) == {"loglik": "-12.5"}  # GMM EM: no loss
+    assert progress_metric({"d/loss": 0.7, "g/loss": 1.5, "d/d_adv": 0.7, "finite": 1.0}) == {"d/loss": "0.7"}
     assert progress_metric({"loss/d": 0.7, "loss/g": 1.5, "grad_norm/d": 2.0, "finite": 1.0}) == {"loss/d": "0.7"}
     assert progress_metric({"finite": 1.0}) == {}

@@ -1,0 +1,232 @@
+"""Image GANs as two-player models of the gen_jax contract: ``make_gan(config.model, info)``.
+
+A generator ``G(z, y) -> x`` (:class:`gen_jax.gan.networks.DCGANGenerator`; ``z ~ N(0, I)``)
+and a discriminator or critic ``D(x, y) -> logits`` (:class:`~gen_jax.gan.networks.DCGANDiscriminator`)
+are the param groups ``'gen'`` and ``'disc'``, each with its own optimizer section
+(``config.optim.gen`` / ``config.optim.disc``). One train step is (Goodfellow et al. 2014,
+Alg. 1):
+
+* ``d_steps`` discriminator updates (``Phase('disc', repeats=d_steps)``), each on a fresh batch:
+  ``L_D = d_loss(D(x), D(G(z)))`` ``+ gp_weight * GP`` (WGAN-GP, Gulrajani et al. 2017, Eq. 3)
+  ``+ r1_gamma / 2 * R1`` (Mescheder et al. 2018, Eq. 9) ``+ aux_weight * CE`` (AC-GAN,
+  Odena et al. 2017, Eq. 2-3: the class of real and fake images);
+* one generator update (``Phase('gen')``): ``L_G = g_loss(D(G(z)))`` (``+ aux_weight * CE``
+  of the fake images' classes).
+
+The losses are :mod:`gen_jax.gan.objectives` (``config.model.loss``: ``'nonsaturating'``,
+``'minimax'``, ``'hinge'``, ``'least_squares'``, ``'wasserstein'``). Real images are the data's
+levels ``l / (K - 1)`` moved by uniform noise of one level's width (so that the discriminator
+cannot tell real from fake by the quantization alone), and both players see images as
+``2 x - 1``.
+
+Non-trained state (the generator's batch statistics, the discriminator's batch statistics or
+spectral-norm vectors) is the model state ``{'gen': {...}, 'disc': {...}}`` of ``stateful``
+phases: the generator's statistics advance in its own phase, the discriminator's in its
+phase (in the generator phase the discriminator runs in training mode but its state is not
+kept). The sampler runs ``G`` in evaluation mode on the running statistics, which it reads
+from ``params['model_state']`` (:data:`gen_jax.model.MODEL_STATE`; :func:`gen_jax.train.loop.eval_params`
+puts them there), with the generator's EMA weights where the run keeps them
+(``ema_groups=('gen',)``).
+
+Shapes: ``batch['image']`` ``[B, H, W, C]`` in [0, 1]; ``batch['label']`` int ``[B]`` for a
+conditional GAN; ``sample(params, key, num, cond=None) -> [num, H, W, C]`` in [0, 1].
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Literal, Optional
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from gen_jax.checks import DataSpec
+from gen_jax.config import Checked, ConfigError, typed
+from gen_jax.gan import objectives as obj
+from gen_jax.gan.networks import DCGANDiscriminator, DCGANGenerator
+from gen_jax.model import (MODEL_STATE, GenerativeModel, Phase, Sampler, Training, check_image_batch,
+                           condition_labels, label_conditioning, require_labels)
+
+GEN, DISC = "gen", "disc"
+
+
+@dataclasses.dataclass(frozen=True)
+class GANConfig(Checked):
+    """``config.model`` of an image GAN.
+
+    Attributes:
+      name: model name (tables, file names).
+      z_dim: latent width ``Z``.
+      g_base, d_base: channels of the generator's last / discriminator's first conv.
+      loss: the adversarial objective (:data:`gen_jax.gan.objectives.LOSSES`).
+      d_steps: discriminator updates per generator update, each on a fresh batch.
+      gp_weight: WGAN-GP ``lambda`` (10 in Gulrajani et al. 2017); 0 = no penalty.
+      r1_gamma: R1 ``gamma`` (Mescheder et al. 2018); 0 = no penalty.
+      d_norm: ``'none' | 'batch' | 'layer'`` normalization of the discriminator (a gradient
+        penalty is refused with ``'batch'``).
+      spectral: spectral normalization of the discriminator (Miyato et al. 2018).
+      conditioning: ``'none' | 'label'`` (conditional batch norm in G, Miyato & Koyama 2018).
+      projection: a label-conditional D uses the projection term (Miyato & Koyama 2018, Eq. 3).
+      aux_weight: AC-GAN auxiliary classifier weight (Odena et al. 2017); 0 = none.
+    """
+
+    name: str = "gan"
+    z_dim: int = 64
+    g_base: int = 64
+    d_base: int = 64
+    loss: Literal["nonsaturating", "minimax", "hinge", "least_squares", "wasserstein"] = "nonsaturating"
+    d_steps: int = 1
+    gp_weight: float = 0.0
+    r1_gamma: float = 0.0
+    d_norm: Literal["none", "batch", "layer"] = "none"
+    spectral: bool = False
+    conditioning: Literal["none", "label"] = "none"
+    projection: bool = True
+    aux_weight: float = 0.0
+
+    def __post_init__(self):
+        self.positive("z_dim", "g_base", "d_base", "d_steps")
+        self.nonnegative("gp_weight", "r1_gamma", "aux_weight")
+        penalized = self.gp_weight > 0 or self.r1_gamma > 0
+        self.require(not (penalized and self.d_norm == "batch"), "d_norm",
+                     "a gradient penalty (gp_weight / r1_gamma > 0) needs a critic without batch norm: the "
+                     "penalty is per example, batch norm mixes the examples; use d_norm='none' or 'layer'")
+        self.require(self.aux_weight == 0 or self.conditioning == "label", "aux_weight",
+                     "the auxiliary classifier needs conditioning='label'")
+
+
+class _Players:
+    """The two networks, their mutable collections and calls on ``[-1, 1]`` images."""
+
+    def __init__(self, cfg: GANConfig, image_shape, num_classes: int):
+        self.cfg = cfg
+        self.num_classes = num_classes
+        self.g = DCGANGenerator(image_shape=image_shape, base=cfg.g_base, num_classes=num_classes)
+        self.d = DCGANDiscriminator(base=cfg.d_base, num_classes=num_classes, norm=cfg.d_norm,
+                                    spectral=cfg.spectral, projection=cfg.projection and num_classes > 0,
+                                    aux_classifier=cfg.aux_weight > 0)
+        self.d_mutable = [c for c, on in (("batch_stats", cfg.d_norm == "batch"), ("spectral", cfg.spectral)) if on]
+
+    def generate(self, p, state, z, label, train: bool):
+        """``(images [N, H, W, C] in [0, 1], new generator state)``."""
+        variables = {"params": p, **state}
+        if train:
+            return self.g.apply(variables, z, label, train=True, mutable=["batch_stats"])
+        return self.g.apply(variables, z, label, train=False), state
+
+    def discriminate(self, p, state, x01, label, train: bool):
+        """``(logits [B], class logits [B, C] or None, new discriminator state)``."""
+        variables = {"params": p, **state}
+        lab = label if self.d.uses_projection else None
+        if train and self.d_mutable:
+            out, new = self.d.apply(variables, 2.0 * x01 - 1.0, lab, train=True, mutable=self.d_mutable)
+        else:
+            out, new = self.d.apply(variables, 2.0 * x01 - 1.0, lab, train=train), state
+        logits, cls = out if self.d.aux_classifier else (out, None)
+        return logits, cls, {**state, **new}
+
+
+def _aux_ce(cls_logits, label):
+    return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(cls_logits, label))
+
+
+def make_gan(cfg: Any, info: Any) -> GenerativeModel:
+    """The image GAN of ``config.model`` (:class:`GANConfig`) on a dataset with ``info``
+    (``image_shape``, ``num_levels``, ``num_classes``): a :class:`GenerativeModel` of family
+    ``'gan'`` with two-player training and a sampler (no likelihood)."""
+    cfg = typed(GANConfig, cfg, "config.model")
+    image_shape = tuple(int(s) for s in info.image_shape)
+    levels = int(info.num_levels)
+    num_classes = require_labels(info.num_classes) if cfg.conditioning == "label" else 0
+    try:
+        players = _Players(cfg, image_shape, num_classes)
+    except ValueError as e:
+        raise ConfigError(f"config.model: {e} (dataset image_shape {image_shape})") from None
+    d_loss_fn, g_loss_fn = obj.get_losses(cfg.loss)
+
+    def labels_of(batch, b, where):
+        return condition_labels(batch, b, where) if num_classes else None
+
+    def draw_z(key, n):
+        return jax.random.normal(key, (n, cfg.z_dim), jnp.float32)
+
+    def real_images(batch, key):
+        x = batch["image"]
+        check_image_batch(x, image_shape)
+        u = jax.random.uniform(key, x.shape, x.dtype, -0.5, 0.5)
+        return jnp.clip(x + u / (levels - 1), 0.0, 1.0)
+
+    def init(key, batch):
+        x = batch["image"]
+        check_image_batch(x, image_shape)
+        kg, kd = jax.random.split(key)
+        label = labels_of(batch, x.shape[0], "init batch")
+        g_vars = players.g.init(kg, draw_z(kg, x.shape[0]), label, train=False)
+        d_vars = players.d.init(kd, 2.0 * x - 1.0, label if players.d.uses_projection else None, train=False)
+        return {GEN: g_vars["params"], DISC: d_vars["params"]}
+
+    def init_model_state(key, batch):
+        x = batch["image"]
+        kg, kd = jax.random.split(key)
+        label = labels_of(batch, x.shape[0], "init batch")
+        g_vars = players.g.init(kg, draw_z(kg, x.shape[0]), label, train=False)
+        d_vars = players.d.init(kd, 2.0 * x - 1.0, label if players.d.uses_projection else None, train=False)
+        drop = lambda v: {k: c for k, c in v.items() if k not in ("params", "intermediates")}
+        return {GEN: drop(g_vars), DISC: drop(d_vars)}
+
+    def d_loss(params, state, batch, key):
+        kx, kz, kp = jax.random.split(key, 3)
+        real = real_images(batch, kx)
+        b = real.shape[0]
+        label = labels_of(batch, b, "loss batch")
+        fake, _ = players.generate(params[GEN], state[GEN], draw_z(kz, b), label, train=True)
+        fake = jax.lax.stop_gradient(fake)
+        r, r_cls, ds = players.discriminate(params[DISC], state[DISC], real, label, True)
+        f, f_cls, ds = players.discriminate(params[DISC], ds, fake, label, True)
+        adv = d_loss_fn(r, f)
+        loss, m = adv, {"d_adv": adv, "d_real": jnp.mean(r), "d_fake": jnp.mean(f)}
+        critic = lambda x: players.discriminate(params[DISC], ds, x, label, False)[0]
+        if cfg.gp_weight > 0:
+            gp, norms = obj.gradient_penalty(critic, real, fake, kp)
+            loss = loss + cfg.gp_weight * gp
+            m.update(gp=gp, grad_norm_dev=jnp.mean(jnp.abs(norms - 1.0)))
+        if cfg.r1_gamma > 0:
+            r1, _ = obj.r1_penalty(critic, real)
+            loss = loss + 0.5 * cfg.r1_gamma * r1
+            m["r1"] = r1
+        if r_cls is not None:
+            aux = 0.5 * (_aux_ce(r_cls, label) + _aux_ce(f_cls, label))
+            loss = loss + cfg.aux_weight * aux
+            m["d_aux"] = aux
+        return loss, (m, {**state, DISC: ds})
+
+    def g_loss(params, state, batch, key):
+        b = batch["image"].shape[0]
+        label = labels_of(batch, b, "loss batch")
+        fake, gs = players.generate(params[GEN], state[GEN], draw_z(key, b), label, train=True)
+        f, f_cls, _ = players.discriminate(params[DISC], state[DISC], fake, label, True)
+        adv = g_loss_fn(f)
+        loss, m = adv, {"g_adv": adv}
+        if f_cls is not None:
+            aux = _aux_ce(f_cls, label)
+            loss = loss + cfg.aux_weight * aux
+            m["g_aux"] = aux
+        return loss, (m, {**state, GEN: gs})
+
+    def sample(params, key, num, cond=None):
+        label = condition_labels(cond, num, "sample") if num_classes else None
+        state = params.get(MODEL_STATE, {}).get(GEN) if isinstance(params, dict) else None
+        if state is None:
+            raise ValueError("sample: params has no params['model_state']['gen'] (the generator's batch "
+                             "statistics); evaluate with gen_jax.train.loop.eval_params(state, model)")
+        x, _ = players.generate(params[GEN], state, draw_z(key, num), label, train=False)
+        return x.astype(jnp.float32)
+
+    phases = (Phase(DISC, loss=d_loss, repeats=cfg.d_steps, name="d", stateful=True, optim=DISC),
+              Phase(GEN, loss=g_loss, name="g", stateful=True, optim=GEN))
+    return GenerativeModel(
+        name=cfg.name, family="gan",
+        training=Training(init=init, phases=phases, ema_groups=(GEN,), init_model_state=init_model_state),
+        sampler=Sampler(sample, "image"),
+        conditioning=label_conditioning(num_classes) if num_classes else None,
+        data=DataSpec(image_shape, levels, num_classes))
