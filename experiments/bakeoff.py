@@ -61,6 +61,10 @@ BAKEOFF: list[tuple[str, dict, float]] = [
     ("pixelrnn_digits", {}, 165),
     ("pixelcnnpp_digits", {}, 225),
     ("image_transformer_digits", {}, 140),
+    ("dcgan_digits", {}, 240),
+    ("wgan_gp_digits", {}, 360),
+    ("hinge_sn_digits", {}, 300),
+    ("cgan_digits", {}, 300),
 ]
 FEATURE_NET_SECONDS = 30  # the digits feature network, trained on first use
 
@@ -69,7 +73,7 @@ FEATURE_NET_SECONDS = 30  # the digits feature network, trained on first use
 # The demo's DDPM trains 4000 steps instead of 8000 (its cosine schedule over 4000): measured
 # 2026-12-02, test bound 2.014 bits/dim (8000 steps: 2.065), DDPM-1000 FID 3.43-3.48 (2.53).
 # `make demo` measured on an idle 2-core CPU, fresh clone: 434 s.
-DEMO_ROWS = ("gmm_digits", "vae_digits", "ddpm_digits", "glow_digits", "gated_pixelcnn_digits")
+DEMO_ROWS = ("gmm_digits", "vae_digits", "ddpm_digits", "glow_digits", "gated_pixelcnn_digits", "dcgan_digits")
 DEMO_OVERRIDES = {"ddpm_digits": ({"train.steps": 4000}, 300)}  # measured 292 s (train 201 s)
 SUITES = {"demo": [(name, *DEMO_OVERRIDES.get(name, (ov, est))) for name, ov, est in BAKEOFF
                    if name in DEMO_ROWS and not ov],
@@ -79,7 +83,7 @@ SUITES = {"demo": [(name, *DEMO_OVERRIDES.get(name, (ov, est))) for name, ov, es
 ROW_NAMES = {("ddpm_digits", "ddim"): "ddim50"}
 RUN_OF = {"ddim50": "ddpm"}
 
-COLUMNS = ("model", "family", "test_bpd", "bpd_kind", "fid", "kid", "precision", "recall", "label_accuracy",
+COLUMNS = ("model", "family", "test_bpd", "bpd_kind", "fid", "kid", "precision", "recall", "label_accuracy", "class_kl",
            "inception_score", "train_seconds", "sample_seconds", "samples", "labels")
 
 

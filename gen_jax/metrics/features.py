@@ -129,8 +129,11 @@ def score_samples(samples, reference, extractor: FeatureExtractor, seed: int = 0
         classifies as their label.
 
     Returns:
-      ``{'fid', 'kid', 'kid_std', 'precision', 'recall', 'inception_score'}`` (and
-      ``label_accuracy`` with ``labels``) as floats.
+      ``{'fid', 'kid', 'kid_std', 'precision', 'recall', 'inception_score', 'class_kl'}`` (and
+      ``label_accuracy`` with ``labels``) as floats. ``class_kl`` is the KL divergence (nats)
+      of the histogram of the classes the feature network assigns to the samples from the
+      uniform one (0 when every class is as frequent; ``log C`` when all samples are one
+      class): mode coverage over the classes.
     """
     samples = validate_images(samples, "samples")
     reference = validate_images(reference, "reference")
@@ -153,6 +156,9 @@ def score_samples(samples, reference, extractor: FeatureExtractor, seed: int = 0
         "recall": rec,
         "inception_score": is_mean,
     }
+    hist = np.bincount(np.argmax(fake["logits"], axis=-1), minlength=fake["logits"].shape[-1]) / samples.shape[0]
+    nz = hist > 0
+    out["class_kl"] = float(np.sum(hist[nz] * np.log(hist[nz] * hist.size)))
     if labels is not None:
         labels = np.asarray(labels)
         if labels.shape != (samples.shape[0],):

@@ -278,7 +278,13 @@ def test_extractor_pads_last_batch(digits, extractor, trained_classifier):
 def test_score_samples(digits, extractor):
     xtr, _, xte, _ = digits
     same = features.score_samples(xte, xte, extractor, kid_subset_size=200, kid_num_subsets=10)
-    assert set(same) == {"fid", "kid", "kid_std", "precision", "recall", "inception_score"}
+    assert set(same) == {"fid", "kid", "kid_std", "precision", "recall", "inception_score", "class_kl"}
+    pred = np.argmax(extractor(xte)["logits"], axis=-1)
+    hist = np.bincount(pred, minlength=10) / len(pred)
+    assert same["class_kl"] == pytest.approx(float(np.sum(hist[hist > 0] * np.log(10 * hist[hist > 0]))))
+    ones = xte[pred == pred[0]]  # samples of one class only: KL = log C
+    assert features.score_samples(ones, xte, extractor, kid_subset_size=10, kid_num_subsets=2)["class_kl"] == \
+        pytest.approx(np.log(10))
     assert abs(same["fid"]) < 1e-6 and same["precision"] == 1.0 and same["recall"] == 1.0
     assert same["inception_score"] > 5  # confident, balanced classifier on real digits
     real = features.score_samples(xtr[:360], xte, extractor, kid_subset_size=200,
