@@ -8,10 +8,11 @@ level, self-attention at 4x4, dropout 0.1, EMA 0.999. ``sample`` is ancestral DD
 ``--config.model.sampler=ddim --config.model.sample_steps=50`` gives DDIM-50. ``evaluate``
 reports the full variational bound (all 1000 terms) in bits/dim.
 
-The conv U-Net is the library's image denoiser, but on this 2-core CPU it is slow for 8x8
-images (XLA's CPU convolutions: see experiments/benchmarks/unet_step.py): a train step at
-batch 64 took about 0.63 s here (4000 steps: about 45 minutes), versus about 0.07 s at batch
-128 for the pixel MLP of ddpm_digits, which the bake-off trains instead. Not trained here.
+The conv U-Net is the library's image denoiser. A train step at batch 64 takes about 0.27 s on
+an idle 2-core CPU with the library's XLA options (0.32 s with XLA's defaults, 0.63 s before
+either speed lever; ``python -m experiments.benchmarks.xla_cpu_options``), so 4000 steps are
+about 18 minutes; the full bake-off trains it (row ``ddpm_digits_unet``), ``make demo`` keeps
+the pixel MLP of ddpm_digits (about 0.05 s per step).
 """
 import ml_collections
 
