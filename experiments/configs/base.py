@@ -16,3 +16,20 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.mesh = ml_collections.ConfigDict(dict(num_devices=0, rules=(), fsdp_min_size=4096))
     c.eval = ml_collections.ConfigDict(dict(num_samples=1000, batch_size=250, feature_net=""))
     return c
+
+
+def get_gan_config(model: dict, lr: float = 2e-4, b1: float = 0.5, b2: float = 0.999,
+                   steps: int = 3000) -> ml_collections.ConfigDict:
+    """A digits GAN (``gen_jax.gan.model``): ``model`` fields over the DCGAN sizes, Adam(lr, b1, b2)
+    in both players' optimizer sections, batch 64, the generator's EMA 0.999."""
+    c = get_base_config()
+    c.model = ml_collections.ConfigDict(dict(name="gan", z_dim=64, g_base=64, d_base=64, **model))
+    c.optim.learning_rate, c.optim.b1, c.optim.b2 = lr, b1, b2
+    c.optim.gen = ml_collections.ConfigDict(dict(learning_rate=lr))
+    c.optim.disc = ml_collections.ConfigDict(dict(learning_rate=lr))
+    c.train.steps = steps
+    c.train.batch_size = 64
+    c.train.ema_decay = 0.999
+    c.train.log_every = 100
+    c.train.ckpt_every = 1000
+    return c

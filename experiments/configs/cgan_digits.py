@@ -9,22 +9,8 @@ hinge loss, two discriminator updates per generator update. Samples are drawn fo
 cycling 0..9; the evaluation reports ``label_accuracy``, the fraction the digits classifier
 reads as their label.
 """
-import ml_collections
-
-from experiments.configs.base import get_base_config
+from experiments.configs.base import get_gan_config
 
 
 def get_config():
-    c = get_base_config()
-    c.model = ml_collections.ConfigDict(dict(name="gan", z_dim=64, g_base=64, d_base=64, loss="hinge",
-                                             spectral=True, d_norm="none", d_steps=2, conditioning="label"))
-    c.optim.learning_rate = 2e-4
-    c.optim.b1 = 0.5
-    c.optim.gen = ml_collections.ConfigDict(dict(learning_rate=2e-4))
-    c.optim.disc = ml_collections.ConfigDict(dict(learning_rate=2e-4))
-    c.train.steps = 3000
-    c.train.batch_size = 64
-    c.train.ema_decay = 0.999
-    c.train.log_every = 100
-    c.train.ckpt_every = 1000
-    return c
+    return get_gan_config(dict(loss="hinge", spectral=True, d_norm="none", d_steps=2, conditioning="label"))

@@ -10,22 +10,8 @@ LeakyReLU 0.2, batch norm after the first layer) -> sum-pooled features -> logit
 discriminator step per generator step; the generator's EMA (0.999) with its running batch
 statistics samples. No likelihood: the evaluation reports FID / precision / recall only.
 """
-import ml_collections
-
-from experiments.configs.base import get_base_config
+from experiments.configs.base import get_gan_config
 
 
 def get_config():
-    c = get_base_config()
-    c.model = ml_collections.ConfigDict(dict(name="gan", z_dim=64, g_base=64, d_base=64, loss="nonsaturating",
-                                             d_norm="batch"))
-    c.optim.learning_rate = 2e-4
-    c.optim.b1 = 0.5
-    c.optim.gen = ml_collections.ConfigDict(dict(learning_rate=2e-4))
-    c.optim.disc = ml_collections.ConfigDict(dict(learning_rate=2e-4))
-    c.train.steps = 3000
-    c.train.batch_size = 64
-    c.train.ema_decay = 0.999
-    c.train.log_every = 100
-    c.train.ckpt_every = 1000
-    return c
+    return get_gan_config(dict(loss="nonsaturating", d_norm="batch"))
