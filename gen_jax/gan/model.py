@@ -29,7 +29,11 @@ puts them there), with the generator's EMA weights where the run keeps them
 (``ema_groups=('gen',)``).
 
 Shapes: ``batch['image']`` ``[B, H, W, C]`` in [0, 1]; ``batch['label']`` int ``[B]`` for a
-conditional GAN; ``sample(params, key, num, cond=None) -> [num, H, W, C]`` in [0, 1].
+conditional GAN; ``sample(params, key, num, cond=None) -> [num, H, W, C]`` in [0, 1]. The
+codec is the generator (``decode(params, z, cond=None) -> [N, H, W, C]``, evaluation mode) and
+its inversion (``encode(params, x, cond=None) -> z [N, Z]``: Adam on ``|G(z) - x|^2`` from 0),
+so the latent tools (:mod:`gen_jax.gan.latent_tools`: interpolation, edits along directions)
+and latent-space models compose with a GAN through the contract.
 """
 from __future__ import annotations
 
@@ -42,9 +46,10 @@ import optax
 
 from gen_jax.checks import DataSpec
 from gen_jax.config import Checked, ConfigError, typed
+from gen_jax.gan import latent_tools
 from gen_jax.gan import objectives as obj
 from gen_jax.gan.networks import DCGANDiscriminator, DCGANGenerator
-from gen_jax.model import (MODEL_STATE, GenerativeModel, Phase, Sampler, Training, check_image_batch,
+from gen_jax.model import (MODEL_STATE, Codec, GenerativeModel, Phase, Sampler, Training, check_image_batch,
                            condition_labels, label_conditioning, require_labels)
 
 GEN, DISC = "gen", "disc"
@@ -68,6 +73,7 @@ class GANConfig(Checked):
       conditioning: ``'none' | 'label'`` (conditional batch norm in G, Miyato & Koyama 2018).
       projection: a label-conditional D uses the projection term (Miyato & Koyama 2018, Eq. 3).
       aux_weight: AC-GAN auxiliary classifier weight (Odena et al. 2017); 0 = none.
+      invert_steps: Adam steps of the codec's ``encode`` (GAN inversion).
     """
 
     name: str = "gan"
@@ -83,9 +89,10 @@ class GANConfig(Checked):
     conditioning: Literal["none", "label"] = "none"
     projection: bool = True
     aux_weight: float = 0.0
+    invert_steps: int = 500
 
     def __post_init__(self):
-        self.positive("z_dim", "g_base", "d_base", "d_steps")
+        self.positive("z_dim", "g_base", "d_base", "d_steps", "invert_steps")
         self.nonnegative("gp_weight", "r1_gamma", "aux_weight")
         penalized = self.gp_weight > 0 or self.r1_gamma > 0
         self.require(not (penalized and self.d_norm == "batch"), "d_norm",
@@ -213,14 +220,28 @@ def make_gan(cfg: Any, info: Any) -> GenerativeModel:
             m["g_aux"] = aux
         return loss, (m, {**state, GEN: gs})
 
-    def sample(params, key, num, cond=None):
-        label = condition_labels(cond, num, "sample") if num_classes else None
+    def decode(params, z, cond=None, key=None):
+        """``G(z, y)`` in evaluation mode: ``z [N, Z] -> [N, H, W, C]`` in [0, 1] (``key`` unused:
+        the generator is deterministic given ``z``)."""
+        if z.ndim != 2 or z.shape[1] != cfg.z_dim:
+            raise ValueError(f"decode: z must be [N, Z={cfg.z_dim}], got shape {z.shape}")
+        label = condition_labels(cond, z.shape[0], "decode") if num_classes else None
         state = params.get(MODEL_STATE, {}).get(GEN) if isinstance(params, dict) else None
         if state is None:
-            raise ValueError("sample: params has no params['model_state']['gen'] (the generator's batch "
+            raise ValueError("sample/decode: params has no params['model_state']['gen'] (the generator's batch "
                              "statistics); evaluate with gen_jax.train.loop.eval_params(state, model)")
-        x, _ = players.generate(params[GEN], state, draw_z(key, num), label, train=False)
+        x, _ = players.generate(params[GEN], state, z, label, train=False)
         return x.astype(jnp.float32)
+
+    def encode(params, x, cond=None):
+        """GAN inversion (Zhu et al. 2016, Sec. 3.1): ``argmin_z |G(z, y) - x|^2`` by Adam from
+        ``z = 0`` (:func:`gen_jax.gan.latent_tools.invert`), ``[N, H, W, C] -> [N, Z]``."""
+        check_image_batch(x, image_shape, "encode: x")
+        z0 = jnp.zeros((x.shape[0], cfg.z_dim), jnp.float32)
+        return latent_tools.invert(lambda z: decode(params, z, cond), x, z0, steps=cfg.invert_steps)[0]
+
+    def sample(params, key, num, cond=None):
+        return decode(params, draw_z(key, num), cond)
 
     phases = (Phase(DISC, loss=d_loss, repeats=cfg.d_steps, name="d", stateful=True, optim=DISC),
               Phase(GEN, loss=g_loss, name="g", stateful=True, optim=GEN))
@@ -228,5 +249,6 @@ def make_gan(cfg: Any, info: Any) -> GenerativeModel:
         name=cfg.name, family="gan",
         training=Training(init=init, phases=phases, ema_groups=(GEN,), init_model_state=init_model_state),
         sampler=Sampler(sample, "image"),
+        codec=Codec(encode, decode),
         conditioning=label_conditioning(num_classes) if num_classes else None,
         data=DataSpec(image_shape, levels, num_classes))

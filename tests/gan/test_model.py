@@ -121,3 +121,18 @@ def test_sampler_without_running_statistics_says_how_to_get_them(trained):
     model, result = trained
     with pytest.raises(ValueError, match=r"params\['model_state'\]\['gen'\].*eval_params"):
         model.sampler.sample(dict(result.state.params), jax.random.PRNGKey(0), 2, {"label": jnp.arange(2)})
+
+
+def test_codec_decodes_as_the_sampler_and_inverts_its_own_samples(trained):
+    model, result = trained
+    params = eval_params(result.state, model)
+    cond = {"label": jnp.arange(4, dtype=jnp.int32)}
+    key = jax.random.PRNGKey(5)
+    z = jax.random.normal(key, (4, 8))
+    np.testing.assert_array_equal(np.asarray(model.sampler.sample(params, key, 4, cond)),
+                                  np.asarray(model.codec.decode(params, z, cond)))
+    x = model.codec.decode(params, z, cond)
+    z_hat = jax.jit(model.codec.encode)(params, x, cond)
+    mse = float(jnp.mean(jnp.square(model.codec.decode(params, z_hat, cond) - x)))
+    start = float(jnp.mean(jnp.square(model.codec.decode(params, jnp.zeros_like(z), cond) - x)))
+    assert mse < 1e-3 and mse < 0.1 * start
