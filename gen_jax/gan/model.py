@@ -31,7 +31,7 @@ puts them there), with the generator's EMA weights where the run keeps them
 Shapes: ``batch['image']`` ``[B, H, W, C]`` in [0, 1]; ``batch['label']`` int ``[B]`` for a
 conditional GAN; ``sample(params, key, num, cond=None) -> [num, H, W, C]`` in [0, 1]. The
 codec is the generator (``decode(params, z, cond=None) -> [N, H, W, C]``, evaluation mode) and
-its inversion (``encode(params, x, cond=None) -> z [N, Z]``: Adam on ``|G(z) - x|^2`` from 0),
+its inversion (``encode(params, x, cond=None) -> z [N, Z]``: Adam on ``|G(z) - x|^2``),
 so the latent tools (:mod:`gen_jax.gan.latent_tools`: interpolation, edits along directions)
 and latent-space models compose with a GAN through the contract.
 """
@@ -89,7 +89,7 @@ class GANConfig(Checked):
     conditioning: Literal["none", "label"] = "none"
     projection: bool = True
     aux_weight: float = 0.0
-    invert_steps: int = 500
+    invert_steps: int = 1000
 
     def __post_init__(self):
         self.positive("z_dim", "g_base", "d_base", "d_steps", "invert_steps")
@@ -234,10 +234,12 @@ def make_gan(cfg: Any, info: Any) -> GenerativeModel:
         return x.astype(jnp.float32)
 
     def encode(params, x, cond=None):
-        """GAN inversion (Zhu et al. 2016, Sec. 3.1): ``argmin_z |G(z, y) - x|^2`` by Adam from
-        ``z = 0`` (:func:`gen_jax.gan.latent_tools.invert`), ``[N, H, W, C] -> [N, Z]``."""
+        """GAN inversion (Zhu et al. 2016, Sec. 3.1): ``argmin_z |G(z, y) - x|^2`` by Adam
+        (:func:`gen_jax.gan.latent_tools.invert`), ``[N, H, W, C] -> [N, Z]``, from one fixed
+        draw of ``N(0, I)`` (``PRNGKey(0)``; deterministic: ``encode`` takes no key). Not from
+        ``z = 0``: the gradient of a DCGAN generator vanishes there (bias-free first layer)."""
         check_image_batch(x, image_shape, "encode: x")
-        z0 = jnp.zeros((x.shape[0], cfg.z_dim), jnp.float32)
+        z0 = draw_z(jax.random.PRNGKey(0), x.shape[0])
         return latent_tools.invert(lambda z: decode(params, z, cond), x, z0, steps=cfg.invert_steps)[0]
 
     def sample(params, key, num, cond=None):
