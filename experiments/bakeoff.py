@@ -62,7 +62,7 @@ BAKEOFF: list[tuple[str, dict, float]] = [
     ("pixelcnnpp_digits", {}, 225),
     ("image_transformer_digits", {}, 140),
     ("dcgan_digits", {}, 240),
-    ("wgan_gp_digits", {}, 360),
+    ("wgan_gp_digits", {}, 450),  # 5 critic steps with the penalty's double backward per G step
     ("hinge_sn_digits", {}, 300),
     ("cgan_digits", {}, 300),
 ]
