@@ -8,6 +8,9 @@ discriminator adds ``<embed(y), phi(x)>`` to its logit (Eq. 3) and is spectrally
 hinge loss, two discriminator updates per generator update. Samples are drawn for labels
 cycling 0..9; the evaluation reports ``label_accuracy``, the fraction the digits classifier
 reads as their label.
+
+Measured in the bake-off (2026-12-02, shared machine: 549 s of training): label accuracy 0.995,
+FID 6.69, precision 0.92, recall 0.54.
 """
 from experiments.configs.base import get_gan_config
 

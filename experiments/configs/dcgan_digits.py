@@ -9,6 +9,9 @@ norm, ReLU, ``(tanh + 1) / 2``), discriminator 8x8 -> 4x4x64 -> 2x2x128 (stride-
 LeakyReLU 0.2, batch norm after the first layer) -> sum-pooled features -> logit. One
 discriminator step per generator step; the generator's EMA (0.999) with its running batch
 statistics samples. No likelihood: the evaluation reports FID / precision / recall only.
+
+Measured in the bake-off (2026-12-02, shared machine: 319 s of training): FID 4.35 (floor 1.79),
+precision 0.72, recall 0.84, class histogram KL to uniform 0.005.
 """
 from experiments.configs.base import get_gan_config
 

@@ -7,6 +7,10 @@ The DCGAN networks of dcgan_digits with a critic without batch norm (the penalty
 example), n_critic = 5 critic updates per generator update, each on a fresh batch, and
 Adam(1e-4, beta1 = 0, beta2 = 0.9) for both players (Alg. 1's defaults). The critic's
 ``d/grad_norm_dev`` metric is the mean |‖grad D(x_hat)‖ - 1| at the interpolates.
+
+Measured in the bake-off (2026-12-02, shared machine: 1413 s of training): FID 18.9, precision
+0.61, recall 0.69; at the end mean |grad norm - 1| at the interpolates 0.047. Its 2000 generator
+steps at lr 1e-4 are too few for digits: the weakest GAN row.
 """
 from experiments.configs.base import get_gan_config
 
