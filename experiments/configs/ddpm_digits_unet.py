@@ -12,7 +12,8 @@ The conv U-Net is the library's image denoiser. A train step at batch 64 takes a
 an idle 2-core CPU with the library's XLA options (0.32 s with XLA's defaults, 0.63 s before
 either speed lever; ``python -m experiments.benchmarks.xla_cpu_options``), so 4000 steps are
 about 18 minutes; the full bake-off trains it (row ``ddpm_digits_unet``), ``make demo`` keeps
-the pixel MLP of ddpm_digits (about 0.05 s per step).
+the pixel MLP of ddpm_digits (about 0.05 s per step). Measured 2026-12-02 (4000 steps on a
+shared machine): DDIM-50 (eta 0) FID 3.26 against the floor's 1.79, precision 0.79, recall 0.91.
 """
 import ml_collections
 
