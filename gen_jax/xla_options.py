@@ -12,7 +12,7 @@ elementwise fusion made the MLP and transformer steps 20-40% slower.
 
 Per program (``jax.jit(..., compiler_options=...)``), so nothing global changes and other code
 in the same process is unaffected. An option named in the environment's ``XLA_FLAGS`` is left
-to it (``XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=`` turns the fusion off); on other
+to it (its value is used instead); on other
 backends no option is added.
 """
 from __future__ import annotations
