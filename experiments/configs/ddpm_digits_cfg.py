@@ -10,6 +10,10 @@ sampling uses eps = (1 + w) eps(x, y) - w eps(x, null) with w = ``guidance_scale
 (eta 0) so that the guidance table is cheap; ``--config.model.sampler=ddpm`` for ancestral.
 4000 steps (half of ddpm_digits: the guidance table needs labels right, not the last bit of
 likelihood).
+
+Measured 2026-12-02 (bake-off row ``ddpm_digits_cfg``, shared machine, 186 s of training): guided
+DDIM-100 samples at w = 1 carry their label (feature-network accuracy 1.000), FID 5.99 (the
+guidance trades diversity: recall 0.67, precision 0.94), test bound 1.962 bits/dim.
 """
 from experiments.configs.ddpm_digits import get_config as ddpm_config
 
