@@ -72,7 +72,6 @@ def evaluate_params(model: GenerativeModel, params, info, test: Mapping, extract
     samples = sample_in_batches(model, params, jax.random.fold_in(key, 3), num_samples, bs, cond, compiled=compiled)
     res["sample_seconds"] = time.time() - t0
     labels = None if cond is None else cond.get("label")
-    scores = score_samples(samples, images01(test, info.num_levels), extractor, seed=seed,
-                           labels=None if labels is None else np.asarray(labels)[:num_samples])
+    scores = score_samples(samples, images01(test, info.num_levels), extractor, seed=seed, labels=labels)
     res.update({k: float(v) for k, v in scores.items()})
     return Evaluation(res, samples, labels)

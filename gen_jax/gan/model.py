@@ -163,23 +163,21 @@ def make_gan(cfg: Any, info: Any) -> GenerativeModel:
         u = jax.random.uniform(key, x.shape, x.dtype, -0.5, 0.5)
         return jnp.clip(x + u / (levels - 1), 0.0, 1.0)
 
-    def init(key, batch):
+    def variables(key, batch):
+        """``{GEN: G's variables, DISC: D's variables}`` (all collections) for ``batch``."""
         x = batch["image"]
         check_image_batch(x, image_shape)
         kg, kd = jax.random.split(key)
         label = labels_of(batch, x.shape[0], "init batch")
-        g_vars = players.g.init(kg, draw_z(kg, x.shape[0]), label, train=False)
-        d_vars = players.d.init(kd, 2.0 * x - 1.0, label if players.d.uses_projection else None, train=False)
-        return {GEN: g_vars["params"], DISC: d_vars["params"]}
+        return {GEN: players.g.init(kg, draw_z(kg, x.shape[0]), label, train=False),
+                DISC: players.d.init(kd, 2.0 * x - 1.0, label if players.d.uses_projection else None, train=False)}
+
+    def init(key, batch):
+        return {k: v["params"] for k, v in variables(key, batch).items()}
 
     def init_model_state(key, batch):
-        x = batch["image"]
-        kg, kd = jax.random.split(key)
-        label = labels_of(batch, x.shape[0], "init batch")
-        g_vars = players.g.init(kg, draw_z(kg, x.shape[0]), label, train=False)
-        d_vars = players.d.init(kd, 2.0 * x - 1.0, label if players.d.uses_projection else None, train=False)
-        drop = lambda v: {k: c for k, c in v.items() if k not in ("params", "intermediates")}
-        return {GEN: drop(g_vars), DISC: drop(d_vars)}
+        return {k: {c: cv for c, cv in v.items() if c not in ("params", "intermediates")}
+                for k, v in variables(key, batch).items()}
 
     def d_loss(params, state, batch, key):
         kx, kz, kp = jax.random.split(key, 3)
