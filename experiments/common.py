@@ -188,6 +188,36 @@ def restore_state(exp: ExperimentConfig, model: Model, workdir: str, info, step=
     return state, meta
 
 
+def evaluator_for(exp: ExperimentConfig, model: Model, info, progress: bool = False):
+    """The train loop's periodic evaluation for ``exp`` (``config.train.eval_every > 0``, an image
+    sampler): FID / KID / precision / recall of ``config.train.eval_num`` samples against the
+    *train* split on the dataset's feature network (the test split stays unseen by the choice
+    of the best checkpoint); ``None`` otherwise."""
+    from gen_jax.evaluation.evaluate import has_image_metrics, make_sample_scorer
+
+    if not exp.train.eval_every or not has_image_metrics(model):
+        return None
+    from gen_jax.data.datasets import load_split
+
+    extractor = feature_extractor(exp.dataset.name, data_dir(exp), exp.eval.feature_net, progress=progress)
+    return make_sample_scorer(model, info, load_split(exp.dataset.name, "train", data_dir(exp)), extractor,
+                              num=exp.train.eval_num, batch_size=exp.eval.batch_size, seed=exp.seed)
+
+
+def restore_for_eval(exp: ExperimentConfig, model: Model, workdir: str, info, step=None):
+    """``(state, meta, which)``: the state to evaluate a finished run with: the best checkpoint
+    (``<workdir>/best``, :mod:`gen_jax.train.best`) when the config keeps one by
+    ``config.train.best_metric`` and no ``step`` is asked for, else checkpoint ``step`` / the newest."""
+    from gen_jax.train.best import best_dir, read_best
+
+    rec = read_best(workdir) if exp.train.best_metric and step is None else None
+    if rec is not None:
+        state, meta = restore_state(exp, model, best_dir(workdir), info)
+        return state, meta, f"best {rec['metric']} {rec['value']:.4g} at step {rec['step']}"
+    state, meta = restore_state(exp, model, workdir, info, step=step)
+    return state, meta, "latest"
+
+
 def default_feature_dir(dataset: str) -> str:
     return os.path.join(REPO, "results", "feature_nets", dataset)
 

@@ -22,7 +22,8 @@ def parser():
     p.add_argument("--num", type=int, default=0, help="samples to score (default config.eval.num_samples)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument("--step", type=int, default=None,
-                   help="checkpoint step to evaluate (default: the newest readable one)")
+                   help="checkpoint step to evaluate (default: the best one when config.train.best_metric "
+                        "keeps one, else the newest readable one)")
     p.add_argument("--train_feature_net", action="store_true",
                    help="train the feature network into config.eval.feature_net if it holds no checkpoint "
                         "(the default location trains on first use anyway)")
@@ -35,7 +36,7 @@ def main(argv=None) -> int:
         args, overrides = common.parse_args(p, argv)
         exp = common.load_experiment(args.config, overrides)
         info, model, _ = common.setup(exp)
-        state, _ = common.restore_state(exp, model, args.workdir, info, step=args.step)
+        state, _, which = common.restore_for_eval(exp, model, args.workdir, info, step=args.step)
         from gen_jax.evaluation.evaluate import has_image_metrics
 
         extractor = (common.feature_extractor(exp.dataset.name, common.data_dir(exp), exp.eval.feature_net,
@@ -51,6 +52,7 @@ def main(argv=None) -> int:
     res = evaluate_params(model, eval_params(state, model), info, test, extractor, seed=args.seed,
                           num_samples=args.num or exp.eval.num_samples, batch_size=exp.eval.batch_size).metrics
     res["step"] = int(state.step)
+    res["checkpoint"] = which
     print(json.dumps(res))
     return 0
 

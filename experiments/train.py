@@ -51,13 +51,14 @@ def main(argv=None) -> int:
         exp = common.load_experiment(args.config, overrides)
         info, model, mesh = common.setup(exp)
         stream = common.build_stream(exp, info, mesh)
+        evaluator = common.evaluator_for(exp, model, info, progress=not args.no_progress)
     except (ConfigError, ValueError, KeyError) as e:
         common.fail(str(e))
     from gen_jax.train.loop import train
 
     try:
         result = train(exp, model, args.workdir, stream, info, progress=not args.no_progress, mesh=mesh,
-                       resume_step=args.step, allow_config_change=args.allow_config_change)
+                       resume_step=args.step, allow_config_change=args.allow_config_change, evaluator=evaluator)
     except (WorkdirLocked, ConfigError, CheckpointError, MetricsError) as e:
         common.fail(str(e))
     print(json.dumps({"model": model.name, "steps": int(result.state.step),

@@ -16,6 +16,7 @@ from gen_jax.evaluation.likelihood import images01, split_bits_per_token, split_
 from gen_jax.checks import jit_sample
 from gen_jax.evaluation.sampling import compile_sampler, sample_in_batches
 from gen_jax.metrics.features import score_samples
+from gen_jax.metrics.memorization import memorization_ratio
 from gen_jax.model import GenerativeModel
 
 
@@ -40,7 +41,7 @@ def draw_conditions(model: GenerativeModel, num: int, arrays: Optional[Mapping])
 
 def evaluate_params(model: GenerativeModel, params, info, test: Mapping, extractor: Optional[Callable], *,
                     num_samples: int = 1000, batch_size: int = 250, seed: int = 0,
-                    likelihood: bool = True) -> Evaluation:
+                    likelihood: bool = True, train: Optional[Mapping] = None) -> Evaluation:
     """Every metric of ``params`` on the ``test`` split (key ``PRNGKey(seed)``: ``fold_in 1``
     the likelihood, ``3`` the scored samples). ``likelihood=False`` skips the test likelihood
     (``test_bpd`` and ``bpd_kind`` are then ``None``), e.g. when another evaluation of the same
@@ -74,4 +75,32 @@ def evaluate_params(model: GenerativeModel, params, info, test: Mapping, extract
     labels = None if cond is None else cond.get("label")
     scores = score_samples(samples, images01(test, info.num_levels), extractor, seed=seed, labels=labels)
     res.update({k: float(v) for k, v in scores.items()})
+    if train is not None:
+        res.update(memorization_ratio(samples, images01(test, info.num_levels), images01(train, info.num_levels)))
     return Evaluation(res, samples, labels)
+
+
+def make_sample_scorer(model: GenerativeModel, info, reference: Mapping, extractor: Callable, *, num: int = 500,
+                       batch_size: int = 250, seed: int = 0) -> Callable[[Any], dict]:
+    """``scorer(params) -> {'fid', 'kid', 'precision', 'recall', 'class_kl'}`` of ``num`` samples
+    (fixed key ``fold_in(PRNGKey(seed), 5)``, one sampler compiled on the first call) against
+    the images of ``reference`` (a split's arrays) on ``extractor``: the train loop's periodic
+    evaluation (``gen_jax.train.loop.train(evaluator=...)``). Pass the *train* split as the
+    reference when the best checkpoint is selected by it, so that the test split stays unseen
+    by the selection."""
+    if not has_image_metrics(model):
+        raise ValueError(f"make_sample_scorer: model {model.name!r} draws no image samples")
+    ref = images01(reference, info.num_levels)
+    cond = draw_conditions(model, num, reference)
+    bs = min(num, batch_size)
+    key = jax.random.fold_in(jax.random.PRNGKey(seed), 5)
+    compiled: list = []
+
+    def scorer(params) -> dict:
+        if not compiled:
+            compiled.append(compile_sampler(model, params, bs, cond)[0])
+        x = sample_in_batches(model, params, key, num, bs, cond, compiled=compiled[0])
+        s = score_samples(x, ref, extractor, seed=seed, kid_subset_size=min(num, 500), kid_num_subsets=20)
+        return {k: s[k] for k in ("fid", "kid", "precision", "recall", "class_kl")}
+
+    return scorer

@@ -42,10 +42,15 @@ class TrainConfig(Checked):
     keep_checkpoints: int = 3
     ema_decay: float = 0.0     # 0 = no EMA params
     grid_size: int = 64        # samples in a grid PNG
+    eval_every: int = 0        # evaluate the sampling params every N steps (0 = never; gen_jax.train.best)
+    eval_num: int = 500        # samples of each such evaluation
+    best_metric: str = ""      # keep the checkpoint of the lowest value of this evaluation metric ('' = none)
 
     def __post_init__(self):
-        self.positive("steps", "log_every", "ckpt_every", "keep_checkpoints", "grid_size", "batch_size")
-        self.nonnegative("sample_every")
+        self.positive("steps", "log_every", "ckpt_every", "keep_checkpoints", "grid_size", "batch_size", "eval_num")
+        self.nonnegative("sample_every", "eval_every")
+        self.require(not self.best_metric or self.eval_every > 0, "best_metric",
+                     f"keeping the best checkpoint by {self.best_metric!r} needs config.train.eval_every > 0")
         self.in_range("ema_decay", 0.0, 1.0, hi_open=True)
 
 

@@ -10,7 +10,10 @@
 4. restore the latest readable checkpoint if the workdir has one (same architecture; the
    config it was trained with is compared first, :mod:`gen_jax.train.resume`);
 5. loop: step, check finiteness (one step behind, so the device never idles), log to
-   ``metrics.jsonl`` + TensorBoard, checkpoint (async orbax), draw sample grids;
+   ``metrics.jsonl`` + TensorBoard, checkpoint (async orbax), draw sample grids; every
+   ``config.train.eval_every`` steps run the caller's ``evaluator`` on the sampling params
+   (logged as ``eval/<name>``) and keep the best checkpoint by ``config.train.best_metric``
+   (:mod:`gen_jax.train.best`);
 6. final checkpoint, loss-curve PNG.
 
 A killed run restarted on the same workdir continues from its last checkpoint and writes
@@ -22,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import jax
 import numpy as np
@@ -32,6 +35,7 @@ from gen_jax import xla_options
 from gen_jax.config import ConfigError
 from gen_jax.model import MODEL_STATE, Model, full_params
 from gen_jax.train import sharding as shd
+from gen_jax.train.best import BestTracker
 from gen_jax.train.checkpoint import Checkpointer
 from gen_jax.train.experiment import ExperimentConfig
 from gen_jax.train.lock import WorkdirLock
@@ -151,12 +155,16 @@ def train(
     mesh=None,
     resume_step: Optional[int] = None,
     allow_config_change: bool = False,
+    evaluator: Optional[Callable[[Any], dict]] = None,
 ) -> TrainResult:
     """Trains ``model`` on batches of ``stream`` (a :class:`gen_jax.data.pipeline.BatchStream`
     already bound to the mesh's batch sharding). ``stop_after`` ends the call after that many
     total steps (for tests that simulate an interruption); ``resume_step`` resumes from that
     checkpoint instead of the newest readable one (later ones are deleted);
     ``allow_config_change`` resumes under a config that leaves the checkpoint's trajectory.
+    ``evaluator(params) -> {name: float}`` scores the sampling params (:func:`eval_params`)
+    every ``config.train.eval_every`` steps (e.g. FID of the EMA generator; the experiment edge
+    builds it); ``config.train.best_metric`` then keeps the best checkpoint in ``<workdir>/best``.
 
     Raises:
       WorkdirLocked: another live process trains into ``workdir``.
@@ -166,10 +174,10 @@ def train(
     is_main = jax.process_index() == 0
     if not is_main:
         return _train(exp, model, workdir, stream, info, progress, stop_after, mesh, resume_step,
-                      allow_config_change)
+                      allow_config_change, evaluator)
     with WorkdirLock(workdir):
         return _train(exp, model, workdir, stream, info, progress, stop_after, mesh, resume_step,
-                      allow_config_change)
+                      allow_config_change, evaluator)
 
 
 def _restore_or_init(exp, ckpt, abstract, state_sh, init_fn, example, resume_step, allow_change, is_main):
@@ -205,7 +213,8 @@ def _newest_meta(ckpt, say) -> int:
     return steps[0]
 
 
-def _train(exp, model, workdir, stream, info, progress, stop_after, mesh, resume_step, allow_config_change):
+def _train(exp, model, workdir, stream, info, progress, stop_after, mesh, resume_step, allow_config_change,
+           evaluator):
     mesh = mesh or shd.make_mesh(exp.mesh.num_devices)
     batch_sh = shd.batch_sharding(mesh)
     is_main = jax.process_index() == 0
@@ -227,6 +236,10 @@ def _train(exp, model, workdir, stream, info, progress, stop_after, mesh, resume
         raise
     start = int(state.step)
     writer = MetricWriter(workdir, enabled=is_main, resume_step=start)
+    if exp.train.eval_every and evaluator is None and is_main:
+        print("note: config.train.eval_every is set but no evaluator was given; nothing is evaluated", flush=True)
+    best = (BestTracker(workdir, exp.train.best_metric, start, say=print if is_main else (lambda _: None))
+            if exp.train.best_metric else None)
     train_step = make_train_step(phases, optimizers, ema_decay=exp.train.ema_decay or None,
                                  ema_groups=model.training.ema_groups, state_sharding=state_sh,
                                  batch_sharding=batch_sh, frozen_sharding=shd.replicated(mesh))
@@ -280,6 +293,11 @@ def _train(exp, model, workdir, stream, info, progress, stop_after, mesh, resume
                     pending = None
                 ckpt.save(done, state, meta)
                 last_good_ckpt = done
+            if evaluator is not None and exp.train.eval_every and (done % exp.train.eval_every == 0 or done == exp.train.steps):
+                if pending is not None:
+                    check(*pending)
+                    pending = None
+                _evaluate(evaluator, state, model, writer, best, done, meta, is_main)
             if sample_fn is not None and exp.train.sample_every and done % exp.train.sample_every == 0 and is_main:
                 _write_grid(sample_fn, state, model, info, exp, workdir, done, stream)
         if pending is not None:
@@ -287,6 +305,8 @@ def _train(exp, model, workdir, stream, info, progress, stop_after, mesh, resume
     finally:
         writer.close()
         ckpt.close()
+        if best is not None:
+            best.close()
     seconds = time.time() - t0
     if is_main and total == exp.train.steps:
         if sample_fn is not None:
@@ -294,6 +314,16 @@ def _train(exp, model, workdir, stream, info, progress, stop_after, mesh, resume
         _write_curves(workdir, model.name)
     return TrainResult(state=state, last_metrics=last_metrics, seconds=seconds,
                        resumed_from=resumed_from, mesh=mesh)
+
+
+def _evaluate(evaluator, state, model, writer, best, step, meta, is_main):
+    """One evaluation of the sampling params (on every process: sampling is collective), logged
+    as ``eval/<name>`` by process 0; the best kept."""
+    scores = {k: float(v) for k, v in evaluator(eval_params(state, model)).items()}
+    writer.write(step, {f"eval/{k}": v for k, v in scores.items()})
+    if best is not None and best.update(step, scores, state, meta) and is_main:
+        print(f"step {step}: best {best.metric} so far, {scores[best.metric]:.4g} (saved in "
+              f"{os.path.dirname(best._ckpt.directory)})", flush=True)
 
 
 def _write_grid(sample_fn, state, model, info, exp, workdir, step, stream):

@@ -18,7 +18,8 @@ from typing import Any, Callable, Optional
 from gen_jax.config import ConfigError
 
 BOOKKEEPING = ("train.log_every", "train.ckpt_every", "train.sample_every", "train.keep_checkpoints",
-               "train.grid_size", "eval.", "dataset.data_dir")
+               "train.grid_size", "train.eval_every", "train.eval_num", "train.best_metric", "eval.",
+               "dataset.data_dir")
 
 
 def flatten(d: Any, prefix: str = "") -> dict:

@@ -66,3 +66,36 @@ def test_evaluate_params_without_image_sampler_reports_likelihood_only():
     m = _model(unit="token", kind="tokens")
     ev = evaluate_params(m, {"c": 0.0}, Info, _arrays(), extractor=None, num_samples=5, batch_size=4)
     assert ev.samples is None and ev.metrics["bpd_kind"] is None and "test_bits_per_token" in ev.metrics
+
+
+def _flat_extractor():
+    from gen_jax.metrics.features import FeatureExtractor
+
+    def apply(params, x):
+        f = x.reshape(x.shape[0], -1)
+        return jnp.stack([f[:, 0], -f[:, 0], f[:, 1]], -1), f
+    return FeatureExtractor(jax.jit(apply), {}, batch_size=8)
+
+
+def test_sample_scorer_equals_scoring_its_own_draw_and_is_deterministic():
+    from gen_jax.evaluation.evaluate import make_sample_scorer
+    from gen_jax.evaluation.likelihood import images01
+    from gen_jax.metrics.features import score_samples
+
+    m, ref, ext = _model(), _arrays(20), _flat_extractor()
+    scorer = make_sample_scorer(m, Info, ref, ext, num=12, batch_size=5, seed=3)
+    got = scorer({"c": 0.0})
+    assert got == scorer({"c": 0.0})
+    x = sample_in_batches(m, {"c": 0.0}, jax.random.fold_in(jax.random.PRNGKey(3), 5), 12, 5, m.conditioning.draw(12, ref))
+    want = score_samples(x, images01(ref, Info.num_levels), ext, seed=3, kid_subset_size=12, kid_num_subsets=20)
+    assert set(got) == {"fid", "kid", "precision", "recall", "class_kl"}
+    for k in got:
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-9)
+
+
+def test_evaluate_params_memorization_check_with_the_train_split():
+    m, ext = _model(), _flat_extractor()
+    test, train = _arrays(9), {k: v[::-1] ^ 1 for k, v in _arrays(30).items()}
+    ev = evaluate_params(m, {"c": 0.0}, Info, test, ext, num_samples=6, batch_size=3, likelihood=False, train=train)
+    assert {"nn_train_sample", "nn_train_test", "nn_train_ratio"} <= set(ev.metrics)
+    np.testing.assert_allclose(ev.metrics["nn_train_ratio"], ev.metrics["nn_train_sample"] / ev.metrics["nn_train_test"])
