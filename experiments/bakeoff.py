@@ -85,7 +85,7 @@ ROW_NAMES = {("ddpm_digits", "ddim"): "ddim50"}
 RUN_OF = {"ddim50": "ddpm"}
 
 COLUMNS = ("model", "family", "test_bpd", "bpd_kind", "fid", "kid", "precision", "recall", "label_accuracy", "class_kl",
-           "inception_score", "train_seconds", "sample_seconds", "samples", "labels")
+           "nn_train_ratio", "inception_score", "train_seconds", "sample_seconds", "checkpoint", "samples", "labels")
 
 
 def _fmt(v, digits=3):
@@ -114,10 +114,13 @@ def write_tables(out: str, rows: list[dict]) -> None:
 
 
 def run_one(name: str, overrides: dict, out: str, extractor, test, progress: bool,
-            done: Optional[dict] = None) -> dict:
+            done: Optional[dict] = None, train_arrays: Optional[dict] = None) -> dict:
     """Trains (or resumes) one row's run and scores it; ``done`` maps the rows finished so far
     by name, so that a row re-evaluating another row's run (ddim50 over ddpm) takes that row's
-    test likelihood instead of computing the same bound again."""
+    test likelihood instead of computing the same bound again. With ``train_arrays`` (the train
+    split) a config with ``train.eval_every`` tracks FID against it during training, a config
+    with ``train.best_metric`` is scored at its best checkpoint, and every image row gets the
+    memorization check (``nn_train_ratio``)."""
     from gen_jax.train.loop import eval_params, train
     from gen_jax.viz import save_grid
 
@@ -135,17 +138,27 @@ def run_one(name: str, overrides: dict, out: str, extractor, test, progress: boo
     # A row that re-evaluates another row's finished run with other sampling settings (ddim50
     # over the ddpm run) differs from that run's config only in how it samples: it trains nothing.
     reuses_run = row_name in RUN_OF
+    evaluator = None
+    if exp.train.eval_every and train_arrays is not None:  # the best checkpoint, chosen on the train split
+        from gen_jax.evaluation.evaluate import make_sample_scorer
+
+        evaluator = make_sample_scorer(model, info, train_arrays, extractor, num=exp.train.eval_num,
+                                       batch_size=exp.eval.batch_size, seed=exp.seed)
     result = train(exp, model, workdir, common.build_stream(exp, info, mesh), info, progress=progress, mesh=mesh,
-                   allow_config_change=reuses_run)
+                   allow_config_change=reuses_run, evaluator=evaluator)
     if result.resumed_from != exp.train.steps:  # trained now (fully or partly)
         prev = json.load(open(record))["seconds"] if os.path.exists(record) and result.resumed_from else 0.0
         json.dump({"seconds": prev + result.seconds, "steps": exp.train.steps}, open(record, "w"))
     train_seconds = json.load(open(record))["seconds"]
     base = (done or {}).get(RUN_OF.get(row_name, row_name)) if reuses_run else None
-    ev = evaluate_params(model, eval_params(result.state, model), info, test, extractor,
+    state, which = result.state, "latest"
+    if exp.train.best_metric:
+        state, _, which = common.restore_for_eval(exp, model, workdir, info)
+    ev = evaluate_params(model, eval_params(state, model), info, test, extractor,
                          num_samples=exp.eval.num_samples, batch_size=exp.eval.batch_size,
-                         likelihood=base is None)
-    row = {"model": model.name, "family": model.family, "train_seconds": train_seconds}
+                         likelihood=base is None, train=train_arrays)
+    row = {"model": model.name, "family": model.family, "train_seconds": train_seconds, "checkpoint": which,
+           "step": int(state.step)}
     row.update({k: v for k, v in ev.metrics.items() if k not in ("model", "family")})
     if base is not None:  # the same params: the bound of the row that trained them
         row.update({k: base.get(k) for k in ("test_bpd", "bpd_kind")})
@@ -299,7 +312,8 @@ def main(argv=None) -> int:
     for i, (name, ov, est) in enumerate(todo):
         print(f"== [{i + 1}/{len(todo)}] {name} (about {_duration(est)}; {_duration(time.time() - t0)} "
               f"elapsed)", flush=True)
-        rows.append(run_one(name, ov, out, extractor, test, not args.no_progress, {r["model"]: r for r in rows}))
+        rows.append(run_one(name, ov, out, extractor, test, not args.no_progress, {r["model"]: r for r in rows},
+                            train_arrays))
         write_tables(out, rows)
         write_report(out)
     rows.append(floor_row(out, train_arrays, test, info, extractor))
