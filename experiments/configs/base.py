@@ -24,7 +24,7 @@ def get_gan_config(model: dict, lr: float = 2e-4, b1: float = 0.5, b2: float = 0
     in both players' optimizer sections, batch 64, the generator's EMA 0.999; FID of 500 EMA samples
     against the train split every 1000 steps keeps the best checkpoint."""
     c = get_base_config()
-    c.model = ml_collections.ConfigDict(dict(name="gan", z_dim=64, g_base=64, d_base=64, **model))
+    c.model = ml_collections.ConfigDict({**dict(name="gan", z_dim=64, g_base=64, d_base=64), **model})
     c.optim.learning_rate, c.optim.b1, c.optim.b2 = lr, b1, b2
     c.optim.gen = ml_collections.ConfigDict(dict(learning_rate=lr))
     c.optim.disc = ml_collections.ConfigDict(dict(learning_rate=lr))
