@@ -316,11 +316,11 @@ def _loss_vector(x, name: str) -> Array:
     return x.astype(jnp.float32)
 
 
-def check_began_gamma(gamma: float) -> None:
+def check_began_gamma(gamma: float, field: str = "config.model.began_gamma") -> None:
     """Refuse a BEGAN diversity ratio ``gamma = E[L(G(z))] / E[L(x)]`` outside ``(0, 1]``
-    (Berthelot et al. 2017, Sec. 3.2)."""
+    (Berthelot et al. 2017, Sec. 3.2); the message names ``field``."""
     if not 0.0 < gamma <= 1.0:
-        raise ValueError(f"config.model.began_gamma: gamma must be in (0, 1], got {gamma}")
+        raise ValueError(f"{field}: gamma must be in (0, 1], got {gamma}")
 
 
 def began_recon_loss(x: Array, recon: Array) -> Array:

@@ -96,14 +96,17 @@ def _simultaneous_phase(phase: Phase, tx, params, opt_state, model_state, batch,
     def losses_of(gps):
         full = dict(params)
         full.update(zip(groups, gps))
-        losses, m = phase.loss(_merged(full, frozen), batch, key)
+        if phase.stateful:  # ({group: scalar}, (metrics, model_state))
+            losses, (m, ms) = phase.loss(_merged(full, frozen), model_state, batch, key)
+        else:
+            (losses, m), ms = phase.loss(_merged(full, frozen), batch, key), model_state
         missing = set(groups) - set(losses)
         if missing:
             raise KeyError(f"phase {phase.name!r}: the loss returned no scalar for groups {sorted(missing)}")
-        return {g: losses[g] for g in groups}, m
+        return {g: losses[g] for g in groups}, (m, ms)
 
     gps = tuple(select_group(params, g) for g in groups)
-    losses, vjp, m = jax.vjp(losses_of, gps, has_aux=True)
+    losses, vjp, (m, new_ms) = jax.vjp(losses_of, gps, has_aux=True)
     m = dict(_mean_metrics(m))
     grads = {}
     for i, g in enumerate(groups):
@@ -117,7 +120,7 @@ def _simultaneous_phase(phase: Phase, tx, params, opt_state, model_state, batch,
         new_params[g] = _unless(ok, optax.apply_updates(gps[i], updates), gps[i])
         new_opt[g] = _unless(ok, os_g, opt_state[g])
         m.update({f"update_norm/{g}": optax.tree.norm(updates), f"param_norm/{g}": optax.tree.norm(new_params[g])})
-    return new_params, new_opt, model_state, m, ok
+    return new_params, new_opt, _unless(ok, new_ms, model_state), m, ok
 
 
 def _run_phase(phase: Phase, tx, params, opt_state, model_state, batches, key, frozen, ok):
