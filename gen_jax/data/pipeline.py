@@ -26,7 +26,9 @@ import numpy as np
 
 from gen_jax.data.datasets import DatasetInfo
 
-BATCH_KEYS = ("image", "label", "caption_tokens", "caption_chars", "local_cond")
+BATCH_KEYS = ("image", "label", "caption_tokens", "caption_chars", "local_cond", "factors")
+# Datasets with known factors (shapes) also batch them as ``factors`` int32 [B, 5] in this order.
+FACTOR_KEYS = ("shape", "colour", "size", "x", "y")
 
 
 class BatchError(ValueError):
@@ -136,6 +138,8 @@ class BatchStream:
         self.sharding = sharding
         self.validate = validate
         self._arrays = {k: np.asarray(arrays[k]) for k in BATCH_KEYS if k in arrays}
+        if "factors" not in arrays and all(k in arrays for k in FACTOR_KEYS):
+            self._arrays["factors"] = np.stack([np.asarray(arrays[k]) for k in FACTOR_KEYS], axis=1)
         self.num_examples = int(self._arrays["image"].shape[0])
         if self.num_examples == 0:
             raise BatchError("arrays['image'] is empty: nothing to batch")
@@ -220,7 +224,7 @@ class BatchStream:
         batch = {"image": self._arrays["image"][idx].astype(np.float32) / denom}
         if "label" in self._arrays:
             batch["label"] = self._arrays["label"][idx].astype(np.int32)
-        for key in ("caption_tokens", "caption_chars", "local_cond"):
+        for key in ("caption_tokens", "caption_chars", "local_cond", "factors"):
             if key in self._arrays:
                 batch[key] = self._arrays[key][idx].astype(np.int32)
         return batch
