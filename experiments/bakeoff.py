@@ -3,6 +3,7 @@
     python -m experiments.bakeoff --out results/demo                       # make demo: DEMO_ROWS
     python -m experiments.bakeoff --suite full --out results/bakeoff       # make bakeoff: every row
     python -m experiments.bakeoff --out results/x --only vae_digits,gmm_digits
+    python -m experiments.bakeoff --out results/x --only pix2pix_shapes      # the shapes table only
 
 For each config of the suite (``demo``: the flagship row of every family, :data:`DEMO_ROWS`;
 ``full``: :data:`BAKEOFF`), trains it (or resumes its finished run) in
@@ -15,6 +16,12 @@ feature network, and writes into ``<out>/``:
   for conditional models; ``samples/<model>.png`` grids; ``curves/<model>.png`` loss curves;
 * a ``real-vs-real`` row: 1000 train images scored the same way (the floor of every metric),
   with ``samples/real-vs-real.png``, a grid of those images;
+* ``shapes/`` for the shapes rows (:data:`SHAPES_BAKEOFF`; ``--suite full`` or ``--only``):
+  ``table.json`` / ``table.md`` (:data:`SHAPES_COLUMNS`: FID/KID/precision/recall on the shapes
+  feature network vs the shapes test split, per-attribute accuracy ``acc_<factor>``, ``l1`` to a
+  paired target, ``sharpness``), ``samples/<model>.npy`` (float32 [1000, 32, 32, 3] in [0, 1])
+  and ``samples/<model>_factors.npy`` (int [1000, 5], the factors each output should show, in
+  :data:`gen_jax.data.shapes.FACTORS` order), and a shapes real-vs-real row (:func:`run_shapes`);
 * ``report.html`` (:func:`write_report`): one self-contained page (PNGs embedded as base64)
   with the table, each row's sample grid and loss curve beside the real-vs-real floor, and
   the shapes table when ``<out>/shapes/table.json`` exists.
@@ -114,7 +121,7 @@ def write_tables(out: str, rows: list[dict]) -> None:
 
 
 def run_one(name: str, overrides: dict, out: str, extractor, test, progress: bool,
-            done: Optional[dict] = None, train_arrays: Optional[dict] = None) -> dict:
+            done: Optional[dict] = None, train_arrays: Optional[dict] = None, row_name: Optional[str] = None) -> dict:
     """Trains (or resumes) one row's run and scores it; ``done`` maps the rows finished so far
     by name, so that a row re-evaluating another row's run (ddim50 over ddpm) takes that row's
     test likelihood instead of computing the same bound again. With ``train_arrays`` (the train
@@ -129,7 +136,7 @@ def run_one(name: str, overrides: dict, out: str, extractor, test, progress: boo
     overrides = {k: v.format(out=out) if isinstance(v, str) else v for k, v in overrides.items()}
     exp = common.load_experiment(name, overrides)
     info, model, mesh = common.setup(exp)
-    row_name = ROW_NAMES.get((name, overrides.get("model.sampler")), name.removesuffix("_digits"))
+    row_name = row_name or ROW_NAMES.get((name, overrides.get("model.sampler")), name.removesuffix("_digits"))
     model = dataclasses.replace(model, name=row_name)
     workdir = os.path.join(out, "runs", RUN_OF.get(row_name, row_name))
     record = os.path.join(workdir, "train_seconds.json")
@@ -207,6 +214,143 @@ def plan_line(todo: list[tuple[str, dict, float]]) -> str:
     return (f"bake-off: {rows} + the real-vs-real floor; about {_duration(total)} on an idle "
             f"2-core CPU for fresh runs (including ~{FEATURE_NET_SECONDS} s for the digits feature network "
             f"on first use); finished runs are reused")
+
+
+# ----------------------------------------------------------------------------------------
+# The shapes table: <out>/shapes/ (table.json, table.md, samples/, curves/, runs/).
+# ----------------------------------------------------------------------------------------
+
+# (config name, extra overrides, estimated seconds) of the shapes rows, in table order. A row
+# is named by its config, or by the reserved key ``"row"`` of its overrides (not a config
+# field: it names the second row of one config). An image-to-image row's inputs are its
+# model's own conditioning draw over the test split and the factors its outputs should show
+# come from the config's ``model.task``
+# (:func:`gen_jax.data.image_pairs.target_factors`); a row without a task is judged against the
+# factors of the test rows its conditions were drawn from (:func:`shapes_targets`). The
+# CycleGAN row adds ``("cyclegan_shapes", {}, est)`` here and its task to image_pairs.TASKS.
+SHAPES_BAKEOFF: list[tuple[str, dict, float]] = [
+    ("pix2pix_shapes", {}, 900),
+    # The L1-only U-Net of Isola et al. Table 1: Pix2Pix without its adversary (sharpness baseline).
+    ("pix2pix_shapes", {"row": "unet_l1_shapes", "model.adv_weight": 0.0}, 500),
+]
+SHAPES_FACTOR_COLUMNS = tuple(f"acc_{f}" for f in ("shape", "colour", "size", "x", "y"))
+SHAPES_COLUMNS = ("model", "family", "fid", "kid", "precision", "recall", *SHAPES_FACTOR_COLUMNS, "l1",
+                  "sharpness", "train_seconds", "sample_seconds", "checkpoint", "samples", "factors")
+SHAPES_NUM = 1000
+
+
+def shapes_row_name(name: str, overrides: dict) -> tuple[str, dict]:
+    """``(row name, config overrides)`` of a shapes row (the reserved ``"row"`` key removed)."""
+    ov = dict(overrides)
+    return str(ov.pop("row", name)), ov
+
+
+def gradient_energy(x: np.ndarray) -> float:
+    """Mean finite-difference gradient magnitude of ``[N, H, W, C]`` images:
+    ``mean sqrt(dx^2 + dy^2)`` over pixels (forward differences, the last row/column dropped)."""
+    x = np.asarray(x, np.float64)
+    dx, dy = x[:, :-1, 1:] - x[:, :-1, :-1], x[:, 1:, :-1] - x[:, :-1, :-1]
+    return float(np.mean(np.sqrt(dx ** 2 + dy ** 2)))
+
+
+def shapes_targets(task_name: Optional[str], test: dict, num: int, num_levels: int):
+    """``(factors int [num, 5], target images [num, H, W, C] or None)`` for the ``num`` outputs
+    of a shapes row: by its image-to-image task (``config.model.task``) when it has one, else the
+    first ``num`` test rows (cycled), the rows conditions are drawn from."""
+    from gen_jax.data import image_pairs
+
+    if task_name:
+        task = image_pairs.get_task(task_name)
+        rows = np.asarray(task.rows(test, num))
+        return task.factors(test, rows), task.targets(test, rows, num_levels)
+    rows = image_pairs.first_rows(test, num)
+    return image_pairs.split_factors(test, rows), None
+
+
+def shapes_scores(samples: np.ndarray, factors: np.ndarray, targets: Optional[np.ndarray], predictor,
+                  reference: np.ndarray) -> dict:
+    """Per-attribute accuracy (the feature network's factor heads on ``samples`` vs ``factors``),
+    ``l1`` to the paired ``targets`` (``None`` without), and ``sharpness``: the samples'
+    :func:`gradient_energy` over that of the real images they should match (``targets``, else
+    ``reference``): 1 for real images, below 1 for blur."""
+    pred = np.asarray(predictor(samples))
+    out = {col: float(np.mean(pred[:, i] == factors[:, i])) for i, col in enumerate(SHAPES_FACTOR_COLUMNS)}
+    real = targets if targets is not None else reference
+    out["l1"] = None if targets is None else float(np.mean(np.abs(samples - targets)))
+    out["sharpness"] = gradient_energy(samples) / gradient_energy(real)
+    return out
+
+
+def write_shapes_tables(out: str, rows: list[dict]) -> None:
+    """``<out>/table.json`` and ``table.md`` of the shapes rows (``out`` is ``<bake-off out>/shapes``)."""
+    with open(os.path.join(out, "table.json"), "w") as f:
+        json.dump(rows, f, indent=1)
+    cols = [c for c in SHAPES_COLUMNS if c not in ("samples", "factors")]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |" for r in rows]
+    notes = ["", f"fid/kid/precision/recall: {SHAPES_NUM} outputs against the 2000-image shapes test split on the "
+             "shapes feature network (classifier_shapes); acc_<factor>: the fraction of outputs whose factor the "
+             "network's factor head reads as the one the output should show (samples/<model>_factors.npy); "
+             "the real-vs-real row's are the heads' accuracy on the test split itself.",
+             "l1: mean |output - paired target| on [0, 1] (image-to-image rows with a paired target); sharpness: "
+             "mean gradient magnitude of the outputs over that of the real images they should match (1 = as sharp "
+             "as the data, < 1 = blurred)."]
+    with open(os.path.join(out, "table.md"), "w") as f:
+        f.write("# gen_jax bake-off on shapes\n\n" + "\n".join(lines + notes) + "\n")
+
+
+def shapes_floor_row(out: str, train_arrays: dict, test: dict, info, extractor, predictor) -> dict:
+    """Real-vs-real on shapes (:func:`floor_row`) with the factor heads' accuracy on the test split."""
+    from gen_jax.data import image_pairs
+
+    row = floor_row(out, train_arrays, test, info, extractor, num=SHAPES_NUM)
+    x = images01(test, info.num_levels)
+    scores = shapes_scores(x, image_pairs.split_factors(test, np.arange(len(x))), None, predictor, x)
+    row.update({k: v for k, v in scores.items() if k.startswith("acc_")})
+    row.update(l1=None, sharpness=1.0, factors=None, checkpoint=None)
+    return row
+
+
+def shapes_factor_predictor(extractor):
+    """The factor heads of the shapes feature network (``classifier_shapes``) the extractor runs."""
+    from gen_jax.metrics.classifier import make_factor_predictor
+
+    return make_factor_predictor(common.load_experiment("classifier_shapes").model, extractor.params)
+
+
+def run_shapes(out: str, todo: list[tuple[str, dict, float]], progress: bool, *, runner=None, extractor=None,
+               predictor=None, arrays=None) -> list[dict]:
+    """Trains and scores the shapes rows into ``<out>/shapes/``: each row by ``runner``
+    (:func:`run_one`), then its per-attribute accuracy, l1 and sharpness, and the
+    ``samples/<model>_factors.npy`` its outputs should show; then the real-vs-real floor.
+    ``runner``/``extractor``/``predictor``/``arrays`` (train, test) replace the real ones in tests."""
+    from gen_jax.data.datasets import get_info, load_split
+
+    base = os.path.join(out, "shapes")
+    for sub in ("samples", "curves", "runs"):
+        os.makedirs(os.path.join(base, sub), exist_ok=True)
+    info = get_info("shapes")
+    train_arrays, test = arrays if arrays is not None else (load_split("shapes", "train"), load_split("shapes", "test"))
+    extractor = extractor or common.feature_extractor("shapes", None, progress=progress)
+    predictor = predictor or shapes_factor_predictor(extractor)
+    runner = runner or run_one
+    rows = []
+    for name, ov, est in todo:
+        row_name, ov = shapes_row_name(name, ov)
+        print(f"== shapes: {row_name} (about {_duration(est)})", flush=True)
+        row = runner(name, ov, base, extractor, test, progress, row_name=row_name)
+        samples = np.load(os.path.join(base, row["samples"]))
+        exp = common.load_experiment(name, ov)
+        factors, targets = shapes_targets(exp.model.get("task"), test, len(samples), info.num_levels)
+        row.update(shapes_scores(samples, factors, targets, predictor, images01(test, info.num_levels)))
+        rel = os.path.join("samples", f"{row['model']}_factors.npy")
+        np.save(os.path.join(base, rel), factors.astype(np.int64))
+        row["factors"] = rel
+        rows.append({c: row.get(c) for c in SHAPES_COLUMNS} | {k: v for k, v in row.items() if k not in SHAPES_COLUMNS})
+        write_shapes_tables(base, rows)
+    rows.append(shapes_floor_row(base, train_arrays, test, info, extractor, predictor))
+    write_shapes_tables(base, rows)
+    return rows
 
 
 # ----------------------------------------------------------------------------------------
@@ -294,15 +438,24 @@ def main(argv=None) -> int:
     from gen_jax.data.datasets import get_info, load_split
 
     only = [s for s in args.only.split(",") if s]
-    unknown = sorted(set(only) - {name for name, _, _ in BAKEOFF})
+    unknown = sorted(set(only) - {name for name, _, _ in BAKEOFF + SHAPES_BAKEOFF})
     if unknown:
         print(f"error: --only: {', '.join(unknown)} not in the bake-off; its configs: "
-              f"{', '.join(dict.fromkeys(name for name, _, _ in BAKEOFF))}", file=sys.stderr)
+              f"{', '.join(dict.fromkeys(name for name, _, _ in BAKEOFF + SHAPES_BAKEOFF))}", file=sys.stderr)
         return 2
     todo = [(name, ov, est) for name, ov, est in BAKEOFF if name in only] if only else SUITES[args.suite]
-    print(plan_line(todo), flush=True)
+    shapes_todo = [r for r in SHAPES_BAKEOFF if r[0] in only] if only else (SHAPES_BAKEOFF if args.suite == "full" else [])
+    print(plan_line(todo + shapes_todo), flush=True)
     t0 = time.time()
     out = args.out
+    if shapes_todo:  # the shapes table (<out>/shapes/), before the digits rows
+        run_shapes(out, shapes_todo, not args.no_progress)
+        print(open(os.path.join(out, "shapes", "table.md")).read(), flush=True)
+        if not todo:
+            if os.path.exists(os.path.join(out, "table.json")):
+                write_report(out)
+            print(f"shapes bake-off finished in {_duration(time.time() - t0)}; tables in {out}/shapes/", flush=True)
+            return 0
     for sub in ("samples", "curves", "runs"):
         os.makedirs(os.path.join(out, sub), exist_ok=True)
     info = get_info("digits")
