@@ -20,6 +20,12 @@ figures to mean anything):
   radius that gives the measured area (sum of coverage), is nearest the coverage in L2;
 * size: that radius above or below 6 px (small 4.5, large 7.5).
 
+The colour is also reported over the sources whose colour the target domain has (in the train
+split) and over the others: the shapes dataset holds out one colour per shape (no blue circle,
+no yellow square, :data:`gen_jax.data.shapes.HELDOUT_COMBOS`), so a translation that matches
+the target domain's distribution, what the adversarial loss asks for, must recolour the yellow
+circles (and, B -> A, the blue squares): a fifth of each domain.
+
 Writes ``--out``/``a2b.png`` (sources, outputs, cycles) and ``b2a.png``.
 """
 from __future__ import annotations
@@ -83,6 +89,18 @@ def factor_table(measured: np.ndarray, target: np.ndarray) -> dict:
     return out
 
 
+def colour_breakdown(measured: np.ndarray, target: np.ndarray, shared: np.ndarray) -> dict:
+    """Colour kept over the sources whose colour the target domain also has (``shared``, colour
+    ids) and over the others, and ``{source colour: histogram of measured colours}``."""
+    inside = np.isin(target[:, 1], shared)
+    kept = measured[:, 1] == target[:, 1]
+    hist = {S.COLOURS[c]: np.bincount(measured[target[:, 1] == c, 1], minlength=len(S.COLOURS)).tolist()
+            for c in np.unique(target[:, 1])}
+    return {"colour_shared": float(kept[inside].mean()) if inside.any() else None,
+            "colour_unshared": float(kept[~inside].mean()) if (~inside).any() else None,
+            "colour_histograms": hist}
+
+
 def true_factors(test: dict, rows: np.ndarray) -> np.ndarray:
     return np.stack([test[f][rows] for f in S.FACTORS], -1).astype(np.int64)
 
@@ -108,6 +126,7 @@ def main(argv=None) -> int:
     from gen_jax.data.datasets import load_split
 
     test = load_split(exp.dataset.name, "test", common.data_dir(exp))
+    train_split = load_split(exp.dataset.name, "train", common.data_dir(exp))
     images = test["image"].astype(np.float32) / 255.0
     all_rows = np.arange(len(images))
     res = {"step": int(state.step),
@@ -123,8 +142,10 @@ def main(argv=None) -> int:
         cyc = _batched(back, params, y)
         target = true_factors(test, rows)
         target[:, 0] = dst
-        res[name] = {"num": int(len(rows)), **factor_table(measure_factors(y), target),
-                     "cycle_l1": float(np.abs(cyc - x).mean())}
+        measured = measure_factors(y)
+        shared = np.unique(train_split["colour"][train_split["label"] == dst])
+        res[name] = {"num": int(len(rows)), **factor_table(measured, target),
+                     **colour_breakdown(measured, target, shared), "cycle_l1": float(np.abs(cyc - x).mean())}
         from gen_jax.viz import save_grid
 
         k = 12

@@ -98,8 +98,29 @@ class PairTask(NamedTuple):
         return images01(arrays, num_levels, rows) if self.paired else None
 
 
+def domain_swap(name: str, factor: str, src: int, dst: int) -> PairTask:
+    """An unpaired swap of ``factor`` from ``src`` to ``dst`` (CycleGAN): the inputs are the
+    split's rows with ``factor == src`` in order (cycled); each output should show its row's
+    factors with ``factor`` replaced by ``dst``."""
+    col = FACTORS.index(factor)
+
+    def rows(arrays: Mapping, num: int) -> np.ndarray:
+        r = np.flatnonzero(np.asarray(arrays[factor]) == src)
+        if r.size == 0:
+            raise ValueError(f"task {name!r}: the split has no example with {factor} = {src}")
+        return r[np.arange(num) % r.size]
+
+    def factors(arrays: Mapping, rows: np.ndarray) -> np.ndarray:
+        f = split_factors(arrays, rows)
+        f[:, col] = dst
+        return f
+
+    return PairTask(name, source=None, rows=rows, factors=factors, paired=False)
+
+
 TASKS: dict[str, PairTask] = {
     "outline": PairTask("outline", source=outline),
+    "circle_to_square": domain_swap("circle_to_square", "shape", 0, 1),
 }
 
 

@@ -64,6 +64,7 @@ import numpy as np
 
 from gen_jax.checks import DataSpec
 from gen_jax.config import Checked, ConfigError, typed
+from gen_jax.data import image_pairs
 from gen_jax.gan.cyclegan_networks import ResnetGenerator
 from gen_jax.gan.image_networks import PatchDiscriminator
 from gen_jax.model import Conditioning, GenerativeModel, Phase, Sampler, Training, check_image_batch
@@ -88,6 +89,9 @@ class CycleGANConfig(Checked):
       cycle_weight: ``lambda`` of Eq. 3 (10 in the paper).
       identity_scale: the identity loss weighs ``identity_scale * lambda`` (0.5 in the paper).
       pool_size: generated images kept per discriminator (50); 0 = no pool.
+      task: the :mod:`gen_jax.data.image_pairs` task whose rows and target factors judge the
+        outputs (the bake-off's shapes table; ``'circle_to_square'``), or ``''``. Its rows must
+        be the ones :func:`source_conditioning` draws (domain A's, in order, cycled).
     """
 
     name: str = "cyclegan"
@@ -102,6 +106,7 @@ class CycleGANConfig(Checked):
     cycle_weight: float = 10.0
     identity_scale: float = 0.5
     pool_size: int = 50
+    task: str = ""
 
     def __post_init__(self):
         self.positive("g_base", "d_base")
@@ -109,6 +114,9 @@ class CycleGANConfig(Checked):
                          "domain_a", "domain_b")
         self.require(self.domain_a != self.domain_b, "domain_b",
                      f"the two domains must be different classes, both are {self.domain_a}")
+        if self.task:
+            task = image_pairs.get_task(self.task)
+            self.require(not task.paired, "task", f"{self.task!r} is a paired task; CycleGAN's is unpaired")
 
 
 def check_domains(cfg: CycleGANConfig, num_classes: int, shape_a: Sequence[int], shape_b: Sequence[int]) -> None:

@@ -192,6 +192,27 @@ def test_refusals_name_the_field():
         build_cyclegan(SMALL, types.SimpleNamespace(image_shape=(18, 18, 3), num_levels=256, num_classes=5))
     with pytest.raises(ConfigError, match=r"config\.model\.pool_size"):
         build_cyclegan({**SMALL, "pool_size": -1}, INFO)
+    with pytest.raises(ConfigError, match=r"config\.model\.task.*paired"):
+        build_cyclegan({**SMALL, "task": "outline"}, INFO)
+    with pytest.raises(ValueError, match=r"config\.model\.task.*unknown"):
+        build_cyclegan({**SMALL, "task": "nonsense"}, INFO)
+
+
+def test_the_bakeoff_task_judges_the_rows_the_sampler_draws():
+    """The shapes table's 'circle_to_square' rows are the inputs the model's conditioning draws,
+    and their target factors are those rows' factors with the shape set to square."""
+    from gen_jax.data import image_pairs
+
+    d = S.generate_shapes(30, 7)
+    split = {"image": d["image"], "label": d["shape"].astype(np.int32), **{f: d[f] for f in S.FACTORS}}
+    model, _ = build_cyclegan({**SMALL, "task": "circle_to_square"},
+                              types.SimpleNamespace(image_shape=(32, 32, 3), num_levels=256, num_classes=5))
+    task = image_pairs.get_task("circle_to_square")
+    rows = task.rows(split, 13)
+    np.testing.assert_allclose(model.conditioning.draw(13, split)["source"], split["image"][rows] / 255.0, atol=1e-7)
+    f = task.factors(split, rows)
+    assert np.all(f[:, 0] == 1) and np.all(d["shape"][rows] == 0)
+    np.testing.assert_array_equal(f[:, 1:], np.stack([d[k][rows] for k in S.FACTORS[1:]], 1))
 
 
 def test_bad_inputs_are_refused(small):
