@@ -10,6 +10,19 @@ ResNet generators scaled to 32x32 (c7s1-16, d32, d64, 4 x R64, u32, u16 as neare
 3x3 conv, c7s1-3; instance norm), 34x34 PatchGAN discriminators with instance norm, least-squares
 adversarial loss, lambda = 10, identity 0.5 lambda, history pools of 50, Adam(2e-4, 0.5, 0.999) for
 both players (the paper's settings; its batch of 1 becomes up to 6 rows per domain).
+
+Measured 2026-12-02, 1500 steps, 565 s of training on the shared 2-core CPU (1284 s under a load
+of 10-16; two runs gave identical figures), by the benchmark's analytic factor check (exact on
+the real test split) over the 406 test circles: A -> B outputs are squares 100%, keep size, x and
+y 100%, colour 79.1%; cycle L1 0.0105 (A) and 0.0087 (B), on [0, 1]. B -> A: circles 100%, colour
+73.9%. The bake-off's factor heads agree (acc_shape 1.000, acc_colour 0.790, size/x/y 1.000).
+The colour figure is the dataset's, not the model's: shapes holds out one colour per shape
+(no blue circle, no yellow square), so domain B has no yellow square for a yellow circle to
+become and D_B rejects one; the generators learn the permutation that matches the two colour
+distributions, yellow circle -> blue square (85 of 85) and back, and keep every colour both
+domains have (100% A -> B; 91.7% B -> A, where 24 of 80 magenta squares turn red). 79% is what a
+translation matching domain B's distribution can keep (4 of the 5 colours); >= 90% would need
+domains restricted to the shared colours.
 """
 import ml_collections
 
