@@ -5,7 +5,8 @@
 
 Domain A = circles (label 0), domain B = squares (label 1) of the shapes train split, taken from
 each batch of 30 by their labels (``gen_jax.gan.cyclegan.domain_rows``: up to 6 rows of each
-domain, about 2.4x the expected count of a 5-class batch's 6; other classes contribute nothing).
+domain, the expected count in a 5-class batch of 30; a batch with more keeps a uniform random 6 of
+them, one with fewer leaves rows empty; other classes contribute nothing).
 ResNet generators scaled to 32x32 (c7s1-16, d32, d64, 4 x R64, u32, u16 as nearest resize +
 3x3 conv, c7s1-3; instance norm), 34x34 PatchGAN discriminators with instance norm, least-squares
 adversarial loss, lambda = 10, identity 0.5 lambda, history pools of 50, Adam(2e-4, 0.5, 0.999) for

@@ -26,9 +26,9 @@ classes contribute nothing. From each batch of ``B`` rows, :func:`domain_rows` g
 rows first in batch order, with a validity weight each; every expectation above is the weighted
 mean over the valid rows of its domain (0 when the batch has none). The batch order is a uniform
 random permutation, so the rows kept when a domain has more than ``rows_per_domain`` of them are
-a uniform random subset: the estimate stays unbiased, while the networks run on
-``rows_per_domain`` rows instead of ``B`` (a capacity near twice ``B / num_classes`` rarely
-drops a row).
+a uniform random subset: given its number, the mean over them is an unbiased estimate, while
+the networks run on ``rows_per_domain`` rows instead of ``B`` (a capacity near the expected count
+``B / num_classes`` wastes few rows; twice it rarely drops one).
 
 **History pool** (Sec. 4, after Shrivastava et al. 2017): each discriminator is updated with
 generated images drawn from a buffer of the last ``pool_size`` (50) generated images rather than
