@@ -136,7 +136,10 @@ def main(argv=None) -> int:
     a, b = exp.model.domain_a, exp.model.domain_b
     for name, src, dst, fwd, back in (("a2b", a, b, fns.translate_ab, fns.translate_ba),
                                       ("b2a", b, a, fns.translate_ba, fns.translate_ab)):
-        rows = np.flatnonzero(test["label"] == src)
+        member = test["label"] == src
+        if exp.model.get("keep_factor"):  # the domains of a restricted config (e.g. the shared colours)
+            member &= np.isin(test[exp.model.keep_factor], np.asarray(exp.model.keep_values))
+        rows = np.flatnonzero(member)
         x = images[rows]
         y = _batched(fwd, params, x)
         cyc = _batched(back, params, y)

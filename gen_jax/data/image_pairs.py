@@ -40,7 +40,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gen_jax.data.shapes import FACTORS
+from gen_jax.data.shapes import FACTORS, allowed_combos
+
+# the colours of both circles (shape 0) and squares (shape 1) in the train and test splits
+SHARED_COLOURS_0_1 = tuple(sorted({c for s, c in allowed_combos() if s == 0}
+                                  & {c for s, c in allowed_combos() if s == 1}))
 
 
 def _window(x: jax.Array, op: Callable, init: float) -> jax.Array:
@@ -98,14 +102,18 @@ class PairTask(NamedTuple):
         return images01(arrays, num_levels, rows) if self.paired else None
 
 
-def domain_swap(name: str, factor: str, src: int, dst: int) -> PairTask:
+def domain_swap(name: str, factor: str, src: int, dst: int, keep: tuple = ("", ())) -> PairTask:
     """An unpaired swap of ``factor`` from ``src`` to ``dst`` (CycleGAN): the inputs are the
-    split's rows with ``factor == src`` in order (cycled); each output should show its row's
-    factors with ``factor`` replaced by ``dst``."""
+    split's rows with ``factor == src`` (and, with ``keep = (factor2, values)``, ``factor2`` in
+    ``values``) in order (cycled); each output should show its row's factors with ``factor``
+    replaced by ``dst``."""
     col = FACTORS.index(factor)
 
     def rows(arrays: Mapping, num: int) -> np.ndarray:
-        r = np.flatnonzero(np.asarray(arrays[factor]) == src)
+        member = np.asarray(arrays[factor]) == src
+        if keep[0]:
+            member &= np.isin(np.asarray(arrays[keep[0]]), np.asarray(keep[1]))
+        r = np.flatnonzero(member)
         if r.size == 0:
             raise ValueError(f"task {name!r}: the split has no example with {factor} = {src}")
         return r[np.arange(num) % r.size]
@@ -121,6 +129,10 @@ def domain_swap(name: str, factor: str, src: int, dst: int) -> PairTask:
 TASKS: dict[str, PairTask] = {
     "outline": PairTask("outline", source=outline),
     "circle_to_square": domain_swap("circle_to_square", "shape", 0, 1),
+    # only the colours both circles and squares occur in (shapes holds out blue circles and
+    # yellow squares): a swap whose domains have the same colour distribution
+    "circle_to_square_shared_colours": domain_swap("circle_to_square_shared_colours", "shape", 0, 1,
+                                                   ("colour", SHARED_COLOURS_0_1)),
 }
 
 

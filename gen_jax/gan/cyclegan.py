@@ -65,6 +65,7 @@ import numpy as np
 from gen_jax.checks import DataSpec
 from gen_jax.config import Checked, ConfigError, typed
 from gen_jax.data import image_pairs
+from gen_jax.data.pipeline import FACTOR_KEYS
 from gen_jax.gan.cyclegan_networks import ResnetGenerator
 from gen_jax.gan.image_networks import PatchDiscriminator
 from gen_jax.model import Conditioning, GenerativeModel, Phase, Sampler, Training, check_image_batch
@@ -89,6 +90,9 @@ class CycleGANConfig(Checked):
       cycle_weight: ``lambda`` of Eq. 3 (10 in the paper).
       identity_scale: the identity loss weighs ``identity_scale * lambda`` (0.5 in the paper).
       pool_size: generated images kept per discriminator (50); 0 = no pool.
+      keep_factor, keep_values: restrict both domains to the rows whose factor ``keep_factor``
+        (a column of ``batch['factors']``, :data:`gen_jax.data.pipeline.FACTOR_KEYS`) is one of
+        ``keep_values`` (e.g. the colours both shapes occur in); ``''`` = no restriction.
       task: the :mod:`gen_jax.data.image_pairs` task whose rows and target factors judge the
         outputs (the bake-off's shapes table; ``'circle_to_square'``), or ``''``. Its rows must
         be the ones :func:`source_conditioning` draws (domain A's, in order, cycled).
@@ -106,6 +110,8 @@ class CycleGANConfig(Checked):
     cycle_weight: float = 10.0
     identity_scale: float = 0.5
     pool_size: int = 50
+    keep_factor: str = ""
+    keep_values: tuple[int, ...] = ()
     task: str = ""
 
     def __post_init__(self):
@@ -114,6 +120,10 @@ class CycleGANConfig(Checked):
                          "domain_a", "domain_b")
         self.require(self.domain_a != self.domain_b, "domain_b",
                      f"the two domains must be different classes, both are {self.domain_a}")
+        self.require(self.keep_factor in ("", *FACTOR_KEYS), "keep_factor",
+                     f"must be '' or one of {list(FACTOR_KEYS)}, got {self.keep_factor!r}")
+        self.require(bool(self.keep_factor) == bool(self.keep_values), "keep_values",
+                     "keep_factor and keep_values go together (both set or both empty)")
         if self.task:
             task = image_pairs.get_task(self.task)
             self.require(not task.paired, "task", f"{self.task!r} is a paired task; CycleGAN's is unpaired")
@@ -143,13 +153,14 @@ def check_domains(cfg: CycleGANConfig, num_classes: int, shape_a: Sequence[int],
 # ------------------------------------------------------------------------------------------
 
 
-def domain_rows(labels: jax.Array, cls: int, rows: int) -> tuple[jax.Array, jax.Array]:
+def domain_rows(labels: jax.Array, cls: int, rows: int, keep: Optional[jax.Array] = None):
     """``(idx [R], valid [R] float32)``: the first ``R = min(rows, B)`` batch rows after a stable
     sort that puts the rows of class ``cls`` first (in batch order); ``valid`` marks those of
-    ``cls``. ``labels``: int ``[B]``."""
+    ``cls``. ``labels``: int ``[B]``; ``keep``: bool ``[B]``, the rows allowed at all (None: all)."""
     r = min(int(rows), labels.shape[0])
-    idx = jnp.argsort((labels != cls).astype(jnp.int32), stable=True)[:r]
-    return idx, (labels[idx] == cls).astype(jnp.float32)
+    member = labels == cls if keep is None else (labels == cls) & keep
+    idx = jnp.argsort((~member).astype(jnp.int32), stable=True)[:r]
+    return idx, member[idx].astype(jnp.float32)
 
 
 def weighted_mean(v: jax.Array, w: jax.Array) -> jax.Array:
@@ -254,15 +265,29 @@ def _levels01(images: np.ndarray, levels: int) -> np.ndarray:
     return images.astype(np.float32)
 
 
-def source_conditioning(domain: int, levels: int) -> Conditioning:
+def _kept(arrays: Mapping, factor: str, values: Sequence[int]) -> np.ndarray:
+    """bool ``[N]``: the rows whose ``factor`` (a split's column, or ``arrays['factors']``) is in ``values``."""
+    if factor in arrays:
+        col = np.asarray(arrays[factor])
+    elif "factors" in arrays:
+        col = np.asarray(arrays["factors"])[:, FACTOR_KEYS.index(factor)]
+    else:
+        raise ValueError(f"config.model.keep_factor: the split has neither {factor!r} nor 'factors' "
+                         f"(keys {sorted(arrays)})")
+    return np.isin(col, np.asarray(values))
+
+
+def source_conditioning(domain: int, levels: int, keep: tuple = ("", ())) -> Conditioning:
     """Conditions for translation: ``draw(num, arrays)`` -> ``{'source': float32 [num, H, W, C]}``,
-    the split's images of class ``domain`` in order (cycled); integer levels are scaled to [0, 1]."""
+    the split's images of class ``domain`` in order (cycled), with ``keep = (factor, values)`` only
+    those whose factor is one of ``values``; integer levels are scaled to [0, 1]."""
 
     def draw(num: int, arrays: Optional[Mapping] = None) -> dict:
         if arrays is None or "image" not in arrays or "label" not in arrays:
             raise ValueError("CycleGAN sampling conditions are a split's domain-A images: pass arrays with "
                              f"'image' and 'label' (got {'none' if arrays is None else sorted(arrays)})")
-        rows = np.flatnonzero(np.asarray(arrays["label"]) == domain)
+        member = np.asarray(arrays["label"]) == domain
+        rows = np.flatnonzero(member & _kept(arrays, *keep) if keep[0] else member)
         if rows.size == 0:
             raise ValueError(f"the split has no image of class {domain} (domain A) to translate")
         return {"source": _levels01(np.asarray(arrays["image"])[rows[np.arange(num) % rows.size]], levels)}
@@ -292,8 +317,14 @@ def build_cyclegan(cfg: Any, info: Any, shape_b: Optional[Sequence[int]] = None)
         check_image_batch(x, image_shape)
         if "label" not in batch:
             raise ValueError("CycleGAN batches need batch['label'] (the class ids that define the domains)")
-        ia, wa = domain_rows(batch["label"], cfg.domain_a, rows_of(batch))
-        ib, wb = domain_rows(batch["label"], cfg.domain_b, rows_of(batch))
+        keep = None
+        if cfg.keep_factor:
+            if "factors" not in batch:
+                raise ValueError("config.model.keep_factor needs batch['factors'] (a dataset with factors)")
+            col = batch["factors"][:, FACTOR_KEYS.index(cfg.keep_factor)]
+            keep = jnp.any(col[:, None] == jnp.asarray(cfg.keep_values)[None], axis=1)
+        ia, wa = domain_rows(batch["label"], cfg.domain_a, rows_of(batch), keep)
+        ib, wb = domain_rows(batch["label"], cfg.domain_b, rows_of(batch), keep)
         return x[ia], wa, x[ib], wb
 
     def init(key, batch):
@@ -369,7 +400,7 @@ def build_cyclegan(cfg: Any, info: Any, shape_b: Optional[Sequence[int]] = None)
         name=cfg.name, family="gan",
         training=Training(init=init, phases=phases, ema_groups=(GEN,), init_model_state=init_model_state),
         sampler=Sampler(sample, "image"),
-        conditioning=source_conditioning(cfg.domain_a, levels),
+        conditioning=source_conditioning(cfg.domain_a, levels, (cfg.keep_factor, cfg.keep_values)),
         data=DataSpec(image_shape, levels, int(info.num_classes)))
     return model, fns
 

@@ -75,6 +75,27 @@ def test_domain_rows_keep_batch_order_and_mark_the_domain():
     assert list(np.asarray(idx)) == [1] and list(np.asarray(valid)) == [1.0]
 
 
+def test_domains_restricted_by_a_factor():
+    labels = jnp.array([0, 0, 1, 0, 1, 1])
+    keep = jnp.array([True, False, True, True, False, True])
+    idx, valid = domain_rows(labels, 0, 3, keep)
+    np.testing.assert_array_equal(np.asarray(idx)[:2], [0, 3])
+    np.testing.assert_array_equal(np.asarray(valid), [1, 1, 0])
+    d = S.generate_shapes(40, 2)
+    split = {"image": d["image"], "label": d["shape"].astype(np.int32), "colour": d["colour"]}
+    model, _ = build_cyclegan({**SMALL, "keep_factor": "colour", "keep_values": (0, 4)},
+                              types.SimpleNamespace(image_shape=(32, 32, 3), num_levels=256, num_classes=5))
+    rows = np.flatnonzero((d["shape"] == 0) & np.isin(d["colour"], [0, 4]))
+    src = model.conditioning.draw(len(rows) + 1, split)["source"]
+    np.testing.assert_allclose(src, d["image"][np.r_[rows, rows[:1]]] / 255.0, atol=1e-7)
+    # the stream's form of the factors (batch['factors'] [B, 5]) selects the same rows
+    stacked = {"image": d["image"], "label": split["label"], "factors": np.stack([d[f] for f in S.FACTORS], 1)}
+    np.testing.assert_array_equal(model.conditioning.draw(3, stacked)["source"], src[:3])
+    x = jnp.asarray(d["image"][:4] / 255.0, jnp.float32)
+    with pytest.raises(ValueError, match=r"keep_factor needs batch\['factors'\]"):
+        model.training.phases[0].loss({}, {}, {"image": x, "label": jnp.zeros(4, jnp.int32)}, jax.random.PRNGKey(0))
+
+
 @pytest.fixture(scope="module")
 def small():
     model, fns = build_cyclegan(SMALL, INFO)
@@ -192,6 +213,10 @@ def test_refusals_name_the_field():
         build_cyclegan(SMALL, types.SimpleNamespace(image_shape=(18, 18, 3), num_levels=256, num_classes=5))
     with pytest.raises(ConfigError, match=r"config\.model\.pool_size"):
         build_cyclegan({**SMALL, "pool_size": -1}, INFO)
+    with pytest.raises(ConfigError, match=r"config\.model\.keep_factor.*colour"):
+        build_cyclegan({**SMALL, "keep_factor": "hue", "keep_values": (1,)}, INFO)
+    with pytest.raises(ConfigError, match=r"config\.model\.keep_values"):
+        build_cyclegan({**SMALL, "keep_factor": "colour"}, INFO)
     with pytest.raises(ConfigError, match=r"config\.model\.task.*paired"):
         build_cyclegan({**SMALL, "task": "outline"}, INFO)
     with pytest.raises(ValueError, match=r"config\.model\.task.*unknown"):
