@@ -21,7 +21,9 @@ the generators work in, so that ``lambda = 10`` weighs what it weighs in the pap
 
 **Domains from one labelled dataset.** Domain A is the rows of ``label == domain_a``, domain B
 those of ``label == domain_b`` (``circle`` = 0 and ``square`` = 1 on shapes); rows of other
-classes contribute nothing. From each batch of ``B`` rows, :func:`domain_rows` gathers up to
+classes contribute nothing. ``keep_factor`` / ``keep_values`` further restrict both domains to
+the rows whose factor (a column of ``batch['factors']``) takes one of the values, e.g. the
+colours both shapes occur in. From each batch of ``B`` rows, :func:`domain_rows` gathers up to
 ``rows_per_domain`` rows of each domain (``0``: all ``B`` rows, i.e. plain masks), the domain's
 rows first in batch order, with a validity weight each; every expectation above is the weighted
 mean over the valid rows of its domain (0 when the batch has none). The batch order is a uniform
