@@ -9,6 +9,11 @@ and yellow squares, so on the full domains a translation that matches the target
 recolour a fifth of each (cyclegan_shapes keeps 79% of colours, every shared one). Here the
 two domains have the same colour distribution and keeping the colour is what the adversarial
 loss allows. Batches of 36 (4.6 expected rows per domain), up to 6 rows of each.
+
+Measured 2026-12-02, 1500 steps, 9 min 49 s of training (compile 34 s) on the shared 2-core CPU
+(load 3-5), by the benchmark's analytic factor check over the test split's 321 circles / 290
+squares of the shared colours: A -> B squares 100%, colour, size, x, y kept 100% (all five at
+once 100%); B -> A likewise 100%; cycle L1 0.0058 both ways, on [0, 1].
 """
 from experiments.configs.cyclegan_shapes import get_config as full_config
 from gen_jax.data.image_pairs import SHARED_COLOURS_0_1
