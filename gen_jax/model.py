@@ -13,7 +13,7 @@ capability         functions                                                   w
                    gradient-free updates, each naming its parameter group,     model
                    optimizer section and repeats); EMA groups; frozen params
 ``sampler``        ``sample(params, key, num, cond=None) -> x`` and its kind   generators
-                   (``image`` / ``tokens`` / ``signal``), how to describe or
+                   (``image`` / ``tokens`` / ``signal`` / ``points``), how to describe or
                    render samples
 ``likelihood``     ``log_prob(params, batch, key) -> nats [B]``, its kind      VAEs, flows, AR,
                    (exact, elbo, iwae-K, vlb, ode) and unit (dim, token)       diffusion, GMM
@@ -47,7 +47,9 @@ Conventions shared by every family:
   A likelihood of unit ``'token'`` returns the nats of the scored tokens and counts them.
 * ``sample`` of kind ``'image'`` returns float32 ``[num, H, W, C]`` in ``[0, 1]``; of kind
   ``'tokens'`` int32 ``[num, L]`` (``describe`` prints them); of kind ``'signal'`` float32
-  ``[num, T, 1, 1]`` in ``[0, 1]`` (``render`` turns them into a waveform).
+  ``[num, T, 1, 1]`` in ``[0, 1]`` (``render`` turns them into a waveform); of kind ``'points'``
+  float32 ``[num, D]`` in data coordinates (datasets of points, whose batches hold ``[B, 1, 1, D]``
+  levels over ``DatasetInfo.value_range``; the image metrics do not apply).
 * Params are a pytree; multi-group models use a dict ``{group: subtree}``. Every function of a
   model takes the *full* params: the trained groups merged with the frozen stage-one groups
   (:func:`full_params`).
@@ -69,7 +71,7 @@ Batch = Mapping[str, jax.Array]
 Metrics = Mapping[str, jax.Array]
 
 FAMILIES = ("latent", "diffusion", "flow", "autoregressive", "gan", "multimodal")
-SAMPLE_KINDS = ("image", "tokens", "signal")
+SAMPLE_KINDS = ("image", "tokens", "signal", "points")
 LIKELIHOOD_UNITS = ("dim", "token")
 _EMPTY: Mapping[str, Any] = types.MappingProxyType({})
 # The key under which the evaluation params carry a stateful model's non-trained state (batch
@@ -189,14 +191,15 @@ class Sampler(NamedTuple):
     Attributes:
       sample: the sampler; ``num`` is static (Python int).
       kind: ``'image'`` (float32 ``[num, H, W, C]`` in [0, 1]), ``'tokens'`` (int32
-        ``[num, L]``) or ``'signal'`` (float32 ``[num, T, 1, 1]`` in [0, 1]).
+        ``[num, L]``), ``'signal'`` (float32 ``[num, T, 1, 1]`` in [0, 1]) or ``'points'``
+        (float32 ``[num, D]`` in data coordinates).
       describe: ``samples -> list[str]``, one line per sample (token models).
       render: ``samples -> np.ndarray`` for listening or viewing (a signal's waveform in
         [-1, 1], ``[num, T]``).
     """
 
     sample: Callable
-    kind: Literal["image", "tokens", "signal"] = "image"
+    kind: Literal["image", "tokens", "signal", "points"] = "image"
     describe: Optional[Callable] = None
     render: Optional[Callable] = None
 

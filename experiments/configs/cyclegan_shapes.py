@@ -41,6 +41,7 @@ def get_config():
     c.optim.disc = ml_collections.ConfigDict(dict(learning_rate=2e-4))
     c.train.steps = 1500
     c.train.batch_size = 30
+    c.mesh.num_devices = 1  # the batch is sized for the domain capacity, not a device count; on N devices use a multiple of N
     c.train.log_every = 50
     c.train.ckpt_every = 250
     c.train.sample_every = 500

@@ -25,4 +25,5 @@ def get_config():
     c.model.keep_values = SHARED_COLOURS_0_1
     c.model.task = "circle_to_square_shared_colours"
     c.train.batch_size = 36
+    c.mesh.num_devices = 1  # the batch is sized for the domain capacity, not a device count; on N devices use a multiple of N
     return c

@@ -2,8 +2,9 @@
 
 Two kinds of dataset are served by one :func:`load_split`:
 
-* **Embedded** (``digits``, ``shapes``, ``signals``; see :mod:`gen_jax.data.digits`,
-  :mod:`gen_jax.data.shapes`, :mod:`gen_jax.data.signals`): built offline by their TFDS builders and prepared on first
+* **Embedded** (``digits``, ``shapes``, ``signals``, ``ring2d``, ``grid2d``; see
+  :mod:`gen_jax.data.digits`, :mod:`gen_jax.data.shapes`, :mod:`gen_jax.data.signals`,
+  :mod:`gen_jax.data.points2d`): built offline by their TFDS builders and prepared on first
   use into ``data_dir`` (default ``$GEN_JAX_DATA_DIR``, else ``~/.cache/gen_jax/tfds``) as
   ``array_record`` files. Preparation holds an exclusive file lock
   (``<data_dir>/.<name>.lock``), so concurrent processes prepare once; TFDS itself writes
@@ -35,6 +36,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from gen_jax.data import digits as digits_lib
+from gen_jax.data import points2d as points_lib
 from gen_jax.data import shapes as shapes_lib
 from gen_jax.data import signals as signals_lib
 from gen_jax.data.tokenizers import ByteTokenizer, WordTokenizer
@@ -66,6 +68,9 @@ class DatasetInfo:
         local-conditioning sequence of 1-D signal datasets (``(T // hop,)`` int ids for
         ``signals``); ``()`` when the dataset has none.
       local_cond_levels: number of ``local_cond`` ids (values lie in ``[0, levels)``); 0 without.
+      value_range: ``(lo, hi)`` for datasets of points (``ring2d``, ``grid2d``): an "image"
+        ``[1, 1, D]`` of levels stands for the point ``lo + (hi - lo) * level / (K - 1)`` in
+        data coordinates (:func:`gen_jax.data.points2d.from_unit`); ``None`` for images.
     """
 
     name: str
@@ -82,6 +87,7 @@ class DatasetInfo:
     caption_char_len: int = 0
     local_cond_shape: tuple[int, ...] = ()
     local_cond_levels: int = 0
+    value_range: Optional[tuple[float, float]] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,6 +102,15 @@ class _Embedded:
     caption_char_len: int  # bytes of the longest caption, rounded up
     local_cond_shape: tuple = ()  # per-example shape of the 'local_cond' feature, if any
     local_cond_levels: int = 0
+    value_range: Optional[tuple] = None  # (lo, hi) of a dataset of points
+
+
+def _points(name: str, builder_cls: type, caption_len: int) -> _Embedded:
+    return _Embedded(
+        builder_cls=builder_cls, image_shape=points_lib.POINT_SHAPE, num_levels=points_lib.NUM_LEVELS,
+        num_classes=len(points_lib.means(name)), split_sizes=dict(points_lib.SPLIT_SIZES),
+        caption_vocabulary=lambda: points_lib.caption_vocabulary(name), caption_len=caption_len,
+        caption_char_len=40, value_range=points_lib.VALUE_RANGES[name])
 
 
 EMBEDDED = {
@@ -117,6 +132,9 @@ EMBEDDED = {
         caption_len=4 + 2,  # "a wandering sawtooth melody"
         caption_char_len=32,  # "a wandering sawtooth melody": 27 bytes
         local_cond_shape=(signals_lib.FRAMES,), local_cond_levels=signals_lib.NUM_PITCH_IDS),
+    # "a point near the mode at 315 degrees" (36 bytes); "a point near the mode at x -4 y -2" (34)
+    "ring2d": _points("ring2d", points_lib.Ring2d, caption_len=8 + 2),
+    "grid2d": _points("grid2d", points_lib.Grid2d, caption_len=10 + 2),
 }
 
 
@@ -239,7 +257,8 @@ def get_info(name: str, data_dir: Optional[str] = None) -> DatasetInfo:
             num_test=spec.split_sizes.get("test", 0), has_captions=True,
             caption_len=spec.caption_len, vocab_size=tok.vocab_size,
             has_labels=True, splits=tuple(spec.split_sizes), caption_char_len=spec.caption_char_len,
-            local_cond_shape=tuple(spec.local_cond_shape), local_cond_levels=spec.local_cond_levels)
+            local_cond_shape=tuple(spec.local_cond_shape), local_cond_levels=spec.local_cond_levels,
+            value_range=spec.value_range)
     builder = _standard_builder(name, data_dir)
     shape = _image_feature(builder, name)
     known = dict(builder.info.splits.items()) if builder.info.splits else {}
@@ -268,7 +287,8 @@ def _read_all(source) -> list:
 def load_split(name: str, split: str, data_dir: Optional[str] = None) -> dict[str, np.ndarray]:
     """Loads a whole split into memory, in a deterministic order.
 
-    Returns a dict with ``image`` uint8 ``[N, H, W, C]`` (levels ``0..K-1``), ``label``
+    Returns a dict with ``image`` uint8 ``[N, H, W, C]`` (levels ``0..K-1``; uint16 for
+    ``K > 256``, the points of ``ring2d`` / ``grid2d``), ``label``
     int32 ``[N]``; for captioned datasets ``caption`` (``[N]`` str) and ``caption_tokens``
     int32 ``[N, L]`` and ``caption_chars`` int32 ``[N, info.caption_char_len]`` (UTF-8 bytes
     + 1, 0-padded); for embedded datasets also ``index`` int32 ``[N]`` (the order key) and
@@ -283,7 +303,8 @@ def load_split(name: str, split: str, data_dir: Optional[str] = None) -> dict[st
         builder = prepare(name, data_dir)
         records = _read_all(builder.as_data_source(split))
         records.sort(key=lambda r: int(r["index"]))
-        out = {"image": np.stack([r["image"] for r in records]).astype(np.uint8),
+        dtype = np.uint8 if spec.num_levels <= 256 else np.uint16
+        out = {"image": np.stack([r["image"] for r in records]).astype(dtype),
                "label": np.array([r["label"] for r in records], np.int32)}
         for key in records[0]:
             if key not in ("image", "label", "caption"):

@@ -1,8 +1,10 @@
-"""Image GANs as two-player models of the gen_jax contract: ``make_gan(config.model, info)``.
+"""GANs as two-player models of the gen_jax contract: ``make_gan(config.model, info)``.
 
-A generator ``G(z, y) -> x`` (:class:`gen_jax.gan.networks.DCGANGenerator`; ``z ~ N(0, I)``)
-and a discriminator or critic ``D(x, y) -> logits`` (:class:`~gen_jax.gan.networks.DCGANDiscriminator`)
-are the param groups ``'gen'`` and ``'disc'``, each with its own optimizer section
+A generator ``G(z, y) -> x`` (``z ~ N(0, I)``) and a discriminator or critic ``D(x, y) -> logits``
+(``config.model.arch``: ``'dcgan'``, :class:`gen_jax.gan.networks.DCGANGenerator` /
+:class:`~gen_jax.gan.networks.DCGANDiscriminator` on images; ``'mlp'``,
+:class:`~gen_jax.gan.networks.MLPGenerator` / :class:`~gen_jax.gan.networks.MLPDiscriminator`
+on datasets of points, see "Points" below) are the param groups ``'gen'`` and ``'disc'``, each with its own optimizer section
 (``config.optim.gen`` / ``config.optim.disc``). One train step is (Goodfellow et al. 2014,
 Alg. 1):
 
@@ -28,6 +30,23 @@ from ``params['model_state']`` (:data:`gen_jax.model.MODEL_STATE`; :func:`gen_ja
 puts them there), with the generator's EMA weights where the run keeps them
 (``ema_groups=('gen',)``).
 
+PacGAN (Lin et al. 2018, Sec. 3, "packing"): with ``pack = m > 1`` the discriminator judges
+``m`` samples at once. A batch of ``B`` examples becomes ``B / m`` packs of ``m`` consecutive
+(independent) examples, concatenated along the last axis (channels of images, coordinates of
+points): ``D(x_1, ..., x_m)`` is trained to tell packs of real samples from packs of
+generated ones with the same losses (``L_D = d_loss(D(real packs), D(fake packs))``, ``L_G =
+g_loss(D(fake packs))``), which penalizes a generator whose samples lack diversity (mode
+collapse) far more than a single-sample discriminator can (Lin et al. 2018, Sec. 4). Penalties
+(WGAN-GP, R1) act on the packed inputs. ``B`` must be divisible by ``m`` (refused otherwise);
+label-conditional discriminators are not packed (refused).
+
+Points (``arch='mlp'``, a dataset with ``info.value_range = (lo, hi)`` such as ``ring2d``,
+``grid2d``; :mod:`gen_jax.data.points2d`): ``batch['image']`` ``[B, 1, 1, D]`` holds
+``level / (K - 1)``; the model maps it to data coordinates ``lo + (hi - lo) u`` (after the
+same one-level uniform noise), so both networks see points ``[B, D]`` in data coordinates, and
+the sampler (kind ``'points'``) returns float32 ``[num, D]`` in data coordinates. These GANs
+are unconditional and have no codec.
+
 Shapes: ``batch['image']`` ``[B, H, W, C]`` in [0, 1]; ``batch['label']`` int ``[B]`` for a
 conditional GAN; ``sample(params, key, num, cond=None) -> [num, H, W, C]`` in [0, 1]. The
 codec is the generator (``decode(params, z, cond=None) -> [N, H, W, C]``, evaluation mode) and
@@ -48,7 +67,8 @@ from gen_jax.checks import DataSpec
 from gen_jax.config import Checked, ConfigError, typed
 from gen_jax.gan import latent_tools
 from gen_jax.gan import objectives as obj
-from gen_jax.gan.networks import DCGANDiscriminator, DCGANGenerator
+from gen_jax.data.points2d import from_unit
+from gen_jax.gan.networks import DCGANDiscriminator, DCGANGenerator, MLPDiscriminator, MLPGenerator
 from gen_jax.model import (MODEL_STATE, Codec, GenerativeModel, Phase, Sampler, Training, check_image_batch,
                            condition_labels, label_conditioning, require_labels)
 
@@ -57,12 +77,19 @@ GEN, DISC = "gen", "disc"
 
 @dataclasses.dataclass(frozen=True)
 class GANConfig(Checked):
-    """``config.model`` of an image GAN.
+    """``config.model`` of a GAN.
 
     Attributes:
       name: model name (tables, file names).
+      arch: ``'dcgan'`` (image networks) or ``'mlp'`` (MLPs on a dataset of points: ``[B, 1,
+        1, D]`` levels with ``info.value_range``; ReLU generator, LeakyReLU discriminator).
       z_dim: latent width ``Z``.
-      g_base, d_base: channels of the generator's last / discriminator's first conv.
+      g_base, d_base: channels of the generator's last / discriminator's first conv (``'dcgan'``).
+      g_hidden, d_hidden: hidden widths of the MLP generator / discriminator (``'mlp'``;
+        PacGAN's 2-D experiments use 4 hidden layers of 400 units, Lin et al. 2018, App. D).
+      pack: PacGAN's degree of packing ``m`` (Lin et al. 2018, Sec. 3): the discriminator sees
+        ``m`` samples concatenated; 1 = the plain discriminator. The batch size must be
+        divisible by it.
       loss: the adversarial objective (:data:`gen_jax.gan.objectives.LOSSES`).
       d_steps: discriminator updates per generator update, each on a fresh batch.
       gp_weight: WGAN-GP ``lambda`` (10 in Gulrajani et al. 2017); 0 = no penalty.
@@ -77,9 +104,13 @@ class GANConfig(Checked):
     """
 
     name: str = "gan"
+    arch: Literal["dcgan", "mlp"] = "dcgan"
     z_dim: int = 64
     g_base: int = 64
     d_base: int = 64
+    g_hidden: tuple[int, ...] = (400, 400, 400, 400)
+    d_hidden: tuple[int, ...] = (400, 400, 400, 400)
+    pack: int = 1
     loss: Literal["nonsaturating", "minimax", "hinge", "least_squares", "wasserstein"] = "nonsaturating"
     d_steps: int = 1
     gp_weight: float = 0.0
@@ -92,7 +123,18 @@ class GANConfig(Checked):
     invert_steps: int = 1000
 
     def __post_init__(self):
-        self.positive("z_dim", "g_base", "d_base", "d_steps", "invert_steps")
+        self.positive("z_dim", "g_base", "d_base", "d_steps", "invert_steps", "pack")
+        self.require(len(self.g_hidden) > 0 and min(self.g_hidden) > 0, "g_hidden",
+                     f"hidden widths must be a non-empty tuple of positive ints, got {self.g_hidden}")
+        self.require(len(self.d_hidden) > 0 and min(self.d_hidden) > 0, "d_hidden",
+                     f"hidden widths must be a non-empty tuple of positive ints, got {self.d_hidden}")
+        self.require(self.pack == 1 or self.conditioning == "none", "pack",
+                     "a packed discriminator (pack > 1) judges several samples of different labels at once; "
+                     "use pack=1 with conditioning='label'")
+        self.require(self.arch == "dcgan" or self.conditioning == "none", "arch",
+                     "the MLP GAN (arch='mlp') is unconditional; use conditioning='none'")
+        self.require(self.arch == "dcgan" or self.d_norm == "none", "d_norm",
+                     "the MLP discriminator (arch='mlp') has no normalization layers; use d_norm='none'")
         self.nonnegative("gp_weight", "r1_gamma", "aux_weight")
         penalized = self.gp_weight > 0 or self.r1_gamma > 0
         self.require(not (penalized and self.d_norm == "batch"), "d_norm",
@@ -102,8 +144,25 @@ class GANConfig(Checked):
                      "the auxiliary classifier needs conditioning='label'")
 
 
+def pack_samples(x: jax.Array, m: int) -> jax.Array:
+    """PacGAN packing (Lin et al. 2018, Sec. 3): ``[B, ..., C] -> [B / m, ..., m C]``, pack ``j``
+    the ``m`` consecutive examples ``x[j m], ..., x[j m + m - 1]`` concatenated along the last
+    axis (image channels, point coordinates). ``ValueError`` unless ``m`` divides ``B``."""
+    b = x.shape[0]
+    if b % m:
+        raise ValueError(f"config.model.pack={m}: the batch of {b} examples (train.batch_size, or the "
+                         f"batch given) is not divisible by the pack size {m}; use a batch size that is a "
+                         f"multiple of {m}")
+    if m == 1:
+        return x
+    rest = x.shape[1:]
+    packs = jnp.moveaxis(x.reshape((b // m, m) + rest), 1, -2)  # [B/m, ..., m, C]
+    return packs.reshape((b // m,) + rest[:-1] + (m * rest[-1],))
+
+
 class _Players:
-    """The two networks, their mutable collections and calls on ``[-1, 1]`` images."""
+    """The DCGAN networks, their mutable collections and calls on ``[0, 1]`` images (both
+    players see ``2 x - 1``); discriminator inputs are packed images ``[B/m, H, W, m C]``."""
 
     def __init__(self, cfg: GANConfig, image_shape, num_classes: int):
         self.cfg = cfg
@@ -113,6 +172,16 @@ class _Players:
                                     spectral=cfg.spectral, projection=cfg.projection and num_classes > 0,
                                     aux_classifier=cfg.aux_weight > 0)
         self.d_mutable = [c for c, on in (("batch_stats", cfg.d_norm == "batch"), ("spectral", cfg.spectral)) if on]
+        self.d_label = self.d.uses_projection
+
+    def real(self, x01, key, levels: int):
+        """Real images moved by uniform noise of one level's width, in ``[0, 1]``."""
+        u = jax.random.uniform(key, x01.shape, x01.dtype, -0.5, 0.5)
+        return jnp.clip(x01 + u / (levels - 1), 0.0, 1.0)
+
+    def d_input(self, x01):
+        """What ``d.init`` / ``d.apply`` take for images in ``[0, 1]``: ``2 x - 1``."""
+        return 2.0 * x01 - 1.0
 
     def generate(self, p, state, z, label, train: bool):
         """``(images [N, H, W, C] in [0, 1], new generator state)``."""
@@ -121,16 +190,63 @@ class _Players:
             return self.g.apply(variables, z, label, train=True, mutable=["batch_stats"])
         return self.g.apply(variables, z, label, train=False), state
 
-    def discriminate(self, p, state, x01, label, train: bool):
-        """``(logits [B], class logits [B, C] or None, new discriminator state)``."""
+    def discriminate(self, p, state, x, label, train: bool):
+        """``(logits [B'], class logits [B', C] or None, new discriminator state)`` for packed
+        images ``x [B', H, W, m C]`` in ``[0, 1]``."""
         variables = {"params": p, **state}
-        lab = label if self.d.uses_projection else None
+        lab = label if self.d_label else None
         if train and self.d_mutable:
-            out, new = self.d.apply(variables, 2.0 * x01 - 1.0, lab, train=True, mutable=self.d_mutable)
+            out, new = self.d.apply(variables, self.d_input(x), lab, train=True, mutable=self.d_mutable)
         else:
-            out, new = self.d.apply(variables, 2.0 * x01 - 1.0, lab, train=train), state
+            out, new = self.d.apply(variables, self.d_input(x), lab, train=train), state
         logits, cls = out if self.d.aux_classifier else (out, None)
         return logits, cls, {**state, **new}
+
+    def init_d(self, key, x, label):
+        return self.d.init(key, self.d_input(x), label if self.d_label else None, train=False)
+
+
+class _PointPlayers:
+    """The MLP networks on points ``[B, D]`` in data coordinates (``info.value_range``);
+    discriminator inputs are packed points ``[B/m, m D]``."""
+
+    def __init__(self, cfg: GANConfig, image_shape, value_range):
+        if value_range is None or tuple(image_shape[:2]) != (1, 1):
+            raise ConfigError(f"config.model.arch='mlp' models datasets of points ([1, 1, D] levels with "
+                              f"DatasetInfo.value_range, e.g. ring2d, grid2d); this dataset has image_shape "
+                              f"{tuple(image_shape)} and value_range {value_range}; use arch='dcgan'")
+        self.cfg = cfg
+        self.value_range = tuple(float(v) for v in value_range)
+        self.dim = int(image_shape[-1])
+        self.g = MLPGenerator(hidden=tuple(cfg.g_hidden), out_dim=self.dim)
+        self.d = MLPDiscriminator(hidden=tuple(cfg.d_hidden), spectral=cfg.spectral)
+        self.d_mutable = ["spectral"] if cfg.spectral else []
+        self.d_label = False
+
+    def real(self, x01, key, levels: int):
+        """``[B, 1, 1, D]`` levels ``/ (K - 1)`` -> points ``[B, D]`` in data coordinates, moved by
+        uniform noise of one level's width."""
+        u = jax.random.uniform(key, x01.shape, x01.dtype, -0.5, 0.5)
+        x = jnp.clip(x01 + u / (levels - 1), 0.0, 1.0)
+        return from_unit(x, self.value_range).reshape(x.shape[0], self.dim)
+
+    def generate(self, p, state, z, label, train: bool):
+        """``(points [N, D] in data coordinates, state)`` (no generator state)."""
+        del label, train
+        return self.g.apply({"params": p}, z), state
+
+    def discriminate(self, p, state, x, label, train: bool):
+        """``(logits [B'], None, new state)`` for packed points ``x [B', m D]``."""
+        del label
+        variables = {"params": p, **state}
+        if train and self.d_mutable:
+            out, new = self.d.apply(variables, x, train=True, mutable=self.d_mutable)
+            return out, None, {**state, **new}
+        return self.d.apply(variables, x, train=train), None, state
+
+    def init_d(self, key, x, label):
+        del label
+        return self.d.init(key, x, train=False)
 
 
 def _aux_ce(cls_logits, label):
@@ -138,18 +254,24 @@ def _aux_ce(cls_logits, label):
 
 
 def make_gan(cfg: Any, info: Any) -> GenerativeModel:
-    """The image GAN of ``config.model`` (:class:`GANConfig`) on a dataset with ``info``
-    (``image_shape``, ``num_levels``, ``num_classes``): a :class:`GenerativeModel` of family
-    ``'gan'`` with two-player training and a sampler (no likelihood)."""
+    """The GAN of ``config.model`` (:class:`GANConfig`) on a dataset with ``info``
+    (``image_shape``, ``num_levels``, ``num_classes``; ``value_range`` for ``arch='mlp'``): a
+    :class:`GenerativeModel` of family ``'gan'`` with two-player training and a sampler (no
+    likelihood); image GANs also have a codec (the generator and its inversion)."""
     cfg = typed(GANConfig, cfg, "config.model")
     image_shape = tuple(int(s) for s in info.image_shape)
     levels = int(info.num_levels)
     num_classes = require_labels(info.num_classes) if cfg.conditioning == "label" else 0
+    points = cfg.arch == "mlp"
     try:
-        players = _Players(cfg, image_shape, num_classes)
+        players = (_PointPlayers(cfg, image_shape, getattr(info, "value_range", None)) if points
+                   else _Players(cfg, image_shape, num_classes))
     except ValueError as e:
+        if isinstance(e, ConfigError):
+            raise
         raise ConfigError(f"config.model: {e} (dataset image_shape {image_shape})") from None
     d_loss_fn, g_loss_fn = obj.get_losses(cfg.loss)
+    pack = lambda x: pack_samples(x, cfg.pack)
 
     def labels_of(batch, b, where):
         return condition_labels(batch, b, where) if num_classes else None
@@ -157,20 +279,18 @@ def make_gan(cfg: Any, info: Any) -> GenerativeModel:
     def draw_z(key, n):
         return jax.random.normal(key, (n, cfg.z_dim), jnp.float32)
 
-    def real_images(batch, key):
+    def real_samples(batch, key):
         x = batch["image"]
         check_image_batch(x, image_shape)
-        u = jax.random.uniform(key, x.shape, x.dtype, -0.5, 0.5)
-        return jnp.clip(x + u / (levels - 1), 0.0, 1.0)
+        return players.real(x, key, levels)
 
     def variables(key, batch):
         """``{GEN: G's variables, DISC: D's variables}`` (all collections) for ``batch``."""
-        x = batch["image"]
-        check_image_batch(x, image_shape)
         kg, kd = jax.random.split(key)
-        label = labels_of(batch, x.shape[0], "init batch")
-        return {GEN: players.g.init(kg, draw_z(kg, x.shape[0]), label, train=False),
-                DISC: players.d.init(kd, 2.0 * x - 1.0, label if players.d.uses_projection else None, train=False)}
+        real = real_samples(batch, kd)
+        label = labels_of(batch, real.shape[0], "init batch")
+        return {GEN: players.g.init(kg, draw_z(kg, real.shape[0]), label, train=False),
+                DISC: players.init_d(kd, pack(real), label)}
 
     def init(key, batch):
         return {k: v["params"] for k, v in variables(key, batch).items()}
@@ -181,11 +301,11 @@ def make_gan(cfg: Any, info: Any) -> GenerativeModel:
 
     def d_loss(params, state, batch, key):
         kx, kz, kp = jax.random.split(key, 3)
-        real = real_images(batch, kx)
+        real = real_samples(batch, kx)
         b = real.shape[0]
         label = labels_of(batch, b, "loss batch")
         fake, _ = players.generate(params[GEN], state[GEN], draw_z(kz, b), label, train=True)
-        fake = jax.lax.stop_gradient(fake)
+        real, fake = pack(real), pack(jax.lax.stop_gradient(fake))
         r, r_cls, ds = players.discriminate(params[DISC], state[DISC], real, label, True)
         f, f_cls, ds = players.discriminate(params[DISC], ds, fake, label, True)
         adv = d_loss_fn(r, f)
@@ -209,7 +329,7 @@ def make_gan(cfg: Any, info: Any) -> GenerativeModel:
         b = batch["image"].shape[0]
         label = labels_of(batch, b, "loss batch")
         fake, gs = players.generate(params[GEN], state[GEN], draw_z(key, b), label, train=True)
-        f, f_cls, _ = players.discriminate(params[DISC], state[DISC], fake, label, True)
+        f, f_cls, _ = players.discriminate(params[DISC], state[DISC], pack(fake), label, True)
         adv = g_loss_fn(f)
         loss, m = adv, {"g_adv": adv}
         if f_cls is not None:
@@ -243,12 +363,17 @@ def make_gan(cfg: Any, info: Any) -> GenerativeModel:
     def sample(params, key, num, cond=None):
         return decode(params, draw_z(key, num), cond)
 
+    def sample_points(params, key, num, cond=None):
+        """``num`` points float32 ``[num, D]`` in data coordinates: ``G(z)``, ``z ~ N(0, I)``."""
+        del cond  # unconditional (a cond given is refused by the input checks)
+        return players.generate(params[GEN], {}, draw_z(key, num), None, train=False)[0].astype(jnp.float32)
+
     phases = (Phase(DISC, loss=d_loss, repeats=cfg.d_steps, name="d", stateful=True, optim=DISC),
               Phase(GEN, loss=g_loss, name="g", stateful=True, optim=GEN))
     return GenerativeModel(
         name=cfg.name, family="gan",
         training=Training(init=init, phases=phases, ema_groups=(GEN,), init_model_state=init_model_state),
-        sampler=Sampler(sample, "image"),
-        codec=Codec(encode, decode),
+        sampler=Sampler(sample_points, "points") if points else Sampler(sample, "image"),
+        codec=None if points else Codec(encode, decode),
         conditioning=label_conditioning(num_classes) if num_classes else None,
         data=DataSpec(image_shape, levels, num_classes))

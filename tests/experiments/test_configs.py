@@ -25,7 +25,8 @@ def _example_batch(info, n):
             "caption_tokens": jnp.ones((n, max(info.caption_len, 1)), jnp.int32),
             "caption_chars": jnp.ones((n, max(getattr(info, "caption_char_len", 0), 1)), jnp.int32),
             **({"local_cond": jnp.zeros((n,) + tuple(info.local_cond_shape), jnp.int32)}
-               if getattr(info, "local_cond_shape", ()) else {})}
+               if getattr(info, "local_cond_shape", ()) else {}),
+            **({"factors": jnp.zeros((n, 5), jnp.int32)} if info.name == "shapes" else {})}  # shape, colour, size, x, y
 
 
 def test_the_latent_family_configs_exist():
@@ -60,6 +61,8 @@ def test_config_builds_and_documents_its_command(name):
         out = jax.eval_shape(lambda p, k: sampler.sample(p, k, 3, cond), params, jax.random.PRNGKey(1))
         if sampler.kind == "tokens":  # sequence models (text LMs): int tokens [3, L]
             assert out.ndim == 2 and out.shape[0] == 3 and out.dtype == jnp.int32
+        elif sampler.kind == "points":  # datasets of points: [3, D] in data coordinates
+            assert out.shape == (3, info.image_shape[-1]) and out.dtype == jnp.float32
         else:
             assert out.shape == (3,) + tuple(info.image_shape) and out.dtype == jnp.float32
 
