@@ -44,7 +44,6 @@ MODELS: dict[str, Entry] = {
     "transformer_lm": Entry("gen_jax.autoregressive.transformer_lm:make_transformer_lm"),
     "wavenet": Entry("gen_jax.autoregressive.wavenet_model:make_wavenet"),
     "gan": Entry("gen_jax.gan.model:make_gan"),
-    "pix2pix": Entry("gen_jax.gan.pix2pix:make_pix2pix"),
     "cyclegan": Entry("gen_jax.gan.cyclegan:make_cyclegan"),
     "pix2pix": Entry("gen_jax.gan.pix2pix:make_pix2pix"),
     "began": Entry("gen_jax.gan.began:make_began"),

@@ -17,7 +17,7 @@ from experiments.configs.base import get_gan_config
 
 
 def get_config():
-    c = get_gan_config({}, lr=2e-4, b1=0.5, b2=0.999, steps=5000)
+    c = get_gan_config({}, lr=2e-4, b1=0.5, b2=0.999, steps=12000)
     c.model = ml_collections.ConfigDict(dict(
-        name="began", z_dim=32, h_dim=32, base=16, scales=2, gamma=0.5, lambda_k=0.001, k_init=0.0))
+        name="began", z_dim=16, h_dim=8, base=16, scales=2, gamma=1.0, lambda_k=0.001, k_init=0.0))
     return c
