@@ -65,7 +65,7 @@ import optax
 
 from gen_jax.checks import DataSpec
 from gen_jax.config import Checked, ConfigError, typed
-from gen_jax.gan import latent_tools
+from gen_jax.gan import diffaugment, latent_tools
 from gen_jax.gan import objectives as obj
 from gen_jax.data.points2d import from_unit
 from gen_jax.gan.networks import DCGANDiscriminator, DCGANGenerator, MLPDiscriminator, MLPGenerator
@@ -101,6 +101,10 @@ class GANConfig(Checked):
       projection: a label-conditional D uses the projection term (Miyato & Koyama 2018, Eq. 3).
       aux_weight: AC-GAN auxiliary classifier weight (Odena et al. 2017); 0 = none.
       invert_steps: Adam steps of the codec's ``encode`` (GAN inversion).
+      diffaugment: DiffAugment policy (Zhao et al. 2020, Sec. 3; :mod:`gen_jax.gan.diffaugment`),
+        e.g. ``'color,translation,cutout'``: every image the discriminator sees, real or
+        generated, in both players' losses, is augmented by the same differentiable random
+        transformations (a fresh draw per call); ``''`` = none. For small datasets.
     """
 
     name: str = "gan"
@@ -121,6 +125,7 @@ class GANConfig(Checked):
     projection: bool = True
     aux_weight: float = 0.0
     invert_steps: int = 1000
+    diffaugment: str = ""
 
     def __post_init__(self):
         self.positive("z_dim", "g_base", "d_base", "d_steps", "invert_steps", "pack")
@@ -133,6 +138,12 @@ class GANConfig(Checked):
                      "use pack=1 with conditioning='label'")
         self.require(self.arch == "dcgan" or self.conditioning == "none", "arch",
                      "the MLP GAN (arch='mlp') is unconditional; use conditioning='none'")
+        try:
+            diffaugment.parse_policy(self.diffaugment)
+        except ValueError as e:
+            self.require(False, "diffaugment", str(e).split(": ", 1)[1])
+        self.require(not self.diffaugment or self.arch == "dcgan", "diffaugment",
+                     "DiffAugment transforms images; the MLP GAN's points have none of its operations")
         self.require(self.arch == "dcgan" or self.d_norm == "none", "d_norm",
                      "the MLP discriminator (arch='mlp') has no normalization layers; use d_norm='none'")
         self.nonnegative("gp_weight", "r1_gamma", "aux_weight")
@@ -272,6 +283,7 @@ def make_gan(cfg: Any, info: Any) -> GenerativeModel:
         raise ConfigError(f"config.model: {e} (dataset image_shape {image_shape})") from None
     d_loss_fn, g_loss_fn = obj.get_losses(cfg.loss)
     pack = lambda x: pack_samples(x, cfg.pack)
+    augment = lambda x, k: diffaugment.diff_augment(x, k, cfg.diffaugment)
 
     def labels_of(batch, b, where):
         return condition_labels(batch, b, where) if num_classes else None
@@ -305,7 +317,11 @@ def make_gan(cfg: Any, info: Any) -> GenerativeModel:
         b = real.shape[0]
         label = labels_of(batch, b, "loss batch")
         fake, _ = players.generate(params[GEN], state[GEN], draw_z(kz, b), label, train=True)
-        real, fake = pack(real), pack(jax.lax.stop_gradient(fake))
+        fake = jax.lax.stop_gradient(fake)
+        if cfg.diffaugment:  # the same transformations for real and fake (Zhao et al. 2020, Eq. 2)
+            kp, kr, kf = jax.random.split(kp, 3)
+            real, fake = augment(real, kr), augment(fake, kf)
+        real, fake = pack(real), pack(fake)
         r, r_cls, ds = players.discriminate(params[DISC], state[DISC], real, label, True)
         f, f_cls, ds = players.discriminate(params[DISC], ds, fake, label, True)
         adv = d_loss_fn(r, f)
@@ -328,7 +344,11 @@ def make_gan(cfg: Any, info: Any) -> GenerativeModel:
     def g_loss(params, state, batch, key):
         b = batch["image"].shape[0]
         label = labels_of(batch, b, "loss batch")
+        if cfg.diffaugment:
+            key, ka = jax.random.split(key)
         fake, gs = players.generate(params[GEN], state[GEN], draw_z(key, b), label, train=True)
+        if cfg.diffaugment:  # G's gradient flows through the augmentation (Zhao et al. 2020, Eq. 3)
+            fake = augment(fake, ka)
         f, f_cls, _ = players.discriminate(params[DISC], state[DISC], pack(fake), label, True)
         adv = g_loss_fn(f)
         loss, m = adv, {"g_adv": adv}

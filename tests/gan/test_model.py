@@ -141,3 +141,19 @@ def test_codec_decodes_as_the_sampler_and_inverts_its_own_samples(trained):
     start = float(jnp.mean(jnp.square(model.codec.decode(params, jax.random.normal(jax.random.PRNGKey(0), z.shape),
                                                          cond) - x)))
     assert mse < 1e-3 and mse < 0.1 * start
+
+
+def test_diffaugment_reaches_both_players_and_bad_policies_are_refused():
+    with pytest.raises(ConfigError, match=r"config\.model\.diffaugment.*'rotate'"):
+        make_gan(_config(1, diffaugment="color,rotate").model, INFO)
+    plain, aug = (make_gan(_config(1, **kw).model, INFO) for kw in ({}, {"diffaugment": "translation,cutout"}))
+    batch = {"image": jnp.asarray(np.random.default_rng(0).integers(0, 17, (8, 8, 8, 1)) / 16.0, jnp.float32)}
+    params = jax.jit(plain.training.init)(jax.random.PRNGKey(0), batch)
+    state = jax.jit(plain.training.init_model_state)(jax.random.PRNGKey(0), batch)
+    key = jax.random.PRNGKey(1)
+    d_plain = float(plain.training.phases[0].loss(params, state, batch, key)[0])
+    d_aug = float(aug.training.phases[0].loss(params, state, batch, key)[0])
+    assert np.isfinite(d_aug) and abs(d_aug - d_plain) > 1e-4  # the discriminator sees augmented images
+    g = jax.grad(lambda gp: aug.training.phases[1].loss({**params, GEN: gp}, state, batch, key)[0])(params[GEN])
+    norms = [float(jnp.linalg.norm(v)) for v in jax.tree.leaves(g)]
+    assert all(np.isfinite(norms)) and max(norms) > 0  # G's gradient flows through the augmentation
