@@ -72,14 +72,18 @@ def test_default_has_no_heads_and_needs_no_factors():
 
 
 def test_brief_training_reads_every_factor():
-    """250 Adam steps of batch 32 of a small network on rendered shapes: per-factor accuracy on
-    500 unseen images. Colour, position and size are read almost at once (400 steps measured:
-    colour 1.00, x 1.00, y 1.00, size 0.98), the shape takes longer (0.63 at 400 steps, chance
-    0.2); the bake-off's feature network (classifier_shapes, 1500 steps) reads all five (its
+    """150 Adam steps of batch 32 of a small network on rendered shapes (every 2nd pixel: 16x16,
+    to keep the test short): per-factor accuracy on 500 unseen images. Colour, position and size
+    are read almost at once (measured here: colour 0.98, x 1.00, y 1.00, size 0.91, shape 0.33;
+    32x32 at 250 steps: colour 0.99, x 1.00, y 1.00, size 0.94),
+    the shape takes longer (0.49 at 250 steps, 0.63 at 400; chance 0.2); the bake-off's feature
+    network (classifier_shapes, 1500 steps) reads all five at 1.000 on the test split (its
     real-vs-real row's acc_* columns)."""
-    model = clf.make_classifier(CFG, INFO)
-    stream = BatchStream(_arrays(3000, 0), INFO, 32, 0)
-    batches = [stream.batch_at(i) for i in range(250)]
+    info = types.SimpleNamespace(**{**vars(INFO), "image_shape": (16, 16, 3)})
+    model = clf.make_classifier(CFG, info)
+    small = lambda a: {**a, "image": a["image"][:, ::2, ::2]}
+    stream = BatchStream(small(_arrays(3000, 0)), info, 32, 0)
+    batches = [stream.batch_at(i) for i in range(150)]
     stacked = {k: jnp.asarray(np.stack([b[k] for b in batches])) for k in ("image", "label", "factors")}
     params = model.training.init(jax.random.PRNGKey(0), batches[0])
     tx = optax.adam(3e-3)
@@ -95,9 +99,9 @@ def test_brief_training_reads_every_factor():
         return jax.lax.scan(step, (params, tx.init(params)), data)[0][0]
 
     params = fit(params, stacked)
-    test = _arrays(500, 1)
+    test = small(_arrays(500, 1))
     pred = clf.make_factor_predictor(CFG, params, batch_size=250)(test["image"] / 255.0)
     acc = {f: float(np.mean(pred[:, i] == test[f])) for i, f in enumerate(FACTORS)}
-    print("factor accuracy after 250 steps:", acc)
-    assert min(acc[f] for f in ("colour", "x", "y")) >= 0.95 and acc["size"] >= 0.85, acc
-    assert acc["shape"] >= 0.4, acc  # twice chance
+    print("factor accuracy after 150 steps:", acc)
+    assert min(acc[f] for f in ("colour", "x", "y")) >= 0.9 and acc["size"] >= 0.8, acc
+    assert acc["shape"] >= 0.3, acc  # above chance (0.2)
