@@ -12,8 +12,11 @@ instance norm, dropout 0.5 on the two innermost decoder layers as the noise), Pa
 stride-2 layer (base 16, 16x16 patches, 14x14 logits, batch norm), Adam(2e-4, 0.5) for both players
 (Isola et al. Sec. 3.3), batch 16, 2500 steps, the generator's EMA 0.995.
 
-Expected figures: see the report of the run (experiments.bakeoff --only pix2pix_shapes writes
-them to <out>/shapes/table.json).
+Measured 2026-12-02 (experiments.bakeoff --only pix2pix_shapes, a shared and heavily loaded 2-core
+CPU, 976 s of training): on the 1000 test outlines, acc_shape 0.875, acc_colour / size / x / y 1.000,
+L1 to the target 0.012, FID 40.8 (shapes floor 24.7), precision 0.75, recall 0.91, gradient energy
+1.19x the targets'. The L1-only U-Net (adv_weight=0, same steps): acc_shape 0.718, colour 0.986,
+L1 0.017, FID 402.7, precision 0.55, recall 0.56, gradient energy 1.16x.
 """
 import ml_collections
 
