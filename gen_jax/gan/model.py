@@ -69,6 +69,7 @@ from gen_jax.gan import diffaugment, latent_tools
 from gen_jax.gan import objectives as obj
 from gen_jax.data.points2d import from_unit
 from gen_jax.gan.networks import DCGANDiscriminator, DCGANGenerator, MLPDiscriminator, MLPGenerator
+from gen_jax.gan.sngan_networks import SNGANDiscriminator, SNGANGenerator
 from gen_jax.model import (MODEL_STATE, Codec, GenerativeModel, Phase, Sampler, Training, check_image_batch,
                            condition_labels, label_conditioning, require_labels)
 
@@ -108,7 +109,7 @@ class GANConfig(Checked):
     """
 
     name: str = "gan"
-    arch: Literal["dcgan", "mlp"] = "dcgan"
+    arch: Literal["dcgan", "mlp", "sngan"] = "dcgan"
     z_dim: int = 64
     g_base: int = 64
     d_base: int = 64
@@ -136,7 +137,7 @@ class GANConfig(Checked):
         self.require(self.pack == 1 or self.conditioning == "none", "pack",
                      "a packed discriminator (pack > 1) judges several samples of different labels at once; "
                      "use pack=1 with conditioning='label'")
-        self.require(self.arch == "dcgan" or self.conditioning == "none", "arch",
+        self.require(self.arch != "mlp" or self.conditioning == "none", "arch",
                      "the MLP GAN (arch='mlp') is unconditional; use conditioning='none'")
         try:
             diffaugment.parse_policy(self.diffaugment)
@@ -144,6 +145,9 @@ class GANConfig(Checked):
             self.require(False, "diffaugment", str(e).split(": ", 1)[1])
         self.require(not self.diffaugment or self.arch == "dcgan", "diffaugment",
                      "DiffAugment transforms images; the MLP GAN's points have none of its operations")
+        self.require(self.arch != "sngan" or (self.conditioning == "none" and self.d_norm == "none"), "arch",
+                     "the SN-GAN standard CNN (arch='sngan') is unconditional and its discriminator has no "
+                     "normalization layers but spectral norm; use conditioning='none', d_norm='none'")
         self.require(self.arch == "dcgan" or self.d_norm == "none", "d_norm",
                      "the MLP discriminator (arch='mlp') has no normalization layers; use d_norm='none'")
         self.nonnegative("gp_weight", "r1_gamma", "aux_weight")
@@ -178,10 +182,14 @@ class _Players:
     def __init__(self, cfg: GANConfig, image_shape, num_classes: int):
         self.cfg = cfg
         self.num_classes = num_classes
-        self.g = DCGANGenerator(image_shape=image_shape, base=cfg.g_base, num_classes=num_classes)
-        self.d = DCGANDiscriminator(base=cfg.d_base, num_classes=num_classes, norm=cfg.d_norm,
-                                    spectral=cfg.spectral, projection=cfg.projection and num_classes > 0,
-                                    aux_classifier=cfg.aux_weight > 0)
+        if cfg.arch == "sngan":  # Miyato et al. 2018, Table 3: widths 512 at g_base = d_base = 64
+            self.g = SNGANGenerator(image_shape=image_shape, width=cfg.g_base / 64)
+            self.d = SNGANDiscriminator(width=cfg.d_base / 64, spectral=cfg.spectral)
+        else:
+            self.g = DCGANGenerator(image_shape=image_shape, base=cfg.g_base, num_classes=num_classes)
+            self.d = DCGANDiscriminator(base=cfg.d_base, num_classes=num_classes, norm=cfg.d_norm,
+                                        spectral=cfg.spectral, projection=cfg.projection and num_classes > 0,
+                                        aux_classifier=cfg.aux_weight > 0)
         self.d_mutable = [c for c, on in (("batch_stats", cfg.d_norm == "batch"), ("spectral", cfg.spectral)) if on]
         self.d_label = self.d.uses_projection
 

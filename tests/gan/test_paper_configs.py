@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
+from gen_jax.config import ConfigError
 from gen_jax.gan.model import make_gan
 from gen_jax.gan.networks import count_params
 from gen_jax.train.experiment import parse_config
@@ -46,3 +47,19 @@ def test_dcgan_cifar10_matches_radford_layer_by_layer():
     x = jax.eval_shape(lambda p, k: model.sampler.sample(p, k, 4), {**params, "model_state": state},
                        jax.random.PRNGKey(0))
     assert x.shape == (4, 32, 32, 3)
+
+
+def test_sngan_cifar10_matches_miyato_table_3_layer_by_layer():
+    cfg, model, params = _shapes("sngan_cifar10")
+    assert cfg.model.arch == "sngan" and cfg.model.spectral and cfg.model.d_steps == 5
+    z = cfg.model.z_dim
+    g = (z * 4 * 4 * 512 + 4 * 4 * 512 + _bn(512) + _conv(4, 512, 256) + _bn(256) + _conv(4, 256, 128) + _bn(128)
+         + _conv(4, 128, 64) + _bn(64) + _conv(3, 64, 3))
+    layers = [(3, 3, 64), (4, 64, 64), (3, 64, 128), (4, 128, 128), (3, 128, 256), (4, 256, 256), (3, 256, 512)]
+    d = sum(_conv(k, i, o) for k, i, o in layers) + 4 * 4 * 512 + 1
+    assert count_params(params["gen"]) == g
+    assert count_params(params["disc"]) == d
+    bad = __import__("experiments.configs.sngan_cifar10", fromlist=["get_config"]).get_config()
+    bad.model.conditioning = "label"
+    with pytest.raises(ConfigError, match=r"config\.model\.arch.*SN-GAN"):
+        make_gan(parse_config(bad).model, CIFAR)
