@@ -3,7 +3,8 @@
     python -m experiments.sample --config C --workdir W --num N --out F.npy [--labels L.npy] [--step S]
 
 Writes float32 samples of shape (N, H, W, C) in [0, 1] to exactly F (NumPy .npy data; a name
-without the .npy suffix is kept, with a note), and a PNG grid beside it. An unwritable F
+without the .npy suffix is kept, with a note), and a PNG grid beside it; a sampler of kind
+``points`` (ring2d, grid2d) writes float32 (N, D) in data coordinates and no grid. An unwritable F
 fails before anything is sampled. The checkpoint is ``--step`` or the newest readable one.
 For a conditional model the conditioning labels are read from ``--labels`` (int [N]) when
 given, else cycle through the classes; the labels used are written to ``F_labels.npy``.

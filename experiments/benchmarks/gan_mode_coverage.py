@@ -14,6 +14,13 @@ beside PacGAN's Table 1 (mean of 10 runs) and 2,500 test-split points (the data'
 writes ``results.json`` and a scatter plot per run to ``--out``.
 
 Target (issue 13): the remedy covers 8/8 and >= 24/25 with >= 90% high quality on each seed.
+
+Status 2026-12-02: NOT met; the full 3-seed table has not been run. Single-seed runs of the
+config's recipe (4000 steps, ~2 min each on a loaded 2-core CPU): ring PacGAN-2 8/8 at 63.9%
+high quality, grid PacGAN-2 17/25 at 2.1%. A stand-alone scan loop (same networks, not this
+trainer) on the grid: plain GAN, Adam 1e-3 with cosine decay, 12000 steps: 13/25 at 89.5%;
+PacGAN-2 with the same recipe at 6000 steps stays diffuse (19/25, 1.8%): the packed
+discriminator learns the 4-D joint structure far more slowly than PacGAN's 400k steps allow for.
 """
 from __future__ import annotations
 
