@@ -36,3 +36,21 @@ def get_gan_config(model: dict, lr: float = 2e-4, b1: float = 0.5, b2: float = 0
     c.train.eval_every = 1000  # FID of the EMA generator against the train split (gen_jax.train.best)
     c.train.best_metric = "fid"  # evaluation and the bake-off use the best of those checkpoints
     return c
+
+
+def get_points_gan_config(dataset: str, pack: int = 2) -> ml_collections.ConfigDict:
+    """An MLP GAN on an embedded 2-D mixture (``ring2d``, ``grid2d``; PacGAN's benchmark):
+    z (8) -> 4 x 200 ReLU -> 2, discriminator on packs of ``pack`` points -> 4 x 200
+    LeakyReLU(0.2) -> logit, non-saturating loss, Adam(5e-4, 0.5, 0.999), batch 128, 4000 steps,
+    no EMA; 2500 samples for evaluation; no image metrics, so the last checkpoint is kept."""
+    c = get_gan_config(dict(arch="mlp", loss="nonsaturating", z_dim=8, pack=pack,
+                            g_hidden=(200, 200, 200, 200), d_hidden=(200, 200, 200, 200)),
+                       lr=5e-4, b1=0.5, b2=0.999, steps=4000)
+    c.dataset.name = dataset
+    c.train.batch_size = 128
+    c.train.ema_decay = 0.0
+    c.train.log_every = 200
+    c.train.ckpt_every = 4000
+    c.eval.num_samples = 2500
+    c.train.eval_every, c.train.best_metric = 0, ""
+    return c

@@ -13,20 +13,8 @@ far beyond this machine's budget, and this shortened recipe is NOT converged.
 Measured 2026-12-02 (one seed, shared 2-core CPU, ~2 min of training): ring 8/8 modes at 63.9% high
 quality (per mode [416, 12, 122, 85, 890, 64, 2, 6]): below the issue's >= 90% target.
 """
-from experiments.configs.base import get_gan_config
-
-PACK = 2
+from experiments.configs.base import get_points_gan_config
 
 
 def get_config():
-    c = get_gan_config(dict(arch="mlp", loss="nonsaturating", z_dim=8, pack=PACK,
-                            g_hidden=(200, 200, 200, 200), d_hidden=(200, 200, 200, 200)),
-                       lr=5e-4, b1=0.5, b2=0.999, steps=4000)
-    c.dataset.name = "ring2d"
-    c.train.batch_size = 128
-    c.train.ema_decay = 0.0
-    c.train.log_every = 200
-    c.train.ckpt_every = 4000
-    c.eval.num_samples = 2500
-    c.train.eval_every, c.train.best_metric = 0, ""  # no image metrics for points: keep the last checkpoint
-    return c
+    return get_points_gan_config("ring2d")
