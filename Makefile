@@ -25,7 +25,7 @@ bakeoff: install
 	$(PY) -m experiments.bakeoff --suite full --out results/bakeoff
 
 test: install
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests -n 2 --dist loadfile  # two workers, each test file on one (its module fixtures shared)
 
 test-fast: install
 	$(PY) -m pytest tests -m "not slow"
