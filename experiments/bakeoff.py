@@ -146,12 +146,9 @@ def run_one(name: str, overrides: dict, out: str, extractor, test, progress: boo
     # A row that re-evaluates another row's finished run with other sampling settings (ddim50
     # over the ddpm run) differs from that run's config only in how it samples: it trains nothing.
     reuses_run = row_name in RUN_OF
-    evaluator = None
-    if exp.train.eval_every and train_arrays is not None:  # the best checkpoint, chosen on the train split
-        from gen_jax.evaluation.evaluate import make_sample_scorer
-
-        evaluator = make_sample_scorer(model, info, train_arrays, extractor, num=exp.train.eval_num,
-                                       batch_size=exp.eval.batch_size, seed=exp.seed)
+    # The best checkpoint, chosen on the train split (None without train.eval_every).
+    evaluator = None if train_arrays is None else common.evaluator_for(exp, model, info, extractor=extractor,
+                                                                       train_arrays=train_arrays)
     result = train(exp, model, workdir, common.build_stream(exp, info, mesh), info, progress=progress, mesh=mesh,
                    allow_config_change=reuses_run, evaluator=evaluator)
     if result.resumed_from != exp.train.steps:  # trained now (fully or partly)

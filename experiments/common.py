@@ -188,20 +188,25 @@ def restore_state(exp: ExperimentConfig, model: Model, workdir: str, info, step=
     return state, meta
 
 
-def evaluator_for(exp: ExperimentConfig, model: Model, info, progress: bool = False):
+def evaluator_for(exp: ExperimentConfig, model: Model, info, progress: bool = False, extractor=None,
+                  train_arrays: Optional[dict] = None):
     """The train loop's periodic evaluation for ``exp`` (``config.train.eval_every > 0``, an image
     sampler): FID / KID / precision / recall of ``config.train.eval_num`` samples against the
     *train* split on the dataset's feature network (the test split stays unseen by the choice
-    of the best checkpoint); ``None`` otherwise."""
+    of the best checkpoint); ``None`` otherwise. ``extractor`` / ``train_arrays``: ones the caller
+    already holds (loaded here when omitted)."""
     from gen_jax.evaluation.evaluate import has_image_metrics, make_sample_scorer
 
     if not exp.train.eval_every or not has_image_metrics(model):
         return None
     from gen_jax.data.datasets import load_split
 
-    extractor = feature_extractor(exp.dataset.name, data_dir(exp), exp.eval.feature_net, progress=progress)
-    return make_sample_scorer(model, info, load_split(exp.dataset.name, "train", data_dir(exp)), extractor,
-                              num=exp.train.eval_num, batch_size=exp.eval.batch_size, seed=exp.seed)
+    if extractor is None:
+        extractor = feature_extractor(exp.dataset.name, data_dir(exp), exp.eval.feature_net, progress=progress)
+    if train_arrays is None:
+        train_arrays = load_split(exp.dataset.name, "train", data_dir(exp))
+    return make_sample_scorer(model, info, train_arrays, extractor, num=exp.train.eval_num,
+                              batch_size=exp.eval.batch_size, seed=exp.seed)
 
 
 def restore_for_eval(exp: ExperimentConfig, model: Model, workdir: str, info, step=None):

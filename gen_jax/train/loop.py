@@ -35,7 +35,7 @@ from gen_jax import xla_options
 from gen_jax.config import ConfigError
 from gen_jax.model import MODEL_STATE, Model, full_params
 from gen_jax.train import sharding as shd
-from gen_jax.train.best import BestTracker
+from gen_jax.train.best import BestTracker, best_dir
 from gen_jax.train.checkpoint import Checkpointer
 from gen_jax.train.experiment import ExperimentConfig
 from gen_jax.train.lock import WorkdirLock
@@ -323,7 +323,7 @@ def _evaluate(evaluator, state, model, writer, best, step, meta, is_main):
     writer.write(step, {f"eval/{k}": v for k, v in scores.items()})
     if best is not None and best.update(step, scores, state, meta) and is_main:
         print(f"step {step}: best {best.metric} so far, {scores[best.metric]:.4g} (saved in "
-              f"{os.path.dirname(best._ckpt.directory)})", flush=True)
+              f"{best_dir(best.workdir)})", flush=True)
 
 
 def _write_grid(sample_fn, state, model, info, exp, workdir, step, stream):
