@@ -47,6 +47,7 @@ MODELS: dict[str, Entry] = {
     "cyclegan": Entry("gen_jax.gan.cyclegan:make_cyclegan"),
     "pix2pix": Entry("gen_jax.gan.pix2pix:make_pix2pix"),
     "began": Entry("gen_jax.gan.began:make_began"),
+    "vqvae": Entry("gen_jax.latent.vqvae:make_vqvae"),
 }
 
 

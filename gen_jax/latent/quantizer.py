@@ -78,7 +78,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gen_jax.config import Checked
+from gen_jax.config import Checked, ConfigError
 
 Array = jax.Array
 sg = jax.lax.stop_gradient
@@ -325,7 +325,7 @@ class VectorQuantizer:
         z = self._flat(z_e)
         if cfg.kmeans_iters > 0:
             if z.shape[0] < k:
-                raise ValueError(f"config.model.num_codes={k}: the k-means initialization needs at least "
+                raise ConfigError(f"config.model.num_codes={k}: the k-means initialization needs at least "
                                  f"{k} encoder outputs, the first batch gives {z.shape[0]} "
                                  f"(raise config.train.batch_size or lower num_codes)")
             codebook, counts = kmeans(key, sg(z), k, cfg.kmeans_iters, cfg.cosine)
