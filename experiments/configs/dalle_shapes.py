@@ -1,0 +1,40 @@
+"""DALL-E-style text-to-image prior on shapes (Ramesh et al. 2021, Sec. 2-2.3; Esser et al. 2021).
+
+Stage one is the vqvae_shapes tokenizer (32x32 RGB -> 8x8 ids, 512 codes), frozen; stage two a
+decoder-only transformer over [10 caption word ids, <boi>, 64 image ids]
+(gen_jax/autoregressive/text_to_image.py), trained on the image tokens with the caption
+dropped to the empty caption 10% of the time, sampled with classifier-free guidance on the
+logits (Ho & Salimans 2022) and optionally reranked by CLIP (``config.stages.clip``, read only
+by experiments/text2image_rows.py and the benchmark, never by the model):
+
+    python -m experiments.train --config experiments/configs/vqvae_shapes.py --workdir runs/vqvae_shapes
+    python -m experiments.train --config experiments/configs/dalle_shapes.py --workdir runs/dalle_shapes \
+        --config.stages.stage1.workdir=runs/vqvae_shapes
+    python -m experiments.benchmarks.dalle_shapes --workdir runs/dalle_shapes \
+        --config.stages.stage1.workdir=runs/vqvae_shapes --config.stages.clip.workdir=runs/clip_shapes
+"""
+import ml_collections
+
+from experiments.configs.base import get_base_config
+
+
+def get_config():
+    c = get_base_config()
+    c.dataset.name = "shapes"
+    c.model = ml_collections.ConfigDict(dict(
+        name="dalle", codebook_size=512, token_grid=(8, 8), text_len=10, num_layers=4, d_model=128,
+        num_heads=4, mlp_ratio=4, positions="learned", dropout=0.0, caption_drop=0.1, text_loss_weight=0.0,
+        guidance_scale=3.0, temperature=1.0, top_k=0))
+    c.stages = ml_collections.ConfigDict({
+        "stage1": {"config": "vqvae_shapes", "workdir": "runs/vqvae_shapes", "overrides": ()},
+        "clip": {"config": "clip_shapes", "workdir": "runs/clip_shapes", "overrides": ()}})
+    c.optim.learning_rate = 1e-3
+    c.optim.schedule = "cosine"
+    c.optim.warmup_steps = 100
+    c.optim.grad_clip = 1.0
+    c.train.steps = 3000
+    c.train.batch_size = 64
+    c.train.log_every = 100
+    c.train.ckpt_every = 1000
+    c.train.sample_every = 0
+    return c
