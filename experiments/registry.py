@@ -48,6 +48,7 @@ MODELS: dict[str, Entry] = {
     "pix2pix": Entry("gen_jax.gan.pix2pix:make_pix2pix"),
     "began": Entry("gen_jax.gan.began:make_began"),
     "vqvae": Entry("gen_jax.latent.vqvae:make_vqvae"),
+    "dalle": Entry("gen_jax.autoregressive.text_to_image:make_text_to_image", stages=("stage1",)),
 }
 
 
