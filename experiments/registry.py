@@ -49,6 +49,8 @@ MODELS: dict[str, Entry] = {
     "began": Entry("gen_jax.gan.began:make_began"),
     "vqvae": Entry("gen_jax.latent.vqvae:make_vqvae"),
     "dalle": Entry("gen_jax.autoregressive.text_to_image:make_text_to_image", stages=("stage1",)),
+    "vqgan": Entry("gen_jax.latent.vqgan:make_vqgan", stages=("features",)),
+    "dvae": Entry("gen_jax.latent.dvae:make_dvae"),
 }
 
 
