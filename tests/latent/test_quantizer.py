@@ -23,12 +23,12 @@ def _z(n=2, key=0, shape=(2, 2)):
 
 def test_straight_through_jacobian_is_the_identity_and_the_value_the_nearest_code():
     vq = _vq(codebook="loss", kmeans_iters=0, dead_threshold=0)
-    params, state = vq.init(jax.random.PRNGKey(1), _z())
+    params, state = jax.jit(vq.init)(jax.random.PRNGKey(1), _z())
     z = _z(1, key=2)
     f = lambda z: vq.quantize(params, state, z).z_q.reshape(-1)
-    jac = jax.jacfwd(f)(z).reshape(z.size, z.size)
-    np.testing.assert_allclose(np.asarray(jac), np.eye(z.size), atol=1e-6)
-    np.testing.assert_allclose(np.asarray(jax.jacrev(f)(z)).reshape(z.size, z.size), np.eye(z.size), atol=1e-6)
+    jac_f, jac_r = jax.jit(lambda z: (jax.jacfwd(f)(z), jax.jacrev(f)(z)))(z)
+    np.testing.assert_allclose(np.asarray(jac_f).reshape(z.size, z.size), np.eye(z.size), atol=1e-6)
+    np.testing.assert_allclose(np.asarray(jac_r).reshape(z.size, z.size), np.eye(z.size), atol=1e-6)
     # the forward value is the nearest code (numpy argmin of the squared distances)
     cb, zf = np.asarray(params["codebook"]), np.asarray(z).reshape(-1, D)
     ids = np.argmin(((zf[:, None] - cb[None]) ** 2).sum(-1), -1)
@@ -38,15 +38,15 @@ def test_straight_through_jacobian_is_the_identity_and_the_value_the_nearest_cod
 
 def test_commitment_reaches_only_the_encoder_and_the_codebook_term_only_the_codebook():
     vq = _vq(codebook="loss", kmeans_iters=0, dead_threshold=0, beta=0.25)
-    params, state = vq.init(jax.random.PRNGKey(1), _z())
+    params, state = jax.jit(vq.init)(jax.random.PRNGKey(1), _z())
     z = _z(2, key=3)
 
     def term(name):
         return lambda z, cb: jnp.sum(getattr(vq.quantize({"codebook": cb}, state, z), name))
 
     cb = params["codebook"]
-    gz_c, gcb_c = jax.grad(term("commitment"), argnums=(0, 1))(z, cb)
-    gz_b, gcb_b = jax.grad(term("codebook"), argnums=(0, 1))(z, cb)
+    gz_c, gcb_c = jax.jit(jax.grad(term("commitment"), argnums=(0, 1)))(z, cb)
+    gz_b, gcb_b = jax.jit(jax.grad(term("codebook"), argnums=(0, 1)))(z, cb)
     assert float(jnp.max(jnp.abs(gcb_c))) == 0.0 and float(jnp.max(jnp.abs(gz_b))) == 0.0
     # closed forms: d/dz mean_i (z - e)^2 = 2 (z - e) / (h w D) per example, and the codebook's
     # gradient is the sum over the outputs assigned to each code of 2 (e - z) / (h w D)
@@ -110,21 +110,29 @@ def _toy(key=0, clusters=8, per=32):
 
 def test_kmeans_init_and_dead_code_reset_leave_no_code_unused_on_a_toy_set():
     z, _ = _toy()
-    used = lambda vq, p, s: np.unique(np.asarray(vq.quantize(p, s, z).ids)).size
+    zf = np.asarray(z).reshape(-1, D)
+
+    def used(vq, p, s):  # distinct nearest codes of the toy set (numpy)
+        cb = np.asarray(vq.codebook(p, s))
+        return np.unique(np.argmin(((zf[:, None] - cb[None]) ** 2).sum(-1), -1)).size
     # k-means on the first batch: every code sits on a cluster
     vq = _vq(num_codes=8, kmeans_iters=5, dead_threshold=0)
-    p, s = vq.init(jax.random.PRNGKey(0), z)
+    p, s = jax.jit(vq.init)(jax.random.PRNGKey(0), z)
     assert used(vq, p, s) == 8
     # a random codebook far from the data leaves codes unused, and the EMA alone does not fix it ...
     for threshold, want in ((0.0, None), (1.0, 8)):
         vq = _vq(num_codes=8, kmeans_iters=0, init_scale=0.1, decay=0.5, dead_threshold=threshold)
         p, s = vq.init(jax.random.PRNGKey(0), z)
-        step = jax.jit(lambda s, k: vq.update(p, s, z, vq.quantize(p, s, z).ids, k))
         assert used(vq, p, s) < 8
-        resets = 0
-        for t in range(40):
-            s, m = step(s, jax.random.PRNGKey(t))
-            resets += float(m["codes_reset"])
+
+        def steps(s):
+            def one(s, k):
+                s, m = vq.update(p, s, z, vq.quantize(p, s, z).ids, k)
+                return s, m["codes_reset"]
+            return jax.lax.scan(one, s, jax.random.split(jax.random.PRNGKey(1), 40))
+
+        s, resets = jax.jit(steps)(s)
+        resets = float(jnp.sum(resets))
         if want is None:
             assert used(vq, p, s) < 8 and resets == 0
         else:  # ... the dead-code reset does
@@ -136,7 +144,8 @@ def test_uniform_reset_draws_batch_outputs():
     flat = z.reshape(-1, D)
     cb = jnp.zeros((K, D))
     count = jnp.array([5.0, 0.1, 5.0, 0.0, 2.0, 0.5])
-    cb2, n2, m2, dead = q.reset_dead_codes(jax.random.PRNGKey(0), cb, count, cb, flat, 1.0, "uniform")
+    reset = jax.jit(q.reset_dead_codes, static_argnums=(5, 6))
+    cb2, n2, m2, dead = reset(jax.random.PRNGKey(0), cb, count, cb, flat, 1.0, "uniform")
     np.testing.assert_array_equal(np.asarray(dead), [False, True, False, True, False, True])
     for i in np.flatnonzero(np.asarray(dead)):  # a dead code is now one of the batch's outputs
         assert np.min(np.abs(np.asarray(flat) - np.asarray(cb2[i])).sum(-1)) == 0
@@ -148,14 +157,14 @@ def test_uniform_reset_draws_batch_outputs():
 def test_cosine_codes_are_unit_norm_and_nearest_by_cosine():
     z, _ = _toy(clusters=8)
     vq = _vq(num_codes=8, cosine=True, kmeans_iters=3, dead_threshold=1.0)
-    p, s = vq.init(jax.random.PRNGKey(0), z)
+    p, s = jax.jit(vq.init)(jax.random.PRNGKey(0), z)
     np.testing.assert_allclose(np.linalg.norm(np.asarray(s["codebook"]), axis=-1), 1.0, rtol=1e-5)
     zz = 3.0 * _z(2, key=5)
-    out = vq.quantize(p, s, zz)
+    out = jax.jit(vq.quantize)(p, s, zz)
     np.testing.assert_allclose(np.linalg.norm(np.asarray(out.z_q), axis=-1), 1.0, rtol=1e-5)
     cos = np.asarray(zz).reshape(-1, D) @ np.asarray(s["codebook"]).T
     np.testing.assert_array_equal(np.asarray(out.ids).reshape(-1), np.argmax(cos, -1))
-    s2, _ = vq.update(p, s, zz, out.ids, jax.random.PRNGKey(1))
+    s2, _ = jax.jit(vq.update)(p, s, zz, out.ids, jax.random.PRNGKey(1))
     np.testing.assert_allclose(np.linalg.norm(np.asarray(s2["codebook"]), axis=-1), 1.0, rtol=1e-5)
 
 
