@@ -48,7 +48,7 @@ def setup():
     parts = T.build_text_to_image(CFG, INFO, {"stage1": stand_in_stage()})
     x = jax.random.uniform(jax.random.PRNGKey(0), (4, 8, 8, 3))
     batch = {"image": x, "caption_tokens": captions(jax.random.PRNGKey(1), 4)}
-    trained = parts.model.training.init(jax.random.PRNGKey(2), batch)
+    trained = jax.jit(parts.model.training.init)(jax.random.PRNGKey(2), batch)
     params = {**trained, "stage1": parts.stage.params}
     return parts, params, batch
 
@@ -117,7 +117,7 @@ def test_caption_dropout_rate(setup):
     np.testing.assert_array_equal(np.asarray(out)[np.asarray(dropped)], np.broadcast_to(null, (int(dropped.sum()), caps.shape[1])))
     np.testing.assert_array_equal(np.asarray(out)[~np.asarray(dropped)], np.asarray(caps)[~np.asarray(dropped)])
     # The loss drops at the configured rate (caption_drop = 0.25) and is finite.
-    loss = parts.model.training.phases[0].loss
+    loss = jax.jit(parts.model.training.phases[0].loss)
     big = {"image": jnp.tile(batch["image"], (50, 1, 1, 1)), "caption_tokens": jnp.tile(batch["caption_tokens"], (50, 1))}
     value, metrics = loss(params, big, jax.random.PRNGKey(9))
     assert np.isfinite(float(value)) and abs(float(jnp.mean(metrics["caption_dropped"])) - 0.25) < 4 * np.sqrt(0.25 * .75 / 200)
@@ -164,3 +164,11 @@ def test_refusals(setup):
         parts.image_logits(params, caps, jnp.full((4, 4), K))
     with pytest.raises(ValueError, match="codebook"):
         parts.image_logits(params, caps, jnp.full((4, 4), -1))
+
+
+def test_stage_one_checkpoint_missing(tmp_path):
+    from experiments import common
+
+    exp = common.load_experiment("dalle_shapes", {"stages.stage1.workdir": str(tmp_path / "none")})
+    with pytest.raises(ConfigError, match="config.stages.stage1.workdir"):
+        common.setup(exp)
