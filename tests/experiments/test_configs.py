@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments import common
+from experiments import common, registry
 from gen_jax.config import ConfigError
 from gen_jax.data.datasets import EMBEDDED
 from gen_jax.model import MODEL_STATE, full_params
@@ -41,14 +41,14 @@ def test_config_builds_and_documents_its_command(name):
     exp = common.load_experiment(name)
     if exp.dataset.name not in EMBEDDED:
         return  # paper-scale configs on standard datasets: shape-checked by their family's tests
-    for name_, stage in exp.stages.items():
-        if not os.path.isdir(os.path.join(common.resolve_workdir(stage.workdir), "checkpoints")):
+    for name_ in registry.get_entry(exp.model_name).stages:  # the stages the model restores
+        if not os.path.isdir(os.path.join(common.resolve_workdir(exp.stages[name_].workdir), "checkpoints")):
             # A two-stage config whose stage one is not trained here: building must say so.
             with pytest.raises(ConfigError, match=f"config.stages.{name_}.workdir"):
                 common.setup(exp)
             return
     info, model, _ = common.setup(exp)
-    batch = _example_batch(info, 4)
+    batch = _example_batch(info, exp.train.batch_size)  # shapes only: the batch training starts from
     params = jax.eval_shape(model.training.init, jax.random.PRNGKey(0), batch)
     assert sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params)) > 0
     sampler = getattr(model, "sampler", None)
