@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Literal, Mapping
 
+import jax
 import optax
 
 from gen_jax.config import Checked, ConfigError, from_config
@@ -57,15 +58,25 @@ def make_schedule(cfg: OptimConfig, total_steps: int) -> optax.Schedule:
     return optax.join_schedules([optax.linear_schedule(0.0, lr, warm), main], [warm])
 
 
+def decay_mask(params: Any) -> Any:
+    """The weight-decay mask of ``params``: ``True`` for leaves with ``ndim >= 2`` (weight
+    matrices, conv kernels, embedding tables), ``False`` for scalars and vectors (biases,
+    norm scales/offsets, learned temperatures), which are not decayed (Loshchilov & Hutter
+    2019 decay weights; excluding gains and biases as in GPT-2 and CLIP). Generic: by rank only."""
+    return jax.tree.map(lambda p: getattr(p, "ndim", 0) >= 2, params)
+
+
 def make_optimizer(cfg: OptimConfig, total_steps: int) -> optax.GradientTransformation:
-    """Gradient clipping (optional) chained with the named optax optimizer."""
+    """Gradient clipping (optional) chained with the named optax optimizer; adamw and lamb
+    decay only the leaves :func:`decay_mask` selects."""
     sched = make_schedule(cfg, total_steps)
+    mask = decay_mask if cfg.weight_decay > 0 else None
     if cfg.name == "adam":
         opt = optax.adam(sched, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps)
     elif cfg.name == "adamw":
-        opt = optax.adamw(sched, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay)
+        opt = optax.adamw(sched, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay, mask=mask)
     elif cfg.name == "lamb":
-        opt = optax.lamb(sched, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay)
+        opt = optax.lamb(sched, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay, mask=mask)
     else:
         opt = optax.sgd(sched, momentum=cfg.momentum)
     if cfg.grad_clip > 0:
