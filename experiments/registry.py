@@ -51,6 +51,7 @@ MODELS: dict[str, Entry] = {
     "dalle": Entry("gen_jax.autoregressive.text_to_image:make_text_to_image", stages=("stage1",)),
     "vqgan": Entry("gen_jax.latent.vqgan:make_vqgan", stages=("features",)),
     "dvae": Entry("gen_jax.latent.dvae:make_dvae"),
+    "clip": Entry("gen_jax.multimodal.clip:make_clip"),
 }
 
 
