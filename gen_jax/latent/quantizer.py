@@ -35,7 +35,7 @@ Codebook updates (``QuantizerConfig.codebook``):
   loss is then the reconstruction plus the commitment term only.
 
 Codebook utilization (the "codebook collapse" remedies of later work, e.g. Dhariwal et al. 2020,
-"Jukebox", Sec. 3.1, "random restarts"; Razavi et al. 2019 use the EMA codebook):
+"Jukebox", its "random restarts" of embeddings; Razavi et al. 2019, VQ-VAE-2, use the EMA codebook):
 
 * k-means initialization (``kmeans_iters > 0``): the codebook is fitted by k-means (k-means++
   seeding, then Lloyd iterations) to the encoder outputs of the first training batch, computed

@@ -13,8 +13,8 @@ decoder of fixed variance (``-log p(x | z_q)`` = squared error up to constants):
 the codebook being either trained by that last term or, by default, the EMA of the encoder
 outputs assigned to each code (App. A.1; ``codebook='ema'``), kept with the k-means
 initialization, dead-code resets and the usage counters in the model state ``{'vq': ...}``
-of one stateful phase (only training advances it). As in Razavi et al. 2019 (VQ-VAE-2,
-Sec. 3.1) the EMA codebook is the default.
+of one stateful phase (only training advances it). As in Razavi et al. 2019 (VQ-VAE-2), the
+EMA codebook replaces the codebook loss by default.
 
 Logged per step: ``mse`` (``[0, 1]`` images), ``commitment``, ``codebook_loss``, and the
 quantizer's ``perplexity``, ``codes_used_batch``, ``codes_reset`` and ``codes_used_window``
