@@ -59,11 +59,18 @@ def make_schedule(cfg: OptimConfig, total_steps: int) -> optax.Schedule:
 
 
 def decay_mask(params: Any) -> Any:
-    """The weight-decay mask of ``params``: ``True`` for leaves with ``ndim >= 2`` (weight
-    matrices, conv kernels, embedding tables), ``False`` for scalars and vectors (biases,
-    norm scales/offsets, learned temperatures), which are not decayed (Loshchilov & Hutter
-    2019 decay weights; excluding gains and biases as in GPT-2 and CLIP). Generic: by rank only."""
-    return jax.tree.map(lambda p: getattr(p, "ndim", 0) >= 2, params)
+    """The weight-decay mask of ``params``: ``True`` for weight leaves of ``ndim >= 2`` (matrices,
+    conv kernels, embedding tables), ``False`` for scalars and vectors (norm scales/offsets,
+    learned temperatures) and for every leaf named ``bias`` (also the ``[heads, head_dim]``
+    biases of multi-head projections), which are not decayed (decoupled weight decay,
+    Loshchilov & Hutter 2019, on the weights only, as in GPT-2 and CLIP). Generic: by rank and
+    the ``bias`` leaf name only."""
+    def decay(path, p):
+        last = path[-1] if path else None
+        name = getattr(last, "key", getattr(last, "name", None))
+        return getattr(p, "ndim", 0) >= 2 and name != "bias"
+
+    return jax.tree_util.tree_map_with_path(decay, params)
 
 
 def make_optimizer(cfg: OptimConfig, total_steps: int) -> optax.GradientTransformation:

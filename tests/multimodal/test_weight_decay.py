@@ -1,4 +1,4 @@
-"""The generic weight-decay mask of gen_jax.train.optim: only leaves with ndim >= 2 decay."""
+"""The generic weight-decay mask of gen_jax.train.optim: only non-bias leaves with ndim >= 2 decay."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,13 +10,14 @@ from gen_jax.train.optim import OptimConfig, decay_mask, make_optimizer
 def _params():
     return {"dense": {"kernel": jnp.full((3, 2), 2.0), "bias": jnp.full((2,), 2.0)},
             "norm": {"scale": jnp.full((2,), 2.0)}, "log_scale": jnp.asarray(2.0),
-            "conv": jnp.full((2, 2, 1, 3), 2.0)}
+            "conv": jnp.full((2, 2, 1, 3), 2.0),
+            "attn": {"kernel": jnp.full((3, 2, 2), 2.0), "bias": jnp.full((2, 2), 2.0)}}
 
 
 def test_mask_by_rank():
     m = decay_mask(_params())
     assert m == {"dense": {"kernel": True, "bias": False}, "norm": {"scale": False},
-                 "log_scale": False, "conv": True}
+                 "log_scale": False, "conv": True, "attn": {"kernel": True, "bias": False}}
 
 
 @pytest.mark.parametrize("name", ["adamw", "lamb"])
@@ -30,6 +31,7 @@ def test_zero_gradient_step_decays_only_matrices(name):
     upd, _ = opt.update(jax.tree.map(jnp.zeros_like, params), state, params)
     np.testing.assert_array_equal(upd["dense"]["bias"], 0.0)
     np.testing.assert_array_equal(upd["norm"]["scale"], 0.0)
+    np.testing.assert_array_equal(upd["attn"]["bias"], 0.0)   # a 2-D bias is a bias
     assert float(upd["log_scale"]) == 0.0
     assert np.all(np.asarray(upd["dense"]["kernel"]) < 0) and np.all(np.asarray(upd["conv"]) < 0)
     if name == "adamw":
