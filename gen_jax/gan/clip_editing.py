@@ -20,7 +20,7 @@ optimizers, and every public function checks its arguments and names the offendi
   ``mean_i cos(E_I(G(z_i + alpha d)), E_T(t))`` (minus the similarity to a source text ``s``:
   the text-difference target ``E_T(t) - E_T(s)`` of StyleCLIP's global directions, Sec. 6),
   by Adam projected back onto the unit sphere after every step.
-* Scoring: :func:`text_embeddings`, :func:`clip_similarity`, :func:`latent_distance`,
+* Scoring: :func:`text_embeddings`, :func:`ensemble_embedding`, :func:`clip_similarity`, :func:`latent_distance`,
   :func:`factor_edit_scores` (did the requested factor change, did the others stay).
 """
 from __future__ import annotations
@@ -123,6 +123,14 @@ def text_embeddings(embedder: Embedder, clip_params, caption_tokens: Array) -> A
     embedder = _check_embedder(embedder)
     tokens = _tokens(caption_tokens, "caption_tokens", None)
     return jnp.asarray(embedder.embed_text(clip_params, tokens), jnp.float32)
+
+
+def ensemble_embedding(embedder: Embedder, clip_params, caption_tokens: Array) -> Array:
+    """One text embedding ``[D]`` for captions ``[M, L]``: the mean of their l2-normalized
+    embeddings, renormalized (prompt ensembling, Radford et al. 2021, Sec. 3.1.4)."""
+    e = text_embeddings(embedder, clip_params, caption_tokens)
+    m = jnp.mean(e, axis=0)
+    return m / jnp.maximum(jnp.linalg.norm(m), jnp.finfo(m.dtype).tiny)
 
 
 def _cos(img_emb: Array, txt_emb: Array) -> Array:
@@ -311,7 +319,8 @@ def global_direction(generate: Generator, embedder: Embedder, clip_params, z: Ar
                                [ - mean_i cos(E_I(G(z_i + alpha d)), E_T(s)) ]
 
     The first term is StyleCLIP's ``1 - D_CLIP`` (Patashnik et al. 2021, Eq. 1) with one edit
-    shared by every latent instead of one per latent; with a source text ``s`` (the
+    shared by every latent instead of one per latent (``E_T`` of several captions is their
+    prompt ensemble, :func:`ensemble_embedding`); with a source text ``s`` (the
     *directional* variant) the objective is ``mean_i <E_I(G(z_i + alpha d)), E_T(t) - E_T(s)>``
     of the l2-normalized image embeddings: the text-difference target ``Delta t`` of StyleCLIP's
     global directions (Sec. 6), which rewards moving *from* ``s`` *to* ``t`` rather than
@@ -323,8 +332,9 @@ def global_direction(generate: Generator, embedder: Embedder, clip_params, z: Ar
       generate: ``z [N, Z] -> images [N, H, W, C]`` in [0, 1] (static).
       embedder, clip_params: the contrastive model and its params.
       z: the batch of start latents ``[N, Z]``.
-      target_tokens: one target caption, int ids ``[L]`` or ``[1, L]``.
-      source_tokens: one source caption (the directional variant), or None.
+      target_tokens: the target text, int ids ``[L]`` (one caption) or ``[M, L]`` (a prompt
+        ensemble, :func:`ensemble_embedding`: e.g. the target attribute in every context).
+      source_tokens: the source text (the directional variant), ``[L]`` or ``[M', L]``, or None.
       alpha: the edit strength (> 0): images are ``G(z_i + alpha d)``.
       steps: Adam steps (>= 1).
       learning_rate: Adam step size (> 0).
@@ -336,8 +346,8 @@ def global_direction(generate: Generator, embedder: Embedder, clip_params, z: Ar
     """
     embedder = _check_embedder(embedder)
     z = _float(z, "z", 2, "[N, Z]")
-    target = _tokens(target_tokens, "target_tokens", 1)
-    source = None if source_tokens is None else _tokens(source_tokens, "source_tokens", 1)
+    target = _tokens(target_tokens, "target_tokens", None)
+    source = None if source_tokens is None else _tokens(source_tokens, "source_tokens", None)
     _positive(alpha, "alpha")
     steps = _positive_int(steps, "steps")
     _positive(learning_rate, "learning_rate")
@@ -352,8 +362,8 @@ def global_direction(generate: Generator, embedder: Embedder, clip_params, z: Ar
     if not float(jnp.linalg.norm(d0)) > 0:
         raise ValueError("init must be a nonzero direction")
     _check_images(generate, z, "global_direction")
-    t = jnp.asarray(embedder.embed_text(clip_params, target), jnp.float32)
-    s = t if source is None else jnp.asarray(embedder.embed_text(clip_params, source), jnp.float32)
+    t = ensemble_embedding(embedder, clip_params, target)[None]
+    s = t if source is None else ensemble_embedding(embedder, clip_params, source)[None]
     d, obj, sim = _direction_loop(generate, embedder, clip_params, z.astype(jnp.float32), _unit(d0), t, s,
                                   jnp.float32(0.0 if source is None else 1.0), jnp.float32(alpha), steps,
                                   jnp.float32(learning_rate))

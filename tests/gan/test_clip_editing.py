@@ -43,7 +43,7 @@ def _standins():
     q = a @ b
     u = texts @ q.T  # cos(E_I(G(z)), texts[k]) = cos(z, u[k])
     z0 = rng.normal(size=(3, Z)).astype(np.float32)
-    return dict(generate=generate, emb=Embedder(embed_image, embed_text, Z), params=params, u=u, z0=z0)
+    return dict(generate=generate, emb=Embedder(embed_image, embed_text, Z), params=params, u=u, z0=z0, q=q)
 
 
 @pytest.fixture(scope="module")
@@ -155,6 +155,20 @@ def test_directional_variant_matches_its_reference(setup):
     assert float(out.objective[-1]) == pytest.approx(best, abs=1e-5)
 
 
+def test_prompt_ensemble_is_the_renormalized_mean(setup):
+    s = setup
+    tokens = np.array([[1, 0], [2, 0], [4, 0]], np.int32)
+    m = np.asarray(s["params"]["T"])[[1, 2, 4]].mean(0)
+    got = np.asarray(ce.ensemble_embedding(s["emb"], s["params"], tokens))
+    np.testing.assert_allclose(got, m / np.linalg.norm(m), atol=1e-6)
+    # A direction toward an ensemble is the direction toward its mean embedding's pre-image.
+    zs = np.random.default_rng(3).normal(size=(8, Z)).astype(np.float32)
+    out = ce.global_direction(s["generate"], s["emb"], s["params"], zs, tokens, alpha=3.0, steps=300,
+                              learning_rate=0.02, init=np.ones(Z))
+    ref, _ = _ref_direction(zs.astype(np.float64), 3.0, (got @ s["q"].T).astype(np.float64))
+    assert _cos(np.asarray(out.direction, np.float64), ref) > 0.9999
+
+
 def test_factor_edit_scores():
     before = np.array([[0, 1, 0], [2, 3, 1], [1, 1, 1], [4, 0, 0]])
     after = np.array([[0, 2, 0], [2, 2, 0], [1, 1, 1], [3, 2, 0]])
@@ -178,9 +192,9 @@ def test_refusals_name_the_argument(setup):
         (lambda: ce.optimize_latents(g, e, p, z0, tok, identity_weight=1.0), "identity_features"),
         (lambda: ce.optimize_latents(g, "clip", p, z0, tok), "embedder"),
         (lambda: ce.global_direction(g, e, p, z0[0], tok, key=jax.random.PRNGKey(0)), "z"),
-        (lambda: ce.global_direction(g, e, p, z0, np.zeros((2, 2), np.int32), key=jax.random.PRNGKey(0)),
+        (lambda: ce.global_direction(g, e, p, z0, np.zeros((2, 2), np.float32), key=jax.random.PRNGKey(0)),
          "target_tokens"),
-        (lambda: ce.global_direction(g, e, p, z0, tok, source_tokens=np.zeros((3, 2), np.int32),
+        (lambda: ce.global_direction(g, e, p, z0, tok, source_tokens=np.zeros((3, 2, 1), np.int32),
                                      key=jax.random.PRNGKey(0)), "source_tokens"),
         (lambda: ce.global_direction(g, e, p, z0, tok, steps=-1, key=jax.random.PRNGKey(0)), "steps"),
         (lambda: ce.global_direction(g, e, p, z0, tok, alpha=0.0, key=jax.random.PRNGKey(0)), "alpha"),
