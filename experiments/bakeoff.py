@@ -21,7 +21,11 @@ feature network, and writes into ``<out>/``:
   feature network vs the shapes test split, per-attribute accuracy ``acc_<factor>``, ``l1`` to a
   paired target, ``sharpness``), ``samples/<model>.npy`` (float32 [1000, 32, 32, 3] in [0, 1])
   and ``samples/<model>_factors.npy`` (int [1000, 5], the factors each output should show, in
-  :data:`gen_jax.data.shapes.FACTORS` order), and a shapes real-vs-real row (:func:`run_shapes`);
+  :data:`gen_jax.data.shapes.FACTORS` order), for text-to-image rows ``samples/<model>_captions.json``
+  (the 1000 test captions asked for) and ``_heldout.npy`` / ``_heldout_captions.json`` /
+  ``_heldout_factors.npy`` for 1000 captions of the ``heldout`` combinations with their accuracy
+  columns, and a shapes real-vs-real row (:func:`run_shapes`); a row's trained stages under
+  ``<out>/shapes/runs/`` are trained first when missing;
 * ``report.html`` (:func:`write_report`): one self-contained page (PNGs embedded as base64)
   with the table, each row's sample grid and loss curve beside the real-vs-real floor, and
   the shapes table when ``<out>/shapes/table.json`` exists.
@@ -231,10 +235,14 @@ SHAPES_BAKEOFF: list[tuple[str, dict, float]] = [
     # The L1-only U-Net of Isola et al. Table 1: Pix2Pix without its adversary (sharpness baseline).
     ("pix2pix_shapes", {"row": "unet_l1_shapes", "model.adv_weight": 0.0}, 200),
     ("cyclegan_shapes", {}, 620),  # measured: 565 s of training + scoring, 10 min 10 s in all
+    # Text-to-image (Ramesh et al. 2021): the prior over the vqvae_shapes tokenizer, trained
+    # here first when <out>/shapes/runs/vqvae_shapes holds no checkpoint.
+    ("dalle_shapes", {"stages.stage1.workdir": "{out}/runs/vqvae_shapes"}, 900),
 ]
 SHAPES_FACTOR_COLUMNS = tuple(f"acc_{f}" for f in ("shape", "colour", "size", "x", "y"))
-SHAPES_COLUMNS = ("model", "family", "fid", "kid", "precision", "recall", *SHAPES_FACTOR_COLUMNS, "l1",
-                  "sharpness", "train_seconds", "sample_seconds", "checkpoint", "samples", "factors")
+SHAPES_COLUMNS = ("model", "family", "fid", "kid", "precision", "recall", *SHAPES_FACTOR_COLUMNS,
+                  "heldout_acc_shape", "heldout_acc_colour", "heldout_acc_shape_colour", "l1", "sharpness",
+                  "train_seconds", "sample_seconds", "checkpoint", "samples", "factors")
 SHAPES_NUM = 1000
 
 
@@ -291,6 +299,9 @@ def write_shapes_tables(out: str, rows: list[dict]) -> None:
              "shapes feature network (classifier_shapes); acc_<factor>: the fraction of outputs whose factor the "
              "network's factor head reads as the one the output should show (samples/<model>_factors.npy); "
              "the real-vs-real row's are the heads' accuracy on the test split itself.",
+             "heldout_acc_*: text-to-image rows only: the factor heads' accuracy on outputs for the captions of the "
+             "heldout split's (shape, colour) combinations, never seen in training (samples/<model>_heldout.npy, "
+             "_heldout_captions.json); shape_colour: both right.",
              "l1: mean |output - paired target| on [0, 1] (image-to-image rows with a paired target); sharpness: "
              "mean gradient magnitude of the outputs over that of the real images they should match (1 = as sharp "
              "as the data, < 1 = blurred)."]
@@ -310,11 +321,33 @@ def shapes_floor_row(out: str, train_arrays: dict, test: dict, info, extractor, 
     return row
 
 
+def caption_extras(exp, base: str, row: dict, test: dict, predictor) -> dict:
+    """The captions and ``heldout``-split outputs of a text-to-image shapes row
+    (:func:`experiments.text2image_rows.caption_row_outputs`); ``{}`` for other rows."""
+    from experiments import text2image_rows
+    from gen_jax.data.datasets import load_split
+
+    info, model, _ = common.setup(exp)
+    if not text2image_rows.is_caption_row(model):
+        return {}
+    from gen_jax.train.loop import eval_params
+
+    workdir = os.path.join(base, "runs", RUN_OF.get(row["model"], row["model"]))
+    state, _, _ = common.restore_for_eval(exp, model, workdir, info)
+    return text2image_rows.caption_row_outputs(model, eval_params(state, model), base, row, test,
+                                               load_split("shapes", "heldout"), predictor, exp.eval.batch_size)
+
+
 def shapes_factor_predictor(extractor):
     """The factor heads of the shapes feature network (``classifier_shapes``) the extractor runs."""
     from gen_jax.metrics.classifier import make_factor_predictor
 
     return make_factor_predictor(common.load_experiment("classifier_shapes").model, extractor.params)
+
+
+def _shapes_record(row: dict) -> dict:
+    """A shapes row with every :data:`SHAPES_COLUMNS` key first (``None`` where it does not apply)."""
+    return {c: row.get(c) for c in SHAPES_COLUMNS} | {k: v for k, v in row.items() if k not in SHAPES_COLUMNS}
 
 
 def run_shapes(out: str, todo: list[tuple[str, dict, float]], progress: bool, *, runner=None, extractor=None,
@@ -337,17 +370,21 @@ def run_shapes(out: str, todo: list[tuple[str, dict, float]], progress: bool, *,
     for name, ov, est in todo:
         row_name, ov = shapes_row_name(name, ov)
         print(f"== shapes: {row_name} (about {_duration(est)})", flush=True)
+        exp = common.load_experiment(name, {k: v.format(out=base) if isinstance(v, str) else v for k, v in ov.items()})
+        stage_seconds = common.train_missing_stages(exp, base, progress) if runner is run_one else {}
         row = runner(name, ov, base, extractor, test, progress, row_name=row_name)
         samples = np.load(os.path.join(base, row["samples"]))
-        exp = common.load_experiment(name, ov)
         factors, targets = shapes_targets(exp.model.get("task"), test, len(samples), info.num_levels)
         row.update(shapes_scores(samples, factors, targets, predictor, images01(test, info.num_levels)))
+        row.update({f"stage_seconds_{k}": v for k, v in stage_seconds.items()})
+        if runner is run_one:
+            row.update(caption_extras(exp, base, row, test, predictor))
         rel = os.path.join("samples", f"{row['model']}_factors.npy")
         np.save(os.path.join(base, rel), factors.astype(np.int64))
         row["factors"] = rel
-        rows.append({c: row.get(c) for c in SHAPES_COLUMNS} | {k: v for k, v in row.items() if k not in SHAPES_COLUMNS})
+        rows.append(_shapes_record(row))
         write_shapes_tables(base, rows)
-    rows.append(shapes_floor_row(base, train_arrays, test, info, extractor, predictor))
+    rows.append(_shapes_record(shapes_floor_row(base, train_arrays, test, info, extractor, predictor)))
     write_shapes_tables(base, rows)
     return rows
 

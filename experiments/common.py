@@ -141,6 +141,29 @@ def load_stage(name: str, spec, info=None) -> Stage:
                  step=int(meta.get("step", int(state.step))))
 
 
+def train_missing_stages(exp: ExperimentConfig, under: str, progress: bool = False) -> dict:
+    """Trains each stage ``exp``'s model restores (its registry entry's ``stages``) whose
+    ``config.stages.<name>.workdir`` lies under ``under`` and holds no checkpoint yet, with the
+    stage's own config and overrides; returns ``{name: train seconds}`` of the stages trained now.
+    Stages elsewhere are left alone (a missing one is then :func:`load_stage`'s ``ConfigError``)."""
+    from experiments import registry
+    from gen_jax.train.loop import train
+
+    under, trained = os.path.abspath(under), {}
+    for name in registry.get_entry(exp.model_name).stages:
+        spec = exp.stages.get(name)
+        workdir = os.path.abspath(spec.workdir) if spec is not None else ""
+        if not workdir.startswith(under + os.sep) or os.path.isdir(os.path.join(workdir, "checkpoints")):
+            continue
+        stage_exp = load_experiment(spec.config, dict(o.split("=", 1) for o in spec.overrides))
+        info, model, mesh = setup(stage_exp)
+        print(f"training stage {name} ({spec.config}) into {workdir}", flush=True)
+        result = train(stage_exp, model, workdir, build_stream(stage_exp, info, mesh), info, progress=progress,
+                       mesh=mesh)
+        trained[name] = result.seconds
+    return trained
+
+
 def build_stream(exp: ExperimentConfig, info, mesh, split: str = "train"):
     """The sharded, deterministic batch stream of ``split``."""
     from gen_jax.data.datasets import load_split

@@ -109,3 +109,47 @@ def text_to_image_samples(exp, params, split_arrays: dict, num: int, key: jax.Ar
         out.append(np.asarray(x, np.float32))
     captions = [str(c) for c in np.asarray(split_arrays["caption"])[rows]]
     return np.concatenate(out, 0), captions, image_pairs.split_factors(split_arrays, rows)
+
+
+HELDOUT_COLUMNS = ("heldout_acc_shape", "heldout_acc_colour", "heldout_acc_shape_colour")
+
+
+def is_caption_row(model) -> bool:
+    """A shapes row whose samples are conditioned on captions (text-to-image)."""
+    cond = getattr(model, "conditioning", None)
+    return cond is not None and "caption_tokens" in cond.keys
+
+
+def caption_row_outputs(model, params, base: str, row: dict, test: dict, heldout: dict, predictor,
+                        batch_size: int = 250) -> dict:
+    """The text-to-image outputs of a finished shapes row beside its test samples (which the
+    row's sampler drew for the captions of the first test rows): ``samples/<model>_captions.json``
+    (those captions), and for the captions of the first rows of the ``heldout`` split (the
+    (shape, colour) combinations never trained on) ``samples/<model>_heldout.npy`` (float32
+    ``[N, 32, 32, 3]`` in [0, 1]), ``_heldout_captions.json``, ``_heldout_factors.npy``; returns the
+    row's new fields (their paths and :data:`HELDOUT_COLUMNS`: the factor heads' accuracy on them).
+    ``params``: the row's evaluation params (``eval_params`` of its evaluated checkpoint)."""
+    import json
+
+    from gen_jax.data import image_pairs
+    from gen_jax.evaluation.evaluate import draw_conditions
+    from gen_jax.evaluation.sampling import sample_in_batches
+    num = len(np.load(os.path.join(base, row["samples"])))
+    name = row["model"]
+    paths = {k: os.path.join("samples", f"{name}{k}") for k in
+             ("_captions.json", "_heldout.npy", "_heldout_captions.json", "_heldout_factors.npy")}
+    for split, key in ((test, "_captions.json"), (heldout, "_heldout_captions.json")):
+        rows = image_pairs.first_rows(split, num)
+        with open(os.path.join(base, paths[key]), "w") as f:
+            json.dump([str(c) for c in np.asarray(split["caption"])[rows]], f)
+    x = sample_in_batches(model, params, jax.random.PRNGKey(7), num, min(num, batch_size),
+                          draw_conditions(model, num, heldout))
+    factors = image_pairs.split_factors(heldout, image_pairs.first_rows(heldout, num))
+    np.save(os.path.join(base, paths["_heldout.npy"]), np.asarray(x, np.float32))
+    np.save(os.path.join(base, paths["_heldout_factors.npy"]), factors.astype(np.int64))
+    right = np.asarray(predictor(np.asarray(x, np.float32))) == factors
+    out = {"captions": paths["_captions.json"], "heldout_samples": paths["_heldout.npy"],
+           "heldout_captions": paths["_heldout_captions.json"], "heldout_factors": paths["_heldout_factors.npy"]}
+    out.update(dict(zip(HELDOUT_COLUMNS, (float(right[:, 0].mean()), float(right[:, 1].mean()),
+                                          float((right[:, 0] & right[:, 1]).mean())))))
+    return out
