@@ -1,6 +1,6 @@
 """CLIP on shapes: zero-shot factor accuracy, prompt ensembles, retrieval, the logit scale.
 
-    python -m experiments.benchmarks.clip_shapes --workdir runs/clip_shapes [--pairs 256] [--config clip_shapes]
+    python -m experiments.benchmarks.clip_shapes --workdir runs/clip_shapes [--pairs 256] [--step N] [--config clip_shapes]
 
 Restores the newest checkpoint of ``--workdir`` (trained with
 ``python -m experiments.train --config experiments/configs/clip_shapes.py --workdir runs/clip_shapes``)
@@ -53,6 +53,7 @@ def main(argv=None) -> int:
     p.add_argument("--config", default="clip_shapes")
     p.add_argument("--workdir", required=True)
     p.add_argument("--pairs", type=int, default=256)
+    p.add_argument("--step", type=int, default=None, help="checkpoint step (default: the newest)")
     args, rest = p.parse_known_args(argv)
     overrides = dict(a.removeprefix("--config.").split("=", 1) for a in rest)
     exp = common.load_experiment(args.config, overrides)
@@ -62,7 +63,7 @@ def main(argv=None) -> int:
     from gen_jax.train.loop import eval_params
 
     workdir = common.resolve_workdir(args.workdir)
-    state, _ = common.restore_state(exp, model, workdir, info)
+    state, _ = common.restore_state(exp, model, workdir, info, step=args.step)
     params = eval_params(state, model)
     tok = get_tokenizer(exp.dataset.name)
     tokenize = lambda texts: tok.encode(texts, info.caption_len)  # noqa: E731

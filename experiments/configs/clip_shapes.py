@@ -17,7 +17,7 @@ def get_config():
     c = get_base_config()
     c.dataset.name = "shapes"
     c.model = ml_collections.ConfigDict(dict(
-        name="clip", embed_dim=64, image_encoder="vit", image_size=32, patch_size=8, vision_width=128,
+        name="clip", embed_dim=64, image_encoder="vit", image_size=32, patch_size=8, conv_stem=0, vision_width=128,
         vision_layers=4, vision_heads=4, pool="cls", resnet_widths=(32, 64, 128), text_len=10, vocab_size=0,
         text_width=128, text_layers=2, text_heads=4, mlp_ratio=4, loss="infonce", init_temperature=0.07,
         max_logit_scale=100.0))
@@ -29,9 +29,9 @@ def get_config():
     c.optim.schedule = "cosine"
     c.optim.warmup_steps = 100
     c.optim.grad_clip = 1.0
-    c.train.steps = 1400
+    c.train.steps = 1200
     c.train.batch_size = 256
     c.train.log_every = 50
-    c.train.ckpt_every = 700
+    c.train.ckpt_every = 400
     c.train.sample_every = 0
     return c

@@ -19,7 +19,7 @@ def get_config():
     c = get_base_config()
     c.dataset.name = "imagenet2012"
     c.model = ml_collections.ConfigDict(dict(
-        name="clip", embed_dim=512, image_encoder="vit", image_size=224, patch_size=32, vision_width=768,
+        name="clip", embed_dim=512, image_encoder="vit", image_size=224, patch_size=32, conv_stem=0, vision_width=768,
         vision_layers=12, vision_heads=12, pool="cls", resnet_widths=(64,), text_len=77, vocab_size=49408,
         text_width=512, text_layers=12, text_heads=8, mlp_ratio=4, loss="infonce", init_temperature=0.07,
         max_logit_scale=100.0))

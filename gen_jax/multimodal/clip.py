@@ -10,7 +10,8 @@
 Encoders (Sec. 2.4):
 
 * **ViT** (Dosovitskiy et al. 2021, as modified by CLIP): a ``p x p`` stride-``p`` convolution
-  without bias patchifies the image (fed as ``2 x - 1``) into ``(H/p)(W/p)`` tokens of width
+  without bias (optionally after a small convolutional stem, ``conv_stem``) patchifies the
+  image (fed as ``2 x - 1``) into ``(H/p)(W/p)`` tokens of width
   ``w``; a learned class token is prepended, learned positions added, then ``ln_pre`` (CLIP's
   extra LayerNorm), ``N`` pre-LN blocks ``x + MHA(LN x)``, ``x + MLP(LN x)`` (GELU, ratio 4;
   non-causal :class:`gen_jax.nn.attention.MultiHeadAttention`), ``ln_post`` of the class token
@@ -75,6 +76,9 @@ class CLIPConfig(Checked):
       image_size: input side (0: the dataset's); must match the dataset when it has images.
       patch_size, vision_width, vision_layers, vision_heads, pool: the ViT (``pool`` ``'cls'`` or
         ``'mean'``).
+      conv_stem: ``n`` stride-2 3x3 convolutions (GELU) before the patchify convolution, whose
+        kernel and stride become ``patch_size / 2^n`` (the same tokens; Xiao et al. 2021, "Early
+        convolutions help transformers see better"); 0 is CLIP's plain patchify.
       resnet_widths: channels per ResNet stage (``image_encoder='resnet'``).
       text_len: the text context (longest caption in tokens).
       vocab_size: text vocabulary (0: the dataset's caption vocabulary).
@@ -92,6 +96,7 @@ class CLIPConfig(Checked):
     image_encoder: Literal["vit", "resnet"] = "vit"
     image_size: int = 0
     patch_size: int = 4
+    conv_stem: int = 0
     vision_width: int = 128
     vision_layers: int = 4
     vision_heads: int = 4
@@ -111,7 +116,9 @@ class CLIPConfig(Checked):
         self.positive("embed_dim", "patch_size", "vision_width", "vision_layers", "vision_heads",
                       "text_len", "text_width", "text_layers", "text_heads", "mlp_ratio",
                       "init_temperature", "max_logit_scale")
-        self.nonnegative("image_size", "vocab_size")
+        self.nonnegative("image_size", "vocab_size", "conv_stem")
+        self.require(self.patch_size % (2 ** self.conv_stem) == 0, "conv_stem",
+                     f"{self.conv_stem} stride-2 convolutions do not divide patch_size = {self.patch_size}")
         self.require(self.vision_width % self.vision_heads == 0, "vision_width",
                      f"{self.vision_width} is not divisible by vision_heads={self.vision_heads}")
         self.require(self.text_width % self.text_heads == 0, "text_width",
@@ -152,8 +159,13 @@ class ViTEncoder(nn.Module):
     def __call__(self, x):
         c = self.cfg
         p, w = c.patch_size, c.vision_width
-        h = nn.Conv(w, (p, p), strides=(p, p), padding="VALID", use_bias=False,
-                    kernel_init=nn.initializers.normal(0.02), name="patchify")(2.0 * x - 1.0)
+        h = 2.0 * x - 1.0
+        for i in range(c.conv_stem):
+            h = nn.gelu(nn.Conv(max(w // 2 ** (c.conv_stem - i), 8), (3, 3), strides=(2, 2), padding="SAME",
+                                name=f"stem_{i}")(h))
+        q = p // 2 ** c.conv_stem
+        h = nn.Conv(w, (q, q), strides=(q, q), padding="VALID", use_bias=False,
+                    kernel_init=nn.initializers.normal(0.02), name="patchify")(h)
         b = h.shape[0]
         h = h.reshape(b, -1, w)
         cls = self.param("class_token", nn.initializers.normal(0.02), (w,))

@@ -98,8 +98,9 @@ def test_siglip_option():
     assert float(m["bias"]) == -10.0
 
 
-def test_resnet_encoder():
-    model = CL.make_clip(dict(SMALL, image_encoder="resnet", resnet_widths=(8, 16)), INFO)
+@pytest.mark.parametrize("variant", [dict(image_encoder="resnet", resnet_widths=(8, 16)), dict(conv_stem=2)])
+def test_other_image_encoders(variant):
+    model = CL.make_clip(dict(SMALL, **variant), INFO)
     batch = _batch()
     params = model.training.init(jax.random.PRNGKey(0), batch)
     zi = model.embedder.embed_image(params, batch["image"])
@@ -120,6 +121,8 @@ def test_refusals(vit):
         CL.make_clip(dict(SMALL, patch_size=5), INFO)
     with pytest.raises(ConfigError, match="config.model.text_len"):
         CL.make_clip(dict(SMALL, text_len=4), INFO)
+    with pytest.raises(ConfigError, match="config.model.conv_stem"):
+        CL.make_clip(dict(SMALL, conv_stem=4), INFO)
     with pytest.raises(ConfigError, match="config.model.vocab_size"):
         CL.make_clip(dict(SMALL, vocab_size=10), INFO)
     with pytest.raises(ConfigError, match="config.model.vision_width"):
