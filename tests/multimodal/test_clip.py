@@ -33,24 +33,31 @@ def _batch(b=4, seed=0):
 def vit():
     model = CL.make_clip(dict(SMALL), INFO)
     batch = _batch()
-    params = model.training.init(jax.random.PRNGKey(0), batch)
+    params = jax.jit(model.training.init)(jax.random.PRNGKey(0), batch)
     return model, params, batch
 
 
-def test_embeddings_are_normalized(vit):
+@pytest.fixture(scope="module")
+def jitted(vit):
+    """The embedder and the loss compiled once (the checks run at trace time)."""
+    model = vit[0]
+    return types.SimpleNamespace(image=jax.jit(model.embedder.embed_image), text=jax.jit(model.embedder.embed_text),
+                                 loss=jax.jit(model.training.phases[0].loss))
+
+
+def test_embeddings_are_normalized(vit, jitted):
     model, params, batch = vit
-    zi = model.embedder.embed_image(params, batch["image"])
-    zt = model.embedder.embed_text(params, batch["caption_tokens"])
+    zi = jitted.image(params, batch["image"])
+    zt = jitted.text(params, batch["caption_tokens"])
     assert zi.shape == zt.shape == (4, model.embedder.dim) == (4, 8)
     np.testing.assert_allclose(np.linalg.norm(zi, axis=1), 1.0, atol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(zt, axis=1), 1.0, atol=1e-5)
 
 
-def test_loss_is_infonce_of_the_embeddings(vit):
+def test_loss_is_infonce_of_the_embeddings(vit, jitted):
     model, params, batch = vit
-    value, m = model.training.phases[0].loss(params, batch, jax.random.PRNGKey(1))
-    zi = model.embedder.embed_image(params, batch["image"])
-    zt = model.embedder.embed_text(params, batch["caption_tokens"])
+    value, m = model.training.phases[0].loss(params, batch, jax.random.PRNGKey(1))   # eager: the value checks
+    zi, zt = jitted.image(params, batch["image"]), jitted.text(params, batch["caption_tokens"])
     ref = C.infonce_loss(zi, zt, params["params"]["log_scale"])
     np.testing.assert_allclose(float(value), float(ref), rtol=1e-5)
     assert set(m) >= {"loss", "logit_scale", "acc_i2t", "acc_t2i"}
@@ -58,19 +65,21 @@ def test_loss_is_infonce_of_the_embeddings(vit):
     assert CL.logit_scale_of(params) == pytest.approx(1 / 0.07, rel=1e-5)
 
 
-def test_text_features_at_the_last_non_pad_token(vit):
+def test_text_features_at_the_last_non_pad_token(vit, jitted):
     """Causal mask + last-token pooling: trailing padding changes nothing (trimmed or not),
     while a word before the <eos> does."""
     model, params, batch = vit
     tok = batch["caption_tokens"]
-    full = model.embedder.embed_text(params, tok[:1])
-    trimmed = model.embedder.embed_text(params, tok[:1, :4])   # row 0 is <bos> w w <eos>
-    np.testing.assert_allclose(full, trimmed, atol=1e-6)
-    other = model.embedder.embed_text(params, tok[:1].at[0, 1].set(5 if int(tok[0, 1]) != 5 else 6))
-    assert float(jnp.max(jnp.abs(other - full))) > 1e-4
+    full = jitted.text(params, tok)
+    trimmed = jitted.text(params, jnp.pad(tok[:, :4], ((0, 0), (0, 2)))[:1])   # row 0 is <bos> w w <eos>
+    np.testing.assert_allclose(full[:1], trimmed, atol=1e-6)
+    short = jitted.text(params, tok[:, :4])          # rows 0 and 3 end by position 3; row 1 is cut
+    np.testing.assert_allclose(np.asarray(full)[[0, 3]], np.asarray(short)[[0, 3]], atol=1e-6)
+    other = jitted.text(params, tok.at[0, 1].set(5 if int(tok[0, 1]) != 5 else 6))
+    assert float(jnp.max(jnp.abs(other[0] - full[0]))) > 1e-4
 
 
-def test_temperature_is_not_decayed_and_clamps(vit):
+def test_temperature_is_not_decayed_and_clamps(vit, jitted):
     model, params, batch = vit
     mask = decay_mask(params)
     assert mask["params"]["log_scale"] is False
@@ -80,20 +89,24 @@ def test_temperature_is_not_decayed_and_clamps(vit):
     hot = jax.tree.map(lambda x: x, params)
     hot["params"]["log_scale"] = jnp.float32(math.log(500.0))
     loss = model.training.phases[0].loss
-    g = jax.grad(lambda p: loss(p, batch, None)[0])(hot)
+    g, m = jax.jit(jax.grad(lambda p: loss(p, batch, None), has_aux=True))(hot)
     assert float(g["params"]["log_scale"]) == 0.0
-    assert float(loss(hot, batch, None)[1]["logit_scale"]) == pytest.approx(100.0)
+    assert float(m["logit_scale"]) == pytest.approx(100.0)
 
 
 def test_siglip_option():
     model = CL.make_clip(dict(SMALL, loss="siglip"), INFO)
     batch = _batch()
-    params = model.training.init(jax.random.PRNGKey(0), batch)
+    params = jax.jit(model.training.init)(jax.random.PRNGKey(0), batch)
     assert float(params["params"]["log_scale"]) == pytest.approx(math.log(10.0))
     assert float(params["params"]["bias"]) == -10.0
-    value, m = model.training.phases[0].loss(params, batch, None)
-    zi = model.embedder.embed_image(params, batch["image"])
-    zt = model.embedder.embed_text(params, batch["caption_tokens"])
+
+    @jax.jit
+    def run(p):
+        return (model.training.phases[0].loss(p, batch, None), model.embedder.embed_image(p, batch["image"]),
+                model.embedder.embed_text(p, batch["caption_tokens"]))
+
+    (value, m), zi, zt = run(params)
     np.testing.assert_allclose(float(value), float(C.siglip_loss(zi, zt, math.log(10.0), -10.0)), rtol=1e-5)
     assert float(m["bias"]) == -10.0
 
@@ -102,8 +115,8 @@ def test_siglip_option():
 def test_other_image_encoders(variant):
     model = CL.make_clip(dict(SMALL, **variant), INFO)
     batch = _batch()
-    params = model.training.init(jax.random.PRNGKey(0), batch)
-    zi = model.embedder.embed_image(params, batch["image"])
+    zi = jax.jit(lambda k: model.embedder.embed_image(model.training.init(k, batch), batch["image"]))(
+        jax.random.PRNGKey(0))
     np.testing.assert_allclose(np.linalg.norm(zi, axis=1), 1.0, atol=1e-5)
 
 
@@ -135,7 +148,7 @@ def test_out_of_vocabulary_under_jit_is_nan(vit):
     assert bool(jnp.all(jnp.isnan(z)))
 
 
-def test_embedder_score_path(vit):
+def test_embedder_score_path(vit, jitted):
     """experiments/text2image_rows.clip_score hands stage.model.embedder to
     guided_tokens.embedder_score: the cosine of the pairs, under jit too."""
     from gen_jax.autoregressive.guided_tokens import embedder_score
@@ -144,8 +157,7 @@ def test_embedder_score_path(vit):
     score = embedder_score(model.embedder, params)
     cond = {"caption_tokens": np.asarray(batch["caption_tokens"])}
     s = jax.jit(score)(batch["image"], cond)
-    zi = model.embedder.embed_image(params, batch["image"])
-    zt = model.embedder.embed_text(params, batch["caption_tokens"])
+    zi, zt = jitted.image(params, batch["image"]), jitted.text(params, batch["caption_tokens"])
     np.testing.assert_allclose(s, np.sum(np.asarray(zi) * np.asarray(zt), 1), atol=1e-5)
 
 

@@ -28,7 +28,7 @@ def test_zero_gradient_step_decays_only_matrices(name):
     params = _params()
     opt = make_optimizer(OptimConfig(name=name, learning_rate=lr, weight_decay=wd), 10)
     state = opt.init(params)
-    upd, _ = opt.update(jax.tree.map(jnp.zeros_like, params), state, params)
+    upd, _ = jax.jit(opt.update)(jax.tree.map(jnp.zeros_like, params), state, params)
     np.testing.assert_array_equal(upd["dense"]["bias"], 0.0)
     np.testing.assert_array_equal(upd["norm"]["scale"], 0.0)
     np.testing.assert_array_equal(upd["attn"]["bias"], 0.0)   # a 2-D bias is a bias
@@ -42,6 +42,6 @@ def test_no_decay_no_mask():
     """weight_decay = 0: adamw is plain Adam (zero gradient, zero update everywhere)."""
     params = _params()
     opt = make_optimizer(OptimConfig(name="adamw", learning_rate=0.1, weight_decay=0.0), 10)
-    upd, _ = opt.update(jax.tree.map(jnp.zeros_like, params), opt.init(params), params)
+    upd, _ = jax.jit(opt.update)(jax.tree.map(jnp.zeros_like, params), opt.init(params), params)
     for leaf in jax.tree.leaves(upd):
         np.testing.assert_array_equal(leaf, 0.0)
