@@ -35,6 +35,7 @@ def get_config():
     c.optim.b2 = 0.98
     c.optim.eps = 1e-6
     c.optim.weight_decay = 0.1
+    c.optim.decay = "weights"  # biases, norms and the temperature not decayed
     c.optim.schedule = "cosine"
     c.optim.warmup_steps = 100
     c.optim.grad_clip = 1.0

@@ -27,6 +27,7 @@ def get_config():
     c.optim.learning_rate = 5e-4
     c.optim.b1, c.optim.b2, c.optim.eps = 0.9, 0.98, 1e-6
     c.optim.weight_decay = 0.2
+    c.optim.decay = "weights"
     c.optim.schedule = "cosine"
     c.optim.warmup_steps = 2000
     c.train.steps = 390_000

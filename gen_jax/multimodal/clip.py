@@ -32,8 +32,8 @@ learned log scale ``log_scale`` (init ``log(1 / 0.07)``, scale clamped at ``max_
 100``, :func:`gen_jax.multimodal.contrastive.logit_scale`), or SigLIP's sigmoid loss (Zhai et
 al. 2023, Eq. 1; ``loss='siglip'``: ``log_scale`` is ``t'`` with init ``log 10`` and a learned
 ``bias`` init ``-10``). The temperature (and bias) are scalars, so the generic weight-decay mask
-of :func:`gen_jax.train.optim.decay_mask` (``ndim >= 2`` only) leaves them, the biases and the
-norms undecayed. Under the loop's ``jit`` over a data-sharded batch the loss is the one of the
+of :func:`gen_jax.train.optim.decay_mask` (``config.optim.decay = "weights"``: ``ndim >= 2``,
+not named ``bias``; the CLIP configs set it) leaves them, the biases and the norms undecayed. Under the loop's ``jit`` over a data-sharded batch the loss is the one of the
 global batch (XLA gathers the embeddings); :func:`gen_jax.multimodal.contrastive.sharded_loss`
 is the same loss written with ``shard_map``.
 

@@ -35,6 +35,8 @@ class OptimConfig(Checked):
     b2: float = 0.999
     eps: float = 1e-8
     weight_decay: float = 0.0
+    # which leaves adamw / lamb decay: "all", or "weights" (decay_mask: ndim >= 2, not named bias)
+    decay: Literal["all", "weights"] = "all"
     grad_clip: float = 0.0  # global-norm clipping; 0 disables
     momentum: float = 0.9   # sgd only
 
@@ -74,10 +76,10 @@ def decay_mask(params: Any) -> Any:
 
 
 def make_optimizer(cfg: OptimConfig, total_steps: int) -> optax.GradientTransformation:
-    """Gradient clipping (optional) chained with the named optax optimizer; adamw and lamb
-    decay only the leaves :func:`decay_mask` selects."""
+    """Gradient clipping (optional) chained with the named optax optimizer; with
+    ``decay='weights'`` adamw and lamb decay only the leaves :func:`decay_mask` selects."""
     sched = make_schedule(cfg, total_steps)
-    mask = decay_mask if cfg.weight_decay > 0 else None
+    mask = decay_mask if cfg.weight_decay > 0 and cfg.decay == "weights" else None
     if cfg.name == "adam":
         opt = optax.adam(sched, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps)
     elif cfg.name == "adamw":

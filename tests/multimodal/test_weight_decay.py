@@ -26,7 +26,7 @@ def test_zero_gradient_step_decays_only_matrices(name):
     adamw moves w by -lr * wd * w exactly; 1-D and scalar leaves stay put for both."""
     lr, wd = 0.1, 0.5
     params = _params()
-    opt = make_optimizer(OptimConfig(name=name, learning_rate=lr, weight_decay=wd), 10)
+    opt = make_optimizer(OptimConfig(name=name, learning_rate=lr, weight_decay=wd, decay="weights"), 10)
     state = opt.init(params)
     upd, _ = jax.jit(opt.update)(jax.tree.map(jnp.zeros_like, params), state, params)
     np.testing.assert_array_equal(upd["dense"]["bias"], 0.0)
@@ -45,3 +45,13 @@ def test_no_decay_no_mask():
     upd, _ = jax.jit(opt.update)(jax.tree.map(jnp.zeros_like, params), opt.init(params), params)
     for leaf in jax.tree.leaves(upd):
         np.testing.assert_array_equal(leaf, 0.0)
+
+
+def test_default_decays_every_leaf():
+    """decay='all' (the default): adamw decays every leaf, biases and scalars too, by -lr wd w."""
+    lr, wd = 0.1, 0.5
+    params = _params()
+    opt = make_optimizer(OptimConfig(name="adamw", learning_rate=lr, weight_decay=wd), 10)
+    upd, _ = jax.jit(opt.update)(jax.tree.map(jnp.zeros_like, params), opt.init(params), params)
+    for leaf in jax.tree.leaves(upd):
+        np.testing.assert_allclose(leaf, -lr * wd * 2.0, rtol=1e-6)
