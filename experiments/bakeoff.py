@@ -126,13 +126,15 @@ def write_tables(out: str, rows: list[dict]) -> None:
 
 
 def run_one(name: str, overrides: dict, out: str, extractor, test, progress: bool,
-            done: Optional[dict] = None, train_arrays: Optional[dict] = None, row_name: Optional[str] = None) -> dict:
+            done: Optional[dict] = None, train_arrays: Optional[dict] = None, row_name: Optional[str] = None,
+            extras=None) -> dict:
     """Trains (or resumes) one row's run and scores it; ``done`` maps the rows finished so far
     by name, so that a row re-evaluating another row's run (ddim50 over ddpm) takes that row's
     test likelihood instead of computing the same bound again. With ``train_arrays`` (the train
     split) a config with ``train.eval_every`` tracks FID against it during training, a config
     with ``train.best_metric`` is scored at its best checkpoint, and every image row gets the
-    memorization check (``nn_train_ratio``)."""
+    memorization check (``nn_train_ratio``). ``extras(exp, model, params, row) -> dict`` adds
+    fields from the evaluated params after the samples are written (the shapes table's caption rows)."""
     from gen_jax.train.loop import eval_params, train
     from gen_jax.viz import save_grid
 
@@ -163,7 +165,8 @@ def run_one(name: str, overrides: dict, out: str, extractor, test, progress: boo
     state, which = result.state, "latest"
     if exp.train.best_metric:
         state, _, which = common.restore_for_eval(exp, model, workdir, info)
-    ev = evaluate_params(model, eval_params(state, model), info, test, extractor,
+    params = eval_params(state, model)
+    ev = evaluate_params(model, params, info, test, extractor,
                          num_samples=exp.eval.num_samples, batch_size=exp.eval.batch_size,
                          likelihood=base is None, train=train_arrays)
     row = {"model": model.name, "family": model.family, "train_seconds": train_seconds, "checkpoint": which,
@@ -184,6 +187,8 @@ def run_one(name: str, overrides: dict, out: str, extractor, test, progress: boo
     curve = os.path.join(workdir, "loss_curve.png")
     if os.path.exists(curve):
         shutil.copy(curve, os.path.join(out, "curves", f"{model.name}.png"))
+    if extras is not None:
+        row.update(extras(exp, model, params, row))
     return row
 
 
@@ -321,21 +326,20 @@ def shapes_floor_row(out: str, train_arrays: dict, test: dict, info, extractor, 
     return row
 
 
-def caption_extras(exp, base: str, row: dict, test: dict, predictor) -> dict:
-    """The captions and ``heldout``-split outputs of a text-to-image shapes row
-    (:func:`experiments.text2image_rows.caption_row_outputs`); ``{}`` for other rows."""
+def caption_extras(base: str, test: dict, predictor):
+    """``extras`` for :func:`run_one` (its ``extras``): the captions and ``heldout``-split outputs
+    of a text-to-image shapes row (:func:`experiments.text2image_rows.caption_row_outputs`);
+    ``{}`` for rows not conditioned on captions."""
     from experiments import text2image_rows
     from gen_jax.data.datasets import load_split
 
-    info, model, _ = common.setup(exp)
-    if not text2image_rows.is_caption_row(model):
-        return {}
-    from gen_jax.train.loop import eval_params
+    def extras(exp, model, params, row) -> dict:
+        if not text2image_rows.is_caption_row(model):
+            return {}
+        return text2image_rows.caption_row_outputs(model, params, base, row, test, load_split("shapes", "heldout"),
+                                                   predictor, exp.eval.batch_size)
 
-    workdir = os.path.join(base, "runs", RUN_OF.get(row["model"], row["model"]))
-    state, _, _ = common.restore_for_eval(exp, model, workdir, info)
-    return text2image_rows.caption_row_outputs(model, eval_params(state, model), base, row, test,
-                                               load_split("shapes", "heldout"), predictor, exp.eval.batch_size)
+    return extras
 
 
 def shapes_factor_predictor(extractor):
@@ -371,14 +375,13 @@ def run_shapes(out: str, todo: list[tuple[str, dict, float]], progress: bool, *,
         row_name, ov = shapes_row_name(name, ov)
         print(f"== shapes: {row_name} (about {_duration(est)})", flush=True)
         exp = common.load_experiment(name, {k: v.format(out=base) if isinstance(v, str) else v for k, v in ov.items()})
-        stage_seconds = common.train_missing_stages(exp, base, progress) if runner is run_one else {}
-        row = runner(name, ov, base, extractor, test, progress, row_name=row_name)
+        stage_seconds = common.train_missing_stages(exp, base, progress)
+        row = runner(name, ov, base, extractor, test, progress, row_name=row_name,
+                     extras=caption_extras(base, test, predictor))
         samples = np.load(os.path.join(base, row["samples"]))
         factors, targets = shapes_targets(exp.model.get("task"), test, len(samples), info.num_levels)
         row.update(shapes_scores(samples, factors, targets, predictor, images01(test, info.num_levels)))
         row.update({f"stage_seconds_{k}": v for k, v in stage_seconds.items()})
-        if runner is run_one:
-            row.update(caption_extras(exp, base, row, test, predictor))
         rel = os.path.join("samples", f"{row['model']}_factors.npy")
         np.save(os.path.join(base, rel), factors.astype(np.int64))
         row["factors"] = rel

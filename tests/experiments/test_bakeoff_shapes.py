@@ -35,9 +35,10 @@ def _nearest_test_factors(images):
     return image_pairs.split_factors(TEST, d.argmin(1))
 
 
-def _runner(name, ov, base, extractor, test, progress, row_name):
+def _runner(name, ov, base, extractor, test, progress, row_name, extras=None):
     """Writes the outputs a trained image-to-image row would: exact targets for pix2pix, blurred
-    ones for the L1 baseline (the task's rows of the test split, cycled)."""
+    ones for the L1 baseline (the task's rows of the test split, cycled). These rows are not
+    caption-conditioned, so the caption ``extras`` a real run would call add nothing."""
     rows = image_pairs.first_rows(test, N)
     x = test["image"][rows].astype(np.float32) / 255.0
     if ov.get("model.adv_weight") == 0.0:
