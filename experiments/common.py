@@ -152,7 +152,7 @@ def train_missing_stages(exp: ExperimentConfig, under: str, progress: bool = Fal
     under, trained = os.path.abspath(under), {}
     for name in registry.get_entry(exp.model_name).stages:
         spec = exp.stages.get(name)
-        workdir = os.path.abspath(spec.workdir) if spec is not None else ""
+        workdir = resolve_workdir(spec.workdir) if spec is not None else ""   # where load_stage looks
         if not workdir.startswith(under + os.sep) or os.path.isdir(os.path.join(workdir, "checkpoints")):
             continue
         stage_exp = load_experiment(spec.config, dict(o.split("=", 1) for o in spec.overrides))

@@ -139,12 +139,12 @@ def caption_row_outputs(model, params, base: str, row: dict, test: dict, heldout
     paths = {k: os.path.join("samples", f"{name}{k}") for k in
              ("_captions.json", "_heldout.npy", "_heldout_captions.json", "_heldout_factors.npy")}
     for split, key in ((test, "_captions.json"), (heldout, "_heldout_captions.json")):
-        rows = image_pairs.first_rows(split, num)
+        rows = image_pairs.first_rows(split, num)   # the heldout rows' are kept for their factors
         with open(os.path.join(base, paths[key]), "w") as f:
             json.dump([str(c) for c in np.asarray(split["caption"])[rows]], f)
     x = sample_in_batches(model, params, jax.random.PRNGKey(7), num, min(num, batch_size),
                           draw_conditions(model, num, heldout))
-    factors = image_pairs.split_factors(heldout, image_pairs.first_rows(heldout, num))
+    factors = image_pairs.split_factors(heldout, rows)
     np.save(os.path.join(base, paths["_heldout.npy"]), np.asarray(x, np.float32))
     np.save(os.path.join(base, paths["_heldout_factors.npy"]), factors.astype(np.int64))
     right = np.asarray(predictor(np.asarray(x, np.float32))) == factors
