@@ -80,6 +80,32 @@ def caption_for(shape: int, colour: int, size: int, x: int, y: int) -> str:
     return f"a {SIZES[size]} {COLOURS[colour]} {SHAPES[shape]} {where_phrase(x, y)}"
 
 
+def parse_caption(text: str) -> tuple[int, int, int, int, int]:
+    """The factors a caption names, in :data:`FACTORS` order; ``-1`` for each factor it does not
+    name unambiguously (the inverse of :func:`caption_for` on well-formed captions, used to judge
+    generated captions attribute by attribute).
+
+    The position follows :func:`where_phrase`: ``"in the center"`` is (center, middle),
+    ``"on the <x>"`` puts y in the middle, ``"at the <y>"`` puts x in the center.
+    """
+    words = str(text).lower().split()
+
+    def one_of(vocab) -> int:
+        found = {vocab.index(w) for w in words if w in vocab}
+        return found.pop() if len(found) == 1 else -1
+
+    shape, colour, size = one_of(SHAPES), one_of(COLOURS), one_of(SIZES)
+    x, y = one_of(XS), one_of(YS)
+    joined = " ".join(words)
+    if "in the center" in joined:
+        x, y = (1, 1) if x in (-1, 1) and y == -1 else (-1, -1)
+    elif "on the" in joined and y == -1 and x != -1:
+        y = 1
+    elif "at the" in joined and x == -1 and y != -1:
+        x = 1
+    return shape, colour, size, x, y
+
+
 def caption_vocabulary() -> list[str]:
     """Every word any caption can contain (sorted)."""
     words = {"a", "at", "on", "in", "the"}
