@@ -52,6 +52,13 @@ MODELS: dict[str, Entry] = {
     "vqgan": Entry("gen_jax.latent.vqgan:make_vqgan", stages=("features",)),
     "dvae": Entry("gen_jax.latent.dvae:make_dvae"),
     "clip": Entry("gen_jax.multimodal.clip:make_clip"),
+    "factorvae": Entry("gen_jax.latent.factorvae:make_factorvae"),
+    "categorical_vae": Entry("gen_jax.latent.categorical_vae:make_categorical_vae"),
+    "mvae": Entry("gen_jax.latent.multimodal_vae:make_mvae"),
+    "mmvae": Entry("gen_jax.latent.multimodal_vae:make_mmvae"),
+    "unclip": Entry("gen_jax.diffusion.unclip:make_unclip", stages=("clip",)),
+    "text_ldm": Entry("gen_jax.diffusion.text_latent:make_text_latent_diffusion", stages=("stage1", "text")),
+    "frozen": Entry("gen_jax.autoregressive.frozen:make_frozen", stages=("lm",)),
 }
 
 
