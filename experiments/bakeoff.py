@@ -307,6 +307,9 @@ def write_shapes_tables(out: str, rows: list[dict]) -> None:
              "heldout_acc_*: text-to-image rows only: the factor heads' accuracy on outputs for the captions of the "
              "heldout split's (shape, colour) combinations, never seen in training (samples/<model>_heldout.npy, "
              "_heldout_captions.json); shape_colour: both right.",
+             "image-to-text rows (no image outputs: fid to sharpness '-'): acc_<factor> / heldout_acc_*: the fraction "
+             "of the test / heldout images whose caption names their factor (gen_jax.data.shapes.parse_caption), "
+             "captions in samples/<model>_captions.json / _heldout_captions.json as [{index, caption}].",
              "l1: mean |output - paired target| on [0, 1] (image-to-image rows with a paired target); sharpness: "
              "mean gradient magnitude of the outputs over that of the real images they should match (1 = as sharp "
              "as the data, < 1 = blurred)."]
@@ -328,12 +331,16 @@ def shapes_floor_row(out: str, train_arrays: dict, test: dict, info, extractor, 
 
 def caption_extras(base: str, test: dict, predictor):
     """``extras`` for :func:`run_one` (its ``extras``): the captions and ``heldout``-split outputs
-    of a text-to-image shapes row (:func:`experiments.text2image_rows.caption_row_outputs`);
-    ``{}`` for rows not conditioned on captions."""
-    from experiments import text2image_rows
+    of a text-to-image shapes row (:func:`experiments.text2image_rows.caption_row_outputs`), the
+    judged captions of an image-to-text row (:func:`experiments.image2text_rows.caption_row_outputs`);
+    ``{}`` for other rows."""
+    from experiments import image2text_rows, text2image_rows
     from gen_jax.data.datasets import load_split
 
     def extras(exp, model, params, row) -> dict:
+        if image2text_rows.is_image_to_text_row(model):
+            return image2text_rows.caption_row_outputs(model, params, base, row, test,
+                                                       load_split("shapes", "heldout"), exp.eval.batch_size)
         if not text2image_rows.is_caption_row(model):
             return {}
         return text2image_rows.caption_row_outputs(model, params, base, row, test, load_split("shapes", "heldout"),
@@ -378,13 +385,14 @@ def run_shapes(out: str, todo: list[tuple[str, dict, float]], progress: bool, *,
         stage_seconds = common.train_missing_stages(exp, base, progress)
         row = runner(name, ov, base, extractor, test, progress, row_name=row_name,
                      extras=caption_extras(base, test, predictor))
-        samples = np.load(os.path.join(base, row["samples"]))
-        factors, targets = shapes_targets(exp.model.get("task"), test, len(samples), info.num_levels)
-        row.update(shapes_scores(samples, factors, targets, predictor, images01(test, info.num_levels)))
         row.update({f"stage_seconds_{k}": v for k, v in stage_seconds.items()})
-        rel = os.path.join("samples", f"{row['model']}_factors.npy")
-        np.save(os.path.join(base, rel), factors.astype(np.int64))
-        row["factors"] = rel
+        if row.get("samples") is not None:  # image outputs (an image-to-text row scored its captions)
+            samples = np.load(os.path.join(base, row["samples"]))
+            factors, targets = shapes_targets(exp.model.get("task"), test, len(samples), info.num_levels)
+            row.update(shapes_scores(samples, factors, targets, predictor, images01(test, info.num_levels)))
+            rel = os.path.join("samples", f"{row['model']}_factors.npy")
+            np.save(os.path.join(base, rel), factors.astype(np.int64))
+            row["factors"] = rel
         rows.append(_shapes_record(row))
         write_shapes_tables(base, rows)
     rows.append(_shapes_record(shapes_floor_row(base, train_arrays, test, info, extractor, predictor)))
