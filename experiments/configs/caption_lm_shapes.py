@@ -1,0 +1,36 @@
+"""Word-level transformer LM of the shapes captions (``caption_tokens``), the frozen LM of Frozen.
+
+    python -m experiments.train --config experiments/configs/caption_lm_shapes.py --workdir runs/caption_lm_shapes
+    python -m experiments.evaluate --config experiments/configs/caption_lm_shapes.py --workdir runs/caption_lm_shapes
+
+4 pre-norm layers, d = 128, 4 heads, rotary positions (gen_jax/autoregressive/transformer_lm.py)
+over the dataset's word ids (vocabulary 28, ``<bos>`` 2 first, ``<eos>`` 3 scored, 0 pads;
+9 scored positions), trained on the 12000 train captions. It is stage ``lm`` of
+experiments/configs/frozen_shapes.py, which holds it frozen. Word ids rather than the
+characters of char_lm_shapes.py: the same captions in 9 decoding steps instead of 37, and a
+caption can never be misspelt, so every error of a Frozen caption is a wrong attribute;
+rotary (relative) positions, so a visual prefix in front of ``<bos>`` shifts no position the
+LM was trained on relative to the caption, and the LM's params do not depend on ``max_len``
+(the prefix and few-shot prompts need longer sequences than the 9 it was trained on).
+"""
+import ml_collections
+
+from experiments.configs.base import get_base_config
+
+
+def get_config():
+    c = get_base_config()
+    c.dataset.name = "shapes"
+    c.model = ml_collections.ConfigDict(dict(name="transformer_lm", tokens="caption_tokens", num_layers=4,
+                                             d_model=128, num_heads=4, positions="rotary", dropout=0.1))
+    c.optim.name = "adamw"
+    c.optim.weight_decay = 0.01
+    c.optim.schedule = "cosine"
+    c.optim.warmup_steps = 100
+    c.optim.grad_clip = 1.0
+    c.train.steps = 1500
+    c.train.log_every = 100
+    c.train.ckpt_every = 500
+    c.train.sample_every = 500
+    c.train.grid_size = 32
+    return c
