@@ -211,7 +211,7 @@ class TextEncoder(nn.Module):
     vocab_size: int
 
     @nn.compact
-    def __call__(self, tokens):
+    def __call__(self, tokens, return_states: bool = False):
         c = self.cfg
         tcfg = TransformerConfig(vocab_size=self.vocab_size, max_len=c.text_len, num_layers=c.text_layers,
                                  d_model=c.text_width, num_heads=c.text_heads, mlp_ratio=c.mlp_ratio,
@@ -227,8 +227,9 @@ class TextEncoder(nn.Module):
         h = nn.LayerNorm(name="ln_final")(h)
         last = jnp.max(jnp.where(tokens != 0, positions[None], 0), axis=1)   # last non-pad token
         f = jnp.take_along_axis(h, last[:, None, None], axis=1)[:, 0]
-        return nn.Dense(c.embed_dim, use_bias=False, kernel_init=nn.initializers.normal(c.text_width ** -0.5),
-                        name="proj")(f)
+        out = nn.Dense(c.embed_dim, use_bias=False, kernel_init=nn.initializers.normal(c.text_width ** -0.5),
+                       name="proj")(f)
+        return (h, out) if return_states else out
 
 
 class CLIP(nn.Module):
@@ -254,6 +255,12 @@ class CLIP(nn.Module):
 
     def embed_text(self, tokens):
         return l2_normalize(self.text(tokens))
+
+    def text_states(self, tokens):
+        """``(states [B, L, text_width], embedding [B, D])``: the per-token features after
+        ``ln_final`` and the l2-normalized text embedding (:func:`text_token_states`)."""
+        h, out = self.text(tokens, return_states=True)
+        return h, l2_normalize(out)
 
     def __call__(self, x, tokens):
         return self.embed_image(x), self.embed_text(tokens), self.temperature()
@@ -358,6 +365,38 @@ def make_clip(model_cfg: Any, info: Any) -> GenerativeModel:
         training=Training(init=init, phases=(Phase(None, loss=loss, name="clip"),)),
         embedder=Embedder(embed_image, embed_text, int(cfg.embed_dim)),
         data=DataSpec(shape, int(getattr(info, "num_levels", 0) or 0), 0, (("caption_tokens", vocab),)))
+
+
+def text_token_states(model_cfg: Any, info: Any):
+    """The text tower's per-token features, for a model that cross-attends to a frozen CLIP text
+    encoder (Rombach et al. 2022, Sec. 3.3: ``tau_theta(y)`` of Eq. 3, here CLIP's text transformer
+    as in Saharia et al. 2022, Sec. 2.1, which condition on a frozen text encoder's token states).
+
+    Args:
+      model_cfg: the CLIP ``config.model`` the params were trained with; info: its dataset.
+
+    Returns:
+      ``(fn, width, dim)``: ``fn(params, tokens int [B, L <= text_len]) -> (states [B, L, width],
+      mask bool [B, L], embedding [B, dim])``, ``states`` the features after ``ln_final`` (of the
+      causal blocks: position ``i`` has read tokens ``<= i``), ``mask`` True at the real (non-pad)
+      tokens, ``embedding`` the l2-normalized text embedding of :attr:`Embedder.embed_text`;
+      ``width = text_width`` and ``dim = embed_dim``. Token ids are checked as ``embed_text``'s.
+    """
+    cfg = typed(CLIPConfig, model_cfg, "config.model")
+    _, vocab = _sizes(cfg, info)
+    module = CLIP(cfg, vocab)
+
+    def fn(params, tokens):
+        if getattr(tokens, "ndim", None) != 2:
+            raise InputError(f"text_token_states: tokens must be int [B, L], got shape {getattr(tokens, 'shape', None)}")
+        if tokens.shape[1] > cfg.text_len:
+            raise InputError(f"text_token_states: captions of {tokens.shape[1]} tokens are longer than the text "
+                             f"context config.model.text_len = {cfg.text_len}")
+        check_ids(tokens, vocab, "text_token_states tokens", "token ids")
+        states, emb = module.apply(params, tokens, method=CLIP.text_states)
+        return states, tokens != 0, emb
+
+    return fn, int(cfg.text_width), int(cfg.embed_dim)
 
 
 def logit_scale_of(params: Any, max_scale: float = C.MAX_LOGIT_SCALE) -> float:
