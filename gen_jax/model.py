@@ -232,12 +232,18 @@ class Codec(NamedTuple):
         so a model over the latents (latent diffusion) samples like the codec's own model.
       kind: ``'continuous'`` (float latents) or ``'ids'`` (int token ids).
       posterior: ``(params, x, cond=None) -> (mean, log_var)`` for Gaussian encoders, else None.
+      continuous: for a codec of kind ``'ids'`` over a vector quantizer, the continuous view of
+        its latent space (a :class:`Codec` of kind ``'continuous'``): ``encode`` gives the
+        pre-quantization latents ``z_e [B, h, w, D]``, ``decode`` quantizes any ``z`` to its
+        nearest codes and decodes them (the quantizer absorbed into the decoder, as a
+        VQ-regularized stage one of latent diffusion, Rombach et al. 2022, Sec. 3.1); else None.
     """
 
     encode: Callable
     decode: Callable
     kind: Literal["continuous", "ids"] = "continuous"
     posterior: Optional[Callable] = None
+    continuous: Optional["Codec"] = None
 
 
 class Embedder(NamedTuple):

@@ -27,7 +27,10 @@ is a codec of kind ``'ids'`` (the contract allows a codec-only tokenizer):
 
 * ``encode(params, x, cond=None) -> int32 ids [B, h, w]``;
 * ``decode(params, ids, cond=None, key=None) -> [B, H, W, C]`` in ``[0, 1]`` (``dec(E[ids])``
-  clipped; deterministic, ``key`` unused).
+  clipped; deterministic, ``key`` unused);
+* ``codec.continuous``: the same space seen continuously: ``encode -> z_e [B, h, w, D]`` (before
+  quantization) and ``decode(z)``: ``dec(z_q)`` of the nearest codes ``z_q`` of any ``z``
+  (what latent diffusion over a VQ-regularized autoencoder decodes, Rombach et al. 2022, Sec. 3.1).
 
 Both read the EMA codebook from ``params['model_state']['vq']`` (:data:`gen_jax.model.MODEL_STATE`;
 :func:`gen_jax.train.loop.eval_params` puts it there). Ids outside ``[0, K)``, of the wrong grid
@@ -222,11 +225,26 @@ def make_vqvae(cfg: Any, info: Any) -> GenerativeModel:
         del cond, key
         return tok.decode(params, eval_state(params, cfg.name), ids)
 
+    def encode_latents(params, x, cond=None):
+        """``x [B, H, W, C]`` in [0, 1] -> the pre-quantization latents ``z_e [B, h, w, D]``."""
+        del cond
+        return tok.encode_continuous(params, tok.images(x, "encode: x"))
+
+    def decode_latents(params, z, cond=None, key=None):
+        """``z [B, h, w, D]`` -> ``dec(z_q)`` in [0, 1], ``z_q`` the nearest codes of ``z`` (Eq. 1)."""
+        del cond, key
+        h, w = tok.grid
+        if getattr(z, "ndim", None) != 4 or tuple(z.shape[1:]) != (h, w, cfg.code_dim):
+            raise InputError(f"decode: z must be [B, {h}, {w}, {cfg.code_dim}] (continuous latents), got shape "
+                             f"{tuple(getattr(z, 'shape', ()))}")
+        z_q = tok.quantize(params, eval_state(params, cfg.name), z).z_q
+        return jnp.clip(tok.decode_codes(params, z_q), 0.0, 1.0).astype(jnp.float32)
+
     phase = Phase(None, loss=loss, name="vqvae", stateful=True)
     return GenerativeModel(
         name=cfg.name, family="latent",
         training=Training(init=init, phases=(phase,), init_model_state=init_model_state),
-        codec=Codec(encode, decode, kind="ids"),
+        codec=Codec(encode, decode, kind="ids", continuous=Codec(encode_latents, decode_latents)),
         data=DataSpec(tok.image_shape, int(info.num_levels), 0))
 
 
