@@ -172,7 +172,9 @@ def to_x0_eps(schedule: Schedule, x_t, t, pred, parameterization: str, clip_x0: 
     """A network's mean output in any parameterization -> ``(x0_hat, eps_hat)``.
 
     With ``clip_x0``, ``x0_hat`` is clipped to ``[-1, 1]`` and ``eps_hat`` recomputed from it
-    (so a DDIM step and the DDPM posterior use the same consistent pair).
+    (so a DDIM step and the DDPM posterior use the same consistent pair). ``clip_x0`` may also be
+    a function ``x0 -> x0`` (static or dynamic thresholding, :mod:`gen_jax.diffusion.thresholding`),
+    applied in place of the clip.
     """
     if parameterization == "eps":
         x0 = x0_from_eps(schedule, x_t, t, pred)
@@ -186,7 +188,10 @@ def to_x0_eps(schedule: Schedule, x_t, t, pred, parameterization: str, clip_x0: 
     else:
         raise ValueError(f"parameterization must be one of {PARAMETERIZATIONS}, got "
                          f"{parameterization!r}")
-    if clip_x0:
+    if callable(clip_x0):
+        x0 = clip_x0(x0)
+        eps = eps_from_x0(schedule, x_t, t, x0)
+    elif clip_x0:
         x0 = jnp.clip(x0, -1.0, 1.0)
         eps = eps_from_x0(schedule, x_t, t, x0)
     return x0, eps

@@ -497,7 +497,9 @@ def make_ddpm(cfg: Any, info: Any) -> GenerativeModel:
                      use_scan: bool = True, *, clip_x0: Optional[bool] = None,
                      guide: Optional[Callable] = None):
         """``sample(params, key, num, cond=None) -> [num, H, W, C]`` in ``[0, 1]`` with the given
-        sampler settings (``steps=0`` means ``T``; ``clip_x0=None`` is the config's).
+        sampler settings (``steps=0`` means ``T``; ``clip_x0=None`` is the config's; a function
+        ``x0 -> x0`` thresholds ``x0_hat`` instead, e.g.
+        :func:`gen_jax.diffusion.thresholding.dynamic_threshold`).
 
         ``guide(model_fn, var_type) -> model_fn`` transforms the (classifier-free guided)
         denoiser the sampler steps with, e.g. classifier guidance
@@ -508,7 +510,8 @@ def make_ddpm(cfg: Any, info: Any) -> GenerativeModel:
 
         run = process_sampler(model_fn if guide is None else guide(model_fn, var_type), schedule, sampler,
                               steps, eta, parameterization=cfg.parameterization, var_type=var_type,
-                              clip_x0=cfg.clip_x0 if clip_x0 is None else bool(clip_x0),
+                              clip_x0=cfg.clip_x0 if clip_x0 is None else
+                              (clip_x0 if callable(clip_x0) else bool(clip_x0)),
                               return_trajectory=return_trajectory, use_scan=use_scan)
 
         def sample_fn(params, key, num, cond=None):

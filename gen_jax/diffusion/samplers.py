@@ -20,6 +20,9 @@ step (``use_scan=False``) compiles once, with the weights as arguments, not cons
 result is ``x [B, H, W, C]`` (on ``[-1, 1]`` for image models), or ``(x, trajectory)`` with
 ``trajectory [S + 1, B, H, W, C]`` (``trajectory[0] = x_T``) when ``return_trajectory``.
 The returned function is traceable: ``jax.jit(sample, static_argnums=1)``.
+The DDPM and DDIM samplers' ``clip_x0`` is a bool (clip ``x0_hat`` to ``[-1, 1]``) or a function
+``x0 -> x0`` (static / dynamic thresholding, Saharia et al. 2022, Sec. 2.3:
+:mod:`gen_jax.diffusion.thresholding`).
 
 With ``use_scan=False`` the same per-step function, jitted once, is called from a Python
 loop (the reference the tests compare the scan against).
