@@ -16,6 +16,16 @@ def _words(text: str) -> list[str]:
     return text.lower().split()
 
 
+class UnknownWordsError(ValueError):
+    """A text holds words outside a closed vocabulary (another language, a typo, a word the
+    captions never use), raised by ``WordTokenizer.encode(..., strict=True)``; ``unknown`` maps
+    each offending text's index to its unknown words."""
+
+    def __init__(self, message: str, unknown: dict):
+        super().__init__(message)
+        self.unknown = unknown
+
+
 class WordTokenizer:
     """Whitespace word tokenizer over a fixed vocabulary.
 
@@ -45,15 +55,20 @@ class WordTokenizer:
         return max((len(_words(t)) + 2 for t in texts), default=2)
 
     def encode(self, texts: Sequence[str], max_len: int, add_bos: bool = True,
-               add_eos: bool = True) -> np.ndarray:
+               add_eos: bool = True, strict: bool = False) -> np.ndarray:
         """``texts`` -> int32 ``[N, max_len]``: ``<bos> w1 .. wn <eos>`` then 0-padding.
 
-        Unknown words map to ``<unk>``; longer sequences are truncated to ``max_len``.
+        Unknown words map to ``<unk>``; longer sequences are truncated to ``max_len``. With
+        ``strict`` (user prompts) neither happens silently: an :class:`UnknownWordsError` names
+        every text with words outside the vocabulary and those words, and a ``ValueError`` every
+        text longer than ``max_len`` tokens.
         """
         if isinstance(texts, str):
             raise TypeError("WordTokenizer.encode expects a list of strings, got one str")
         if max_len <= 0:
             raise ValueError(f"WordTokenizer.encode: max_len must be positive, got {max_len}")
+        if strict:
+            self._check_strict(texts, max_len, int(add_bos) + int(add_eos))
         out = np.zeros((len(texts), max_len), np.int32)
         for i, t in enumerate(texts):
             ids = [self._ids.get(w, UNK) for w in _words(str(t))]
@@ -61,6 +76,22 @@ class WordTokenizer:
             ids = ids[:max_len]
             out[i, : len(ids)] = ids
         return out
+
+    def _check_strict(self, texts: Sequence[str], max_len: int, extra: int) -> None:
+        unknown = {i: [w for w in _words(str(t)) if w not in self._ids or w in SPECIALS]
+                   for i, t in enumerate(texts)}
+        unknown = {i: ws for i, ws in unknown.items() if ws}
+        if unknown:
+            shown = "; ".join(f"text {i} {str(texts[i])!r}: {sorted(set(ws))}" for i, ws in list(unknown.items())[:5])
+            more = f" (and {len(unknown) - 5} more texts)" if len(unknown) > 5 else ""
+            raise UnknownWordsError(
+                f"WordTokenizer.encode: {len(unknown)} text(s) hold words outside the closed vocabulary of "
+                f"{self.vocab_size - len(SPECIALS)} words, which cannot be encoded (another language or unknown "
+                f"words): {shown}{more}. Known words: {' '.join(self.words[len(SPECIALS):])}", unknown)
+        long = [(i, len(_words(str(t))) + extra) for i, t in enumerate(texts) if len(_words(str(t))) + extra > max_len]
+        if long:
+            raise ValueError(f"WordTokenizer.encode: {len(long)} text(s) longer than max_len={max_len} tokens "
+                             f"(with <bos>/<eos>), e.g. text {long[0][0]} {str(texts[long[0][0]])!r} of {long[0][1]}")
 
     def decode(self, tokens) -> list[str]:
         """int ``[N, L]`` -> list of strings; skips pad/bos, stops at eos, unknown as ``<unk>``."""
@@ -78,6 +109,18 @@ class WordTokenizer:
                 words.append(self.words[t] if 0 <= t < len(self.words) else SPECIALS[UNK])
             texts.append(" ".join(words))
         return texts
+
+
+def encode_prompts(tokenizer: WordTokenizer, prompts, max_len: int) -> np.ndarray:
+    """User text prompts (one string or a list) -> int32 ``[N, max_len]`` caption tokens, strictly:
+    words the tokenizer's closed vocabulary cannot encode raise :class:`UnknownWordsError` naming
+    them, prompts longer than ``max_len`` a ``ValueError`` (never a silent ``<unk>`` or truncation)."""
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    prompts = list(prompts)
+    if not prompts or not all(isinstance(p, str) for p in prompts):
+        raise TypeError(f"encode_prompts: prompts must be a non-empty list of strings, got {prompts!r}")
+    return tokenizer.encode(prompts, max_len, strict=True)
 
 
 class ByteTokenizer:
