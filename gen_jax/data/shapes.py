@@ -184,6 +184,32 @@ def generate_shapes(num: int, seed: int, heldout: bool = False) -> dict[str, np.
                 cx=cx, cy=cy, radius=radius, caption=caption)
 
 
+def render_factors(factors, rng: np.random.Generator) -> np.ndarray:
+    """Renders images with the given factor ids: ``factors`` int ``[n, 5]`` in :data:`FACTORS`
+    order (shape, colour, size, x, y); the within-factor jitter (position +-1 px, radius +-0.3 px)
+    is drawn from ``rng`` as in :func:`generate_shapes`. Returns uint8 ``[n, 32, 32, 3]``.
+
+    The factor-controlled generator of the intervention-style disentanglement scores
+    (:mod:`gen_jax.metrics.disentanglement`); any (shape, colour) pair renders, held out or not.
+    """
+    f = np.asarray(factors)
+    if f.ndim != 2 or f.shape[1] != len(FACTORS) or not np.issubdtype(f.dtype, np.integer):
+        raise ValueError(f"factors must be int [n, {len(FACTORS)}] in the order {FACTORS}, "
+                         f"got {f.dtype} {f.shape}")
+    sizes = (len(SHAPES), len(COLOURS), len(SIZES), len(XS), len(YS))
+    for k, (name, size) in enumerate(zip(FACTORS, sizes)):
+        if f.size and (f[:, k].min() < 0 or f[:, k].max() >= size):
+            raise ValueError(f"factors[:, {k}] ({name}) must lie in [0, {size}), "
+                             f"got [{f[:, k].min()}, {f[:, k].max()}]")
+    n = f.shape[0]
+    centres = np.array(CENTRES, np.float32)
+    cx = centres[f[:, 3]] + rng.uniform(-POS_JITTER, POS_JITTER, size=n).astype(np.float32)
+    cy = centres[f[:, 4]] + rng.uniform(-POS_JITTER, POS_JITTER, size=n).astype(np.float32)
+    radius = (np.array(RADII, np.float32)[f[:, 2]]
+              + rng.uniform(-SIZE_JITTER, SIZE_JITTER, size=n).astype(np.float32))
+    return render(f[:, 0], f[:, 1], cx, cy, radius)
+
+
 def generate_split(split: str, seed: int = SEED) -> dict[str, np.ndarray]:
     """The examples of ``split`` (``train``/``test``/``heldout``) exactly as the builder stores them."""
     if split not in SPLIT_SIZES:
