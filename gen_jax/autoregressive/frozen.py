@@ -165,7 +165,8 @@ def check_lm_stage(stages: Optional[Mapping[str, Stage]], info: Any, prefix_len:
                           f"{{'lm': {{'config': 'caption_lm_shapes', 'workdir': 'runs/caption_lm_shapes'}}}})")
     stage = stages["lm"]
     model_cfg = stage.config.model
-    name = model_cfg.get("name") if hasattr(model_cfg, "get") else getattr(model_cfg, "name", None)
+    name = getattr(stage.config, "model_name", None) or (
+        model_cfg.get("name") if hasattr(model_cfg, "get") else getattr(model_cfg, "name", None))
     sampler = getattr(stage.model, "sampler", None)
     if name != "transformer_lm" or sampler is None or sampler.kind != "tokens":
         raise ConfigError(f"{STAGE}.config: stage lm builds {stage.model.name!r} (model {name!r}), which is not a "
