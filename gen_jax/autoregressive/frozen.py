@@ -58,6 +58,7 @@ import numpy as np
 from gen_jax.autoregressive.token_sampling import make_token_sampler
 from gen_jax.autoregressive.transformer_lm import (SequenceLayout, TransformerLMConfig, build_transformer_lm,
                                                    choose_token)
+from gen_jax.checks import is_concrete
 from gen_jax.config import Checked, ConfigError, typed
 from gen_jax.model import (DataSpec, GenerativeModel, Likelihood, Phase, Sampler, Stage, Training,
                            check_image_batch, split_conditioning)
@@ -291,6 +292,9 @@ def build_frozen(cfg: Any, info: Any, stages: Optional[Mapping[str, Stage]] = No
         if not jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating):
             raise ValueError(f"{where} must be float32 in [0, 1] (levels / {info.num_levels - 1}), got dtype {x.dtype}")
         check_image_batch(x, image_shape, where)
+        if is_concrete(x) and x.size and not (0.0 <= float(jnp.min(x)) and float(jnp.max(x)) <= 1.0):
+            raise ValueError(f"{where} must lie in [0, 1] (levels / {info.num_levels - 1}), got values in "
+                             f"[{float(jnp.min(x)):.4g}, {float(jnp.max(x)):.4g}]")
 
     def prefix(params, images):
         """``[B, n, D]``: the encoder's visual prefix of ``images [B, H, W, C]`` in [0, 1]."""
@@ -304,6 +308,9 @@ def build_frozen(cfg: Any, info: Any, stages: Optional[Mapping[str, Stage]] = No
         return decoder.apply_embeds(jax.lax.stop_gradient(params["lm"]), embeds).astype(jnp.float32)
 
     def scored(params, batch, where):
+        if "image" not in batch:
+            raise ValueError(f"{where}: batch['image'] is missing (keys: {sorted(batch)}); Frozen scores a caption "
+                             f"given its image")
         check_images(batch["image"], f"{where} batch['image']")
         y = layout.targets(batch, where)  # [B, L]
         if y.shape[0] != batch["image"].shape[0]:

@@ -192,6 +192,10 @@ def test_sample_refuses_bad_images(setup):
         sample(params, jax.random.PRNGKey(0), 2, {"image": jnp.zeros((2, 16, 16, 3))})
     with pytest.raises(ValueError, match="float32"):
         sample(params, jax.random.PRNGKey(0), 2, {"image": jnp.zeros((2, 32, 32, 3), jnp.uint8)})
+    with pytest.raises(ValueError, match=r"must lie in \[0, 1\].*255"):
+        sample(params, jax.random.PRNGKey(0), 2, {"image": batch["image"][:2] * 255.0})
+    with pytest.raises(ValueError, match=r"batch\['image'\] is missing"):
+        parts.model.likelihood.log_prob(params, {"caption_tokens": batch["caption_tokens"]}, None)
     with pytest.raises(ValueError, match="2 rows for num = 3"):
         sample(params, jax.random.PRNGKey(0), 3, {"image": batch["image"][:2]})
 
