@@ -292,9 +292,10 @@ def build_frozen(cfg: Any, info: Any, stages: Optional[Mapping[str, Stage]] = No
         if not jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating):
             raise ValueError(f"{where} must be float32 in [0, 1] (levels / {info.num_levels - 1}), got dtype {x.dtype}")
         check_image_batch(x, image_shape, where)
-        if is_concrete(x) and x.size and not (0.0 <= float(jnp.min(x)) and float(jnp.max(x)) <= 1.0):
+        v = np.asarray(x) if is_concrete(x) else None  # numpy: no traced op on a constant
+        if v is not None and v.size and not (0.0 <= float(np.min(v)) and float(np.max(v)) <= 1.0):
             raise ValueError(f"{where} must lie in [0, 1] (levels / {info.num_levels - 1}), got values in "
-                             f"[{float(jnp.min(x)):.4g}, {float(jnp.max(x)):.4g}]")
+                             f"[{float(np.min(v)):.4g}, {float(np.max(v)):.4g}]")
 
     def prefix(params, images):
         """``[B, n, D]``: the encoder's visual prefix of ``images [B, H, W, C]`` in [0, 1]."""
