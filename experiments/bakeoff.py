@@ -333,11 +333,14 @@ def caption_extras(base: str, test: dict, predictor):
     """``extras`` for :func:`run_one` (its ``extras``): the captions and ``heldout``-split outputs
     of a text-to-image shapes row (:func:`experiments.text2image_rows.caption_row_outputs`), the
     judged captions of an image-to-text row (:func:`experiments.image2text_rows.caption_row_outputs`);
-    ``{}`` for other rows."""
+    ``{"unconditional": True}`` for a model without conditions (its samples are scored without
+    factor accuracy); ``{}`` for other rows."""
     from experiments import image2text_rows, text2image_rows
     from gen_jax.data.datasets import load_split
 
     def extras(exp, model, params, row) -> dict:
+        if model.conditioning is None:  # nothing asked of its samples: no factor accuracy
+            return {"unconditional": True}
         if image2text_rows.is_image_to_text_row(model):
             return image2text_rows.caption_row_outputs(model, params, base, row, test,
                                                        load_split("shapes", "heldout"), exp.eval.batch_size)
@@ -390,9 +393,12 @@ def run_shapes(out: str, todo: list[tuple[str, dict, float]], progress: bool, *,
             samples = np.load(os.path.join(base, row["samples"]))
             factors, targets = shapes_targets(exp.model.get("task"), test, len(samples), info.num_levels)
             row.update(shapes_scores(samples, factors, targets, predictor, images01(test, info.num_levels)))
-            rel = os.path.join("samples", f"{row['model']}_factors.npy")
-            np.save(os.path.join(base, rel), factors.astype(np.int64))
-            row["factors"] = rel
+            if row.pop("unconditional", False):  # an unconditional row's samples have no factors to match
+                row.update(dict.fromkeys(SHAPES_FACTOR_COLUMNS))
+            else:
+                rel = os.path.join("samples", f"{row['model']}_factors.npy")
+                np.save(os.path.join(base, rel), factors.astype(np.int64))
+                row["factors"] = rel
         rows.append(_shapes_record(row))
         write_shapes_tables(base, rows)
     rows.append(_shapes_record(shapes_floor_row(base, train_arrays, test, info, extractor, predictor)))

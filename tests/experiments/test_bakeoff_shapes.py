@@ -107,3 +107,24 @@ def test_only_selects_the_shapes_rows(monkeypatch, tmp_path, capsys):
     assert not os.path.exists(tmp_path / "table.json")  # no digits rows were asked for
     assert bakeoff.main(["--out", str(tmp_path), "--only", "pix2pix_shapez"]) == 2
     assert "pix2pix_shapes" in capsys.readouterr().err
+
+
+def test_an_unconditional_row_has_no_factor_accuracy(tmp_path):
+    """A row whose model takes no conditions is scored for FID and sharpness only: its samples
+    ask for no factors, so acc_<factor> is None and no _factors.npy is written."""
+    from types import SimpleNamespace
+
+    def runner(name, ov, base, extractor, test, progress, row_name, extras=None):
+        row = _runner(name, ov, base, extractor, test, progress, row_name)
+        row.update(extras(None, SimpleNamespace(conditioning=None), {}, row))
+        return row
+
+    fake_net = FeatureExtractor(apply=jax.jit(lambda p, x: (x.mean((1, 2)), x.reshape(x.shape[0], -1)[:, :8])),
+                                params=None, batch_size=32)
+    rows = bakeoff.run_shapes(str(tmp_path), [("pix2pix_shapes", {}, 1)], False, runner=runner,
+                              extractor=fake_net, predictor=_nearest_test_factors, arrays=(TRAIN, TEST))
+    row = rows[0]
+    assert all(row[c] is None for c in bakeoff.SHAPES_FACTOR_COLUMNS)
+    assert row["factors"] is None and "unconditional" not in row
+    assert row["sharpness"] > 0.5 and row["fid"] == 1.0   # the image scores are still there
+    assert not os.path.exists(tmp_path / "shapes" / "samples" / "pix2pix_shapes_factors.npy")
