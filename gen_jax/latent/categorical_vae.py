@@ -27,6 +27,9 @@ is exact); ``config.model.estimator`` chooses it:
   (:func:`gen_jax.distributions.gradient_estimators.score_function_surrogate`). ``c`` and
   ``v`` are updated after use, from the batch's signals, so ``A``'s baseline never depends
   on the draw it multiplies and the estimator stays unbiased (up to the positive scale).
+  With ``reinforce_samples = S > 1`` each example draws ``S`` codes and the leave-one-out mean
+  of the other draws' signals replaces ``b_psi(x)`` (Kool et al. 2019; VIMCO's baseline,
+  Mnih & Rezende 2016, Sec. 3).
 * ``'gumbel'``: the Gumbel-softmax / Concrete relaxation (Jang et al. 2017, Eq. 1; Maddison
   et al. 2017, Def. 1; :func:`gen_jax.latent.gumbel.gumbel_softmax`, optionally
   straight-through): the decoder reads the relaxed sample ``y [B, N, K]`` at temperature
@@ -86,8 +89,12 @@ class CategoricalVAEConfig(Checked):
       activation: one of :data:`gen_jax.latent.networks.ACTIVATIONS`.
       likelihood, num_mixtures: the pixel likelihood (:data:`gen_jax.latent.objectives.LIKELIHOODS`).
       elbo_samples: draws of ``z`` per example of the evaluation ELBO's reconstruction term.
-      baseline_hidden: widths of NVIL's baseline MLP ``b_psi(x)`` (``()``: no input-dependent
-        baseline, the moving average only).
+      baseline_hidden: hidden widths of NVIL's baseline MLP ``b_psi(x)`` (``()``: linear in ``x``).
+      reinforce_samples: ``S`` draws of ``z`` per example for REINFORCE. ``S > 1`` replaces the
+        baseline MLP by the leave-one-out baseline of the other ``S - 1`` draws' signals
+        (Kool, van Hoof & Welling 2019; Mnih & Rezende 2016, Sec. 3;
+        :func:`gen_jax.distributions.gradient_estimators.leave_one_out`); the moving averages
+        and the variance normalisation stay.
       signal_decay: decay of NVIL's moving averages ``c`` and ``v`` (Mnih & Gregor use 0.8).
       variance_normalisation: divide the centred signal by ``max(1, sqrt(v))`` (Sec. 3.2).
       tau_start, tau_end, tau_steps, tau_schedule: the Gumbel-softmax temperature's schedule.
@@ -104,6 +111,7 @@ class CategoricalVAEConfig(Checked):
     num_mixtures: int = 5
     elbo_samples: int = 16
     baseline_hidden: tuple[int, ...] = (128,)
+    reinforce_samples: int = 1
     signal_decay: float = 0.9
     variance_normalisation: bool = True
     tau_start: float = 1.0
@@ -113,7 +121,7 @@ class CategoricalVAEConfig(Checked):
     hard: bool = False
 
     def __post_init__(self):
-        self.positive("num_latents", "num_mixtures", "elbo_samples")
+        self.positive("num_latents", "num_mixtures", "elbo_samples", "reinforce_samples")
         self.require(self.num_classes >= 2, "num_classes", f"a categorical latent needs >= 2 classes, got {self.num_classes}")
         self.require(bool(self.hidden) and all(h >= 1 for h in self.hidden), "hidden",
                      f"need positive widths, got {self.hidden}")
@@ -140,7 +148,7 @@ class CategoricalVAENet(nn.Module):
                                            gaussian=False)
         self.decoder = networks.MLPDecoder(tuple(reversed(cfg.hidden)), self.image_shape, self.out_features,
                                            cfg.activation)
-        if cfg.estimator == "reinforce":
+        if cfg.estimator == "reinforce" and cfg.reinforce_samples == 1:
             self.baseline_net = networks.MLPEncoder(cfg.baseline_hidden, 1, cfg.activation, gaussian=False)
 
     def logits(self, x):
@@ -155,7 +163,7 @@ class CategoricalVAENet(nn.Module):
 
     def __call__(self, x):
         out = self.decode(jax.nn.softmax(self.logits(x), -1))
-        if self.cfg.estimator == "reinforce":
+        if self.cfg.estimator == "reinforce" and self.cfg.reinforce_samples == 1:
             return out, self.baseline(x)
         return out
 
@@ -165,11 +173,12 @@ def nvil_signal(signal, baseline, stats, decay: float, normalise: bool):
     Gregor 2014, Secs. 3.1-3.2).
 
     Args:
-      signal: ``[B]`` learning signal ``s``; baseline: ``[B]`` ``b_psi(x)``.
+      signal: learning signals ``s`` (``[S, B]``); baseline: ``b_psi(x)`` or the leave-one-out
+        baseline, broadcastable to ``signal``.
       stats: ``{'signal_mean': c, 'signal_var': v}`` (scalars) from earlier batches.
 
     Returns:
-      ``(A [B], new_stats)`` with ``A = (s - b - c) / max(1, sqrt(v))`` (no gradient) and
+      ``(A, new_stats)`` (``A`` of ``signal``'s shape) with ``A = (s - b - c) / max(1, sqrt(v))`` (no gradient) and
       ``c' = decay c + (1 - decay) mean(s - b)``, ``v' = decay v + (1 - decay) mean((s - b - c)^2)``.
     """
     centred = jax.lax.stop_gradient(signal - baseline)
@@ -223,17 +232,27 @@ def make_categorical_vae(cfg: Any, info: Any) -> GenerativeModel:
         return jnp.sum(gumbel.kl_to_uniform(logits), -1)                                     # [B]
 
     def reinforce_loss(params, st, x, target, logits, key):
-        ids = jax.random.categorical(key, jax.lax.stop_gradient(logits), axis=-1)         # [B, N]
-        rec = recon(params, jax.nn.one_hot(ids, k, dtype=jnp.float32), target)            # decoder grad only
-        b = apply(params, x, method=CategoricalVAENet.baseline)                           # [B]
+        s_ = cfg.reinforce_samples
+        ids = jax.random.categorical(key, jax.lax.stop_gradient(logits), axis=-1,
+                                     shape=(s_,) + logits.shape[:-1])                    # [S, B, N]
+        tiled = jnp.broadcast_to(target[None], (s_,) + target.shape).reshape((-1,) + target.shape[1:])
+        rec = recon(params, jax.nn.one_hot(ids, k, dtype=jnp.float32).reshape(-1, n, k), tiled)
+        rec = rec.reshape(s_, -1)                                                         # [S, B], decoder grad
+        if s_ == 1:
+            b = apply(params, x, method=CategoricalVAENet.baseline)[None]                 # [1, B] b_psi(x)
+        else:
+            b = (jnp.sum(rec, 0, keepdims=True) - rec) / (s_ - 1)                         # [S, B] leave-one-out
         a, new = nvil_signal(rec, b, st, cfg.signal_decay, cfg.variance_normalisation)
-        surrogate = ge.score_function_surrogate(categorical_log_q(logits, ids), a)      # encoder grad
-        base_mse = jnp.square(jax.lax.stop_gradient(rec - st["signal_mean"]) - b)       # baseline grad
-        objective = rec - kl(logits)
-        loss = -jnp.mean(objective + surrogate) + jnp.mean(base_mse)
-        m = {"baseline_mse": jnp.mean(base_mse), "signal_mean": new["signal_mean"],
-             "signal_var": new["signal_var"]}
-        return loss, objective, rec, m, new
+        log_q = categorical_log_q(jnp.broadcast_to(logits, (s_,) + logits.shape), ids)    # [S, B]
+        surrogate = jnp.mean(ge.score_function_surrogate(log_q, a), 0)                   # [B], encoder grad
+        objective = jnp.mean(rec, 0) - kl(logits)
+        loss = -jnp.mean(objective + surrogate)
+        m = {"signal_mean": new["signal_mean"], "signal_var": new["signal_var"]}
+        if s_ == 1:
+            base_mse = jnp.square(jax.lax.stop_gradient(rec - st["signal_mean"]) - b)   # baseline grad
+            loss = loss + jnp.mean(base_mse)
+            m["baseline_mse"] = jnp.mean(base_mse)
+        return loss, objective, jnp.mean(rec, 0), m, new
 
     def gumbel_loss(params, st, x, target, logits, key):
         del x

@@ -87,6 +87,35 @@ def test_reinforce_encoder_gradient_is_score_function_plus_exact_kl(reinforce):
         np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-6)
 
 
+def test_multi_sample_reinforce_uses_the_leave_one_out_baseline():
+    model = cv.make_categorical_vae(dict(SMALL, estimator="reinforce", reinforce_samples=3), INFO)
+    params = jax.jit(model.training.init)(jax.random.PRNGKey(0), {"image": X})
+    assert "baseline_net" not in params
+    state = {cv.STATE: {"step": jnp.int32(0), "signal_mean": jnp.float32(0.5), "signal_var": jnp.float32(4.0)}}
+    key = jax.random.PRNGKey(8)
+    grads = jax.jit(jax.grad(lambda p: model.training.phases[0].loss(p, state, {"image": X}, key)[0]))(params)
+    net = cv.CategoricalVAENet(cv.CategoricalVAEConfig(**dict(SMALL, reinforce_samples=3)), (4, 4, 1), 5)
+    ap = lambda p, *a, method: net.apply({"params": p}, *a, method=method)
+
+    @jax.jit
+    def by_hand(enc):
+        p = {**params, "encoder": enc}
+        l = ap(p, X, method=cv.CategoricalVAENet.logits)
+        ids = jax.random.categorical(jax.random.split(key)[0], jax.lax.stop_gradient(l), axis=-1, shape=(3, 6, 3))
+        out = ap(p, jax.nn.one_hot(ids, 4).reshape(18, 3, 4), method=cv.CategoricalVAENet.decode)
+        lp = jax.nn.log_softmax(out.reshape(3, 6, 4, 4, 1, 5), -1)
+        levels = jnp.broadcast_to(jnp.round(X * 4).astype(jnp.int32), (3, 6, 4, 4, 1))
+        rec = jnp.sum(jnp.take_along_axis(lp, levels[..., None], -1)[..., 0], (2, 3, 4))      # [3, 6]
+        loo = (jnp.sum(rec, 0) - rec) / 2
+        a = jax.lax.stop_gradient((rec - loo - 0.5) / 2.0)
+        log_q = jnp.sum(jnp.take_along_axis(jax.nn.log_softmax(l, -1)[None], ids[..., None], -1)[..., 0], -1)
+        return jnp.mean(jnp.sum(gumbel.kl_to_uniform(l), -1)) - jnp.mean(a * log_q)
+
+    want = jax.grad(by_hand)(params["encoder"])
+    for g, w in zip(jax.tree.leaves(grads["encoder"]), jax.tree.leaves(want)):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-6)
+
+
 def test_elbo_is_the_discrete_models(reinforce):
     # With a deterministic encoder (huge logits) the ELBO is log p(x | z*) - KL(one-hot || U) + D log K,
     # KL = N log K; log_prob must give exactly that.
