@@ -165,27 +165,52 @@ def latent_stats(stage: Stage, num_levels: int, latent: str = "mean", batch_size
     ``sigma ~ 1``) are not blown up. Floored at ``min_std``. One compiled encoder call per
     chunk of ``batch_size`` (the last chunk padded by repetition).
     """
-    from gen_jax.data.datasets import load_split
-
-    ds = stage.config.dataset
-    levels = load_split(ds.name, "train", ds.data_dir or None)["image"]
-    posterior = stage.model.codec.posterior
-    encode = jax.jit(lambda p, x: posterior(p, x))
-    bs = min(batch_size, len(levels))
     means, variances = [], []
-    for start in range(0, len(levels), bs):
-        chunk = levels[start:start + bs]
-        n = len(chunk)
-        if n < bs:
-            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], bs - n, 0)], 0)
-        mu, log_var = encode(stage.params, chunk.astype(np.float32) / (num_levels - 1))
-        means.append(np.asarray(mu)[:n])
-        variances.append(np.exp(np.asarray(log_var, np.float64))[:n])
+    for mu, log_var in encode_train_split(stage, stage.model.codec.posterior, num_levels, batch_size):
+        means.append(mu)
+        variances.append(np.exp(np.asarray(log_var, np.float64)))
     mu = np.concatenate(means, 0).astype(np.float64)
     var = mu.var(0)
     if latent == "sample":
         var = var + np.concatenate(variances, 0).mean(0)
     return mu.mean(0), np.maximum(np.sqrt(var), min_std)
+
+
+def encode_train_split(stage: Stage, encode: Callable, num_levels: int, batch_size: int = 512):
+    """Yields ``encode(stage.params, x)`` (host numpy pytrees of ``[n, ...]``) over the stage-one
+    training split in chunks of ``batch_size`` images ``x`` in [0, 1], one compiled call per chunk
+    (the last chunk padded by repetition, the padding dropped)."""
+    from gen_jax.data.datasets import load_split
+
+    ds = stage.config.dataset
+    levels = load_split(ds.name, "train", ds.data_dir or None)["image"]
+    fn = jax.jit(lambda p, x: encode(p, x))
+    bs = min(batch_size, len(levels))
+    for start in range(0, len(levels), bs):
+        chunk = levels[start:start + bs]
+        n = len(chunk)
+        if n < bs:
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], bs - n, 0)], 0)
+        out = fn(stage.params, chunk.astype(np.float32) / (num_levels - 1))
+        yield jax.tree.map(lambda a: np.asarray(a)[:n], out)
+
+
+def latent_channel_stats(stage: Stage, encode: Callable, num_levels: int, batch_size: int = 512,
+                         min_std: float = 1e-5) -> tuple[np.ndarray, np.ndarray, float]:
+    """``(mean [D], std [D], zmax)`` of a latent grid ``encode(params, x) -> [B, h, w, D]`` over the
+    stage-one training split: per channel, over examples and positions (std floored at
+    ``min_std``), and ``zmax`` the largest ``|(z - mean) / std|`` (the range of the standardized
+    latents). Float64 on the host, accumulated chunk by chunk."""
+    n, s1, s2, zmin, zmaxv = 0, 0.0, 0.0, None, None
+    for z in encode_train_split(stage, encode, num_levels, batch_size):
+        z = np.asarray(z, np.float64).reshape(-1, np.shape(z)[-1])
+        n, s1, s2 = n + len(z), s1 + z.sum(0), s2 + np.square(z).sum(0)
+        zmin = z.min(0) if zmin is None else np.minimum(zmin, z.min(0))
+        zmaxv = z.max(0) if zmaxv is None else np.maximum(zmaxv, z.max(0))
+    mean = s1 / n
+    std = np.maximum(np.sqrt(np.maximum(s2 / n - np.square(mean), 0.0)), min_std)
+    zmax = float(np.max(np.maximum(np.abs(zmin - mean), np.abs(zmaxv - mean)) / std))
+    return mean, std, zmax
 
 
 # ----------------------------------------------------------------------------------------
