@@ -195,7 +195,8 @@ def build_text_latent_diffusion(cfg: Any, info: Any,
       * ``training``: ``init(key, batch) -> {'denoiser': U-Net params}``; one phase
         ``Phase('denoiser', loss)`` with ``loss(params, batch, key) -> (mean L_LDM, {'mse': [B]})``
         on ``batch['image'] [B, H, W, C]`` and ``batch['caption_tokens'] int [B, L]``;
-        ``frozen = {'stage1', 'text', 'latent_stats'}``;
+        ``frozen = {'stage1', 'text', 'latent_stats'}`` (``latent_stats``: ``mean [D]``, ``std [D]`` and
+        the thresholding range ``bound`` ``c``, a scalar);
       * ``sampler.sample(params, key, num, cond) -> [num, H, W, C]`` in [0, 1], ``cond =
         {'caption_tokens': int [num, L]}`` (+ ``'negative_caption_tokens'``);
       * ``denoiser``: ``denoise(params, z_t [B, h, w, D], t [B], tokens [B, L])``, ``guided``,
@@ -221,8 +222,8 @@ def build_text_latent_diffusion(cfg: Any, info: Any,
             raise ConfigError("config.model.threshold_bound: thresholding unstandardized latents "
                               "(scale_latents=False) needs their range set explicitly")
         loc, scale = np.zeros_like(loc), np.ones_like(scale)
-    stats = {"mean": loc.astype(np.float32), "std": scale.astype(np.float32)}
     bound = float(cfg.threshold_bound or zmax)
+    stats = {"mean": loc.astype(np.float32), "std": scale.astype(np.float32), "bound": np.float32(bound)}
     ucfg = dataclasses.replace(cfg.unet, context_dim=text_width, emb_dim=text_dim if cfg.pooled_text else 0,
                                out_channels=grid[-1], num_classes=0)
     try:
