@@ -1,12 +1,15 @@
 """Frozen: image-to-text through a frozen language model (Tsimpoukelli et al. 2021).
 
 Stage one is a trained caption language model (:mod:`gen_jax.autoregressive.transformer_lm`,
-``tokens='caption_tokens'`` or ``'caption_chars'``, unconditional), held fixed: its params
-enter through ``Training.frozen`` and no phase updates them. A vision encoder ``v_phi`` (a
-small pre-activation ResNet, He et al. 2016) maps an image to ``n`` vectors in the LM's
+``tokens='caption_tokens'`` or ``'caption_chars'``), held fixed: its params enter through
+``Training.frozen`` and no phase updates them. A vision encoder ``v_phi`` (a small
+pre-activation ResNet, He et al. 2016) maps an image to ``n`` vectors in the LM's
 token-embedding space, the *visual prefix* (Sec. 3, "Visual prefix": the encoder's output is
 linearly mapped to ``D * n`` channels and reshaped to ``n`` embeddings of width ``D``), which
-the LM reads in front of its own ``<bos>`` embedding::
+the LM reads in front of its own ``<bos>`` embedding, in the place of its text prompt when it
+was trained with one (``condition='caption_tokens'``: the LM learnt to write a caption after a
+prompt of caption words, so it reads its context; the visual prefix takes that prompt's
+place)::
 
     inputs   [v_phi(x)_1 .. v_phi(x)_n, E[<bos>], E[y_1] .. E[y_{L-1}]]    [B, n + L, D]
     targets                             y_1 .. y_L     (scored at positions n .. n + L - 1)
@@ -34,7 +37,7 @@ the query's caption decoded after it (:attr:`FrozenParts.few_shot`).
 The LM's positions must be rotary (relative: the prefix shifts no caption position relative to
 another, and the params do not depend on ``max_len``), or learned with a table long enough for
 the longest prompt. Refusals (``ConfigError`` naming the field): no ``config.stages.lm``, a
-stage that is not an unconditional text LM of this library, an LM whose vocabulary or width
+stage that is not a text LM of this library, an LM whose vocabulary or width
 differ from what its config and the dataset's captions give (its embedding table is compared),
 a learned position table shorter than the prompts. ``sample`` refuses (``ValueError`` naming
 ``cond['image']``) a missing image, one of the wrong shape or an integer image.
@@ -152,14 +155,14 @@ class FrozenLM(NamedTuple):
 
 def check_lm_stage(stages: Optional[Mapping[str, Stage]], info: Any, prefix_len: int,
                    max_shots: int) -> tuple[Stage, FrozenLM]:
-    """``stages['lm']`` after checking it is an unconditional text LM of
+    """``stages['lm']`` after checking it is a text LM of
     :mod:`gen_jax.autoregressive.transformer_lm` whose params fit its config on ``info``'s
     captions, with a decoder over the same params long enough for a prompt of ``max_shots``
     supports: ``max_len = (max_shots + 1) (prefix_len + 1 + L)``.
 
     Raises:
-      ConfigError naming ``config.stages.lm`` (missing, not a text LM, conditional, another
-      vocabulary or width, a learned position table shorter than ``max_len``).
+      ConfigError naming ``config.stages.lm`` (missing, not a text LM, another vocabulary or
+      width, a learned position table shorter than ``max_len``).
     """
     if not stages or "lm" not in stages:
         raise ConfigError(f"{STAGE}: Frozen needs a trained caption language model (config.stages = "
@@ -177,9 +180,6 @@ def check_lm_stage(stages: Optional[Mapping[str, Stage]], info: Any, prefix_len:
         parts = build_transformer_lm(lm_cfg, info)
     except ConfigError as e:
         raise ConfigError(f"{STAGE}.config: {e}") from None
-    if lm_cfg.condition != "none":
-        raise ConfigError(f"{STAGE}.config: the LM is conditioned on {lm_cfg.condition!r}; Frozen's LM reads only "
-                          f"the visual prefix and the caption (condition='none')")
     cfg = parts.decoder.cfg
     max_len = (max_shots + 1) * (prefix_len + 1 + parts.layout.length)
     if cfg.positions == "learned" and cfg.max_len < max_len:

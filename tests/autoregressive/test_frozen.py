@@ -216,8 +216,6 @@ def test_refuses_stages_that_are_not_caption_lms(setup):
         F.build_frozen(cfg, info, {})
     with pytest.raises(ConfigError, match="not a token language model"):
         F.build_frozen(cfg, info, {"lm": lm_stage(info, {**LM, "tokens": "image"}, zeros=True)})
-    with pytest.raises(ConfigError, match="conditioned on 'label'"):
-        F.build_frozen(cfg, info, {"lm": lm_stage(info, {**LM, "condition": "label"}, zeros=True)})
     small = dataclasses.replace(info, vocab_size=20)
     with pytest.raises(ConfigError, match=r"token embedding table is \(20, 32\).*\[28, 32\]"):
         F.build_frozen(cfg, info, {"lm": lm_stage(small, zeros=True)})
@@ -225,3 +223,15 @@ def test_refuses_stages_that_are_not_caption_lms(setup):
         F.build_frozen(cfg, info, {"lm": lm_stage(info, {**LM, "positions": "learned"}, zeros=True)})
     with pytest.raises(ConfigError, match="config.model.prefix_len"):
         F.build_frozen(ml_collections.ConfigDict({**CFG, "prefix_len": 0}), info, {"lm": setup[1].stage})
+
+
+def test_a_prompt_trained_lm_reads_the_prefix_in_its_prompts_place(setup):
+    info, _, batch, _, _, _ = setup
+    stage = lm_stage(info, {**LM, "condition": "caption_tokens"}, zeros=True)   # input vocabulary 28 + 28
+    parts = F.build_frozen(ml_collections.ConfigDict({**CFG, "prefix_len": 10}), info, {"lm": stage})
+    params = full_params(parts.model, jax.eval_shape(parts.model.training.init, jax.random.PRNGKey(0), batch))
+    out = jax.eval_shape(lambda p: parts.model.sampler.sample(p, jax.random.PRNGKey(0), 8, {"image": batch["image"]}),
+                         params)
+    assert out.shape == (8, 10) and out.dtype == jnp.int32
+    assert stage.params["params"]["tok_embed"].shape == (56, 32)
+
