@@ -132,8 +132,6 @@ def test_sampler_images_and_dynamic_thresholding(ldm):
     # DDIM's last step returns the thresholded z0_hat: inside [-c, c], c the training latents' largest |z|
     c = float(full["latent_stats"]["bound"])
     assert np.abs(np.asarray(dyn)).max() <= c + 1e-4 < np.abs(np.asarray(raw)).max()
-    stat = model.denoiser.make_sampler(guidance_scale=8.0, threshold="static", return_latents=True)(full, key, 3, cond)
-    assert np.abs(np.asarray(stat)).max() <= c + 1e-4
     with pytest.raises(ValueError, match="caption_tokens"):
         model.sampler.sample(full, key, 3, None)
 
