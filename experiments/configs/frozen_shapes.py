@@ -19,7 +19,7 @@ from experiments.configs.base import get_base_config
 def get_config():
     c = get_base_config()
     c.dataset.name = "shapes"
-    c.model = ml_collections.ConfigDict(dict(name="frozen", prefix_len=2, widths=(16, 32, 64), blocks=1,
+    c.model = ml_collections.ConfigDict(dict(name="frozen", prefix_len=10, widths=(16, 32, 64), blocks=1,
                                              readout_pool=1, max_shots=2, temperature=0.0, top_k=0, top_p=1.0))
     c.stages = ml_collections.ConfigDict({
         "lm": {"config": "caption_lm_shapes", "workdir": "runs/caption_lm_shapes", "overrides": ()}})
