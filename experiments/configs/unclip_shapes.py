@@ -29,14 +29,15 @@ def get_config():
             beta_schedule="cosine", sample_steps=64, eta=0.0, cond_drop_prob=0.1, guidance_scale=1.0,
             candidates=2)),
         decoder=ml_collections.ConfigDict(dict(
-            embed_dim=0, network="dit",
-            dit=ml_collections.ConfigDict(dict(patch_size=4, width=128, depth=4, num_heads=4, mlp_ratio=4.0,
+            embed_dim=0, space="latent", network="dit",
+            dit=ml_collections.ConfigDict(dict(patch_size=1, width=128, depth=4, num_heads=4, mlp_ratio=4.0,
                                                time_dim=128)),
             context_tokens=4, caption=False, emb_drop_prob=0.1, caption_drop_prob=0.5, timesteps=1000,
-            beta_schedule="cosine", parameterization="eps", sample_steps=25, eta=0.0, clip_x0=True,
+            beta_schedule="cosine", parameterization="eps", sample_steps=25, eta=0.0, clip_x0=False,
             guidance_scale=2.0))))
     c.stages = ml_collections.ConfigDict({
-        "clip": {"config": "clip_shapes", "workdir": "runs/clip_shapes", "overrides": ()}})
+        "clip": {"config": "clip_shapes", "workdir": "runs/clip_shapes", "overrides": ()},
+        "stage1": {"config": "vqvae_shapes", "workdir": "runs/vqvae_shapes", "overrides": ()}})
     c.optim.name = "adamw"
     c.optim.learning_rate = 5e-4
     c.optim.b2 = 0.99
@@ -46,10 +47,10 @@ def get_config():
     c.optim.grad_clip = 1.0
     c.optim.prior = ml_collections.ConfigDict(dict(learning_rate=1e-3))
     c.optim.decoder = ml_collections.ConfigDict(dict(learning_rate=5e-4))
-    c.train.steps = 2400
+    c.train.steps = 2000
     c.train.batch_size = 32
     c.train.ema_decay = 0.995
     c.train.log_every = 50
-    c.train.ckpt_every = 600
+    c.train.ckpt_every = 500
     c.train.sample_every = 0
     return c

@@ -11,7 +11,9 @@ frozen CLIP.
   (:mod:`gen_jax.diffusion.embedding_prior`, Sec. 2.1, ``x_0``-prediction MSE, text
   conditioning dropped 10%) -- and ``Phase('decoder')`` -- the pixel diffusion decoder
   conditioned on the CLIP image embedding (:mod:`gen_jax.diffusion.unclip_decoder`, Sec. 2.2,
-  embedding dropped 10%, caption 50%). Both read the batch's CLIP embeddings from the frozen
+  embedding dropped 10%, caption 50%), in pixels or (``config.model.decoder.space='latent'``)
+  in the latent space of the frozen VQ tokenizer ``stages['stage1']`` (frozen groups
+  ``'stage1'`` and ``'latent_stats'``). Both read the batch's CLIP embeddings from the frozen
   ``'clip'`` group (``stop_gradient``); each group has its optimizer section
   (``config.optim.prior`` / ``config.optim.decoder`` when present).
 * ``sampler`` (kind ``'image'``): ``sample(params, key, num, cond={'caption_tokens': int
@@ -47,12 +49,14 @@ import numpy as np
 from gen_jax.config import Checked, ConfigError, typed
 from gen_jax.diffusion.embedding_prior import (EmbeddingPrior, PriorConfig, build_prior, check_caption_tokens,
                                                check_embeddings, l2_normalize, prior_width)
-from gen_jax.diffusion.unclip_decoder import DecoderConfig, EmbeddingDecoder, build_decoder, decoder_width
+from gen_jax.diffusion.unclip_decoder import (DecoderConfig, EmbeddingDecoder, build_decoder, decoder_width,
+                                              vq_latent_space)
 from gen_jax.model import (DataSpec, GenerativeModel, Phase, Sampler, Stage, Training, check_image_batch,
                            split_conditioning)
 from gen_jax.nn import conditioning as nn_cond
 
 STAGE = "config.stages.clip"
+LATENT_STATS_IMAGES = 2048  # training images the latent decoder's per-channel statistics come from
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,6 +161,20 @@ def check_clip_stage(stages: Optional[Mapping[str, Stage]], info: Any) -> Stage:
     return stage
 
 
+def check_tokenizer_stage(stages: Optional[Mapping[str, Stage]], info: Any) -> Stage:
+    """``stages['stage1']`` for ``config.model.decoder.space = 'latent'``: a VQ tokenizer of this
+    dataset (a codec with a continuous view of its latents)."""
+    if not stages or "stage1" not in stages:
+        raise ConfigError("config.stages.stage1: the latent decoder (config.model.decoder.space='latent') needs "
+                          "a trained VQ tokenizer (config.stages.stage1 = {'config': 'vqvae_shapes', ...})")
+    stage = stages["stage1"]
+    ds = getattr(getattr(stage.config, "dataset", None), "name", None)
+    if ds is not None and ds != getattr(info, "name", ds):
+        raise ConfigError(f"config.stages.stage1.config: the tokenizer was trained on {ds!r}, this model is on "
+                          f"{info.name!r}")
+    return stage
+
+
 # ----------------------------------------------------------------------------- the model
 
 
@@ -212,8 +230,19 @@ def build_unclip(cfg: Any, info: Any, stages: Optional[Mapping[str, Stage]] = No
     image_shape = tuple(int(s) for s in info.image_shape)
     levels, vocab, length = int(info.num_levels), int(info.vocab_size), int(info.caption_len)
     prior = build_prior(cfg.prior, d, vocab, length)
-    decoder = build_decoder(cfg.decoder, d, image_shape, levels, vocab, length)
+    space, frozen = None, {"clip": stage.params}
+    if cfg.decoder.space == "latent":
+        stage1 = check_tokenizer_stage(stages, info)
+        from gen_jax.data.datasets import load_split
+
+        train = load_split(info.name, "train")["image"][:LATENT_STATS_IMAGES]
+        space, stats = vq_latent_space(stage1, train)
+        frozen.update(stage1=stage1.params, latent_stats=stats)
+    decoder = build_decoder(cfg.decoder, d, image_shape, levels, vocab, length, space)
     check_widths(prior.embed_dim, decoder.embed_dim, clip_dim)
+
+    def space_params(params):
+        return {"stage1": params["stage1"], "latent_stats": params["latent_stats"]} if space is not None else None
 
     def clip_params(params):
         return jax.lax.stop_gradient(params["clip"])
@@ -248,7 +277,8 @@ def build_unclip(cfg: Any, info: Any, stages: Optional[Mapping[str, Stage]] = No
         x = batch["image"]
         check_image_batch(x, image_shape, "decoder loss batch['image']")
         tok = batch_tokens(batch, "decoder loss")
-        terms = decoder.loss(params["decoder"], x, embed_image(params, x), tok if decoder.caption_len else None, key)
+        terms = decoder.loss(params["decoder"], x, embed_image(params, x), tok if decoder.caption_len else None, key,
+                             space_params(params))
         return jnp.mean(terms["loss"]), {"decoder_mse": terms["mse"]}
 
     def cond_tokens(tokens, num, where):
@@ -263,7 +293,7 @@ def build_unclip(cfg: Any, info: Any, stages: Optional[Mapping[str, Stage]] = No
 
     def _decode(params, key, z, tokens, guidance, steps, x_T=None):
         tok = tokens if decoder.caption_len else None
-        return decoder.sample(params["decoder"], key, z, tok, guidance, steps, x_T)
+        return decoder.sample(params["decoder"], key, z, tok, guidance, steps, x_T, space_params(params))
 
     _prior_embed_jit = jax.jit(_prior_embed, static_argnums=(3, 4, 5))
     _decode_jit = jax.jit(_decode, static_argnums=(4, 5))
@@ -318,10 +348,10 @@ def build_unclip(cfg: Any, info: Any, stages: Optional[Mapping[str, Stage]] = No
         z_i = embed_image(params, images)
         z_th = text_diff_embeddings(z_i, embed_text(params, cap_from), embed_text(params, cap_to), thetas)
         tok = cap_to if decoder.caption_len else None
-        x_T = decoder.invert(params["decoder"], images, z_i, tok)
+        x_T = decoder.invert(params["decoder"], images, z_i, tok, cfg.decoder.sample_steps, space_params(params))
         rep = lambda a: None if a is None else jnp.repeat(a, k, axis=0)
         x = decoder.sample(params["decoder"], key, z_th.reshape(b * k, d), rep(tok), guidance,
-                           cfg.decoder.sample_steps, rep(x_T))
+                           cfg.decoder.sample_steps, rep(x_T), space_params(params))
         return x.reshape((b, k) + image_shape)
 
     _text_diff_jit = jax.jit(_text_diff, static_argnums=(6,))
@@ -341,7 +371,7 @@ def build_unclip(cfg: Any, info: Any, stages: Optional[Mapping[str, Stage]] = No
     conditioning = split_conditioning("caption_tokens", with_label=False, null=null)
     training = Training(init=init, phases=(Phase("prior", prior_loss, name="prior"),
                                            Phase("decoder", decoder_loss, name="decoder")),
-                        frozen={"clip": stage.params})
+                        frozen=frozen)
     model = GenerativeModel(name=cfg.name, family="diffusion", training=training,
                             sampler=Sampler(make_sampler(), "image"), conditioning=conditioning,
                             data=DataSpec(image_shape, levels, 0, (("caption_tokens", vocab),)))

@@ -148,14 +148,14 @@ def test_slerp_unit_norm_endpoints_and_angle():
     a /= np.linalg.norm(a, axis=1, keepdims=True)
     b /= np.linalg.norm(b, axis=1, keepdims=True)
     th = np.linspace(0, 1, 5)
-    out = np.asarray(U.slerp(a[:, None], b[:, None], th[None]))
+    out = np.asarray(jax.jit(U.slerp)(a[:, None], b[:, None], th[None]))
     np.testing.assert_allclose(np.linalg.norm(out, axis=-1), 1.0, atol=1e-5)
     np.testing.assert_allclose(out[:, 0], a, atol=1e-5)
     np.testing.assert_allclose(out[:, -1], b, atol=1e-5)
     omega = np.arccos(np.sum(a * b, 1))
     ang = np.arccos(np.clip(np.einsum("nd,nkd->nk", a, out), -1, 1))
     np.testing.assert_allclose(ang, omega[:, None] * th[None], atol=1e-3)   # constant angular speed
-    same = np.asarray(U.slerp(a, a, 0.3))
+    same = np.asarray(jax.jit(U.slerp)(a, a, 0.3))
     np.testing.assert_allclose(same, a, atol=1e-5)
 
 
@@ -163,7 +163,7 @@ def test_text_diff_embeddings_rotate_toward_difference():
     rng = np.random.default_rng(1)
     z = rng.normal(size=(3, 3, 8)).astype(np.float32)
     z /= np.linalg.norm(z, axis=-1, keepdims=True)
-    out = np.asarray(U.text_diff_embeddings(z[0], z[1], z[2], [0.0, 0.25, 0.5]))
+    out = np.asarray(jax.jit(U.text_diff_embeddings)(z[0], z[1], z[2], jnp.array([0.0, 0.25, 0.5])))
     d = (z[2] - z[1]) / np.linalg.norm(z[2] - z[1], axis=-1, keepdims=True)
     np.testing.assert_allclose(out[:, 0], z[0], atol=1e-5)
     cos = np.einsum("bkd,bd->bk", out, d)
@@ -185,6 +185,8 @@ def test_width_mismatch_names_both_widths(info, clip_stage):
     with pytest.raises(ValueError, match="width 16.*width 32"):
         U.check_pair(params)
     U.check_widths(16, 16, 16)
+    with pytest.raises(ConfigError, match="config.stages.stage1"):
+        U.build_unclip(tiny_cfg(decoder={"space": "latent"}), info, {"clip": clip_stage})
 
 
 def test_bad_cond_shapes_are_clear_errors(parts, data, info):
@@ -213,3 +215,38 @@ def test_sampler_text_diff_and_training_phases(parts, data):
     for ph in p.model.training.phases:
         value, _ = jax.jit(ph.loss)(params, data, jax.random.PRNGKey(12))
         assert np.isfinite(float(value))
+
+
+def test_vq_latent_space_standardizes_and_the_decoder_diffuses_in_it():
+    """A stand-in tokenizer (z_e = 3 avgpool_4(x) + 1, decoded by nearest upsampling): the
+    per-channel statistics match numpy's, the standardized latents have mean 0 / std 1, decoding
+    inverts encoding, and the decoder's networks, loss and sampler run on the 8x8 latents."""
+    from gen_jax.diffusion.unclip_decoder import vq_latent_space
+    from gen_jax.model import Codec
+
+    pool = lambda x: x.reshape(x.shape[0], 8, 4, 8, 4, 3).mean((2, 4))
+    enc = lambda p, x: 3.0 * pool(x) + p["b"]
+    dec = lambda p, z: jnp.repeat(jnp.repeat((z - p["b"]) / 3.0, 4, 1), 4, 2)
+    model = types.SimpleNamespace(name="fake_vq", codec=types.SimpleNamespace(continuous=Codec(enc, dec)))
+    stage = Stage(model=model, params={"b": jnp.array([1.0, -2.0, 0.5])}, config=None, workdir="", step=0)
+    imgs = np.random.default_rng(2).integers(0, 256, (40, 32, 32, 3)).astype(np.uint8)
+    space, stats = vq_latent_space(stage, imgs, batch=16)
+    ref = 3.0 * imgs.astype(np.float64).reshape(40, 8, 4, 8, 4, 3).mean((2, 4)) / 255.0 + np.array([1.0, -2.0, 0.5])
+    np.testing.assert_allclose(stats["mean"], ref.mean((0, 1, 2)), rtol=1e-5)
+    np.testing.assert_allclose(stats["std"], ref.std((0, 1, 2)), rtol=1e-4)
+    sp = {"stage1": stage.params, "latent_stats": stats}
+    x = jnp.asarray(imgs, jnp.float32) / 255.0
+    z = np.asarray(space.encode(sp, x))
+    assert space.shape == (8, 8, 3) and not space.clip
+    np.testing.assert_allclose(z.mean((0, 1, 2)), 0.0, atol=1e-4)
+    np.testing.assert_allclose(z.std((0, 1, 2)), 1.0, atol=1e-3)
+    np.testing.assert_allclose(space.decode(sp, z), np.repeat(np.repeat(pool(x), 4, 1), 4, 2), atol=1e-5)
+    cfg = DecoderConfig(dit=DiTConfig(patch_size=2, width=32, depth=1, num_heads=2, time_dim=16), timesteps=10,
+                        sample_steps=2, clip_x0=False)
+    d = build_decoder(cfg, D, (32, 32, 3), 256, space=space)
+    params = jax.jit(d.init)(jax.random.PRNGKey(0))
+    zc = jnp.ones((2, D)) / 4.0
+    loss = jax.jit(lambda q: d.loss(q, x[:2], zc, None, jax.random.PRNGKey(1), sp)["loss"])(params)
+    assert loss.shape == (2,) and np.all(np.isfinite(loss))
+    out = jax.jit(lambda q: d.sample(q, jax.random.PRNGKey(2), zc, None, 1.0, 2, None, sp))(params)
+    assert out.shape == (2, 32, 32, 3) and float(out.min()) >= 0 and float(out.max()) <= 1
