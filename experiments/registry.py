@@ -56,7 +56,7 @@ MODELS: dict[str, Entry] = {
     "categorical_vae": Entry("gen_jax.latent.categorical_vae:make_categorical_vae"),
     "mvae": Entry("gen_jax.latent.multimodal_vae:make_mvae"),
     "mmvae": Entry("gen_jax.latent.multimodal_vae:make_mmvae"),
-    "unclip": Entry("gen_jax.diffusion.unclip:make_unclip", stages=("clip",)),
+    "unclip": Entry("gen_jax.diffusion.unclip:make_unclip", stages=("clip", "stage1")),
     "text_ldm": Entry("gen_jax.diffusion.text_latent:make_text_latent_diffusion", stages=("stage1", "text")),
     "frozen": Entry("gen_jax.autoregressive.frozen:make_frozen", stages=("lm",)),
 }
