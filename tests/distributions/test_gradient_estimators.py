@@ -195,16 +195,16 @@ def test_surrogate_gradient_is_the_score_function_formula():
     params = GAUSS["params"]
     xs = jnp.array([0.3, -1.2, 2.5])
     signal, b = jnp.array([1.0, -2.0, 0.5]), 0.25
-    g = jax.grad(lambda p: jnp.sum(ge.score_function_surrogate(
-        jax.vmap(NORMAL.log_prob, (None, 0))(p, xs), signal, b)))(params)
-    s = ge.scores(NORMAL, params, xs)
+    g = jax.jit(jax.grad(lambda p: jnp.sum(ge.score_function_surrogate(
+        jax.vmap(NORMAL.log_prob, (None, 0))(p, xs), signal, b))))(params)
+    s = jax.jit(lambda p, x: ge.scores(NORMAL, p, x))(params, xs)
     for name in params:
         np.testing.assert_allclose(g[name], np.sum((signal - b) * s[name]), rtol=1e-5)
     np.testing.assert_allclose(s["loc"], (xs - MU) / SIGMA ** 2, rtol=1e-5)   # autodiff score vs closed form
 
 
 def test_moments_of_samples():
-    out = ge.score_function(square, NORMAL, GAUSS["params"], jax.random.PRNGKey(0), 50)
+    out = jax.jit(lambda p, k: ge.score_function(square, NORMAL, p, k, 50))(GAUSS["params"], jax.random.PRNGKey(0))
     mean, var = ge.moments(out)
     np.testing.assert_allclose(mean["loc"], np.mean(out.grads["loc"]), rtol=1e-6)
     np.testing.assert_allclose(var["scale"], np.var(out.grads["scale"], ddof=1), rtol=1e-5)
