@@ -14,10 +14,10 @@ ground-truth factors (int ``[N, K]``, e.g. shapes' ``shape, colour, size, x, y``
 * :func:`mig` -- Chen et al. 2018, Eq. 6: the mutual information gap
   ``1/K sum_k (I(z_{j_k}; v_k) - max_{j != j_k} I(z_j; v_k)) / H(v_k)`` with ``j_k`` the most
   informative dimension, mutual information estimated on codes discretized into histogram bins.
-* :func:`dci` -- Eastwood & Williams 2018, Sec. 3: an importance matrix ``R [Z, K]`` from one
-  tree ensemble per factor (sklearn's impurity importances), disentanglement
-  ``D = sum_i rho_i (1 - H_K(P_i.))`` (Eq. 2-3), completeness ``C = 1/K sum_j (1 - H_Z(P~_.j))``
-  (Eq. 4), informativeness as the trees' held-out accuracy.
+* :func:`dci` -- Eastwood & Williams 2018, Sec. 3 (the three criteria): an importance matrix
+  ``R [Z, K]`` from one tree ensemble per factor (sklearn's impurity importances),
+  disentanglement ``D = sum_i rho_i (1 - H_K(P_i.))``, completeness
+  ``C = 1/K sum_j (1 - H_Z(P~_.j))``, informativeness as the trees' held-out accuracy.
 
 The intervention-style scores (beta-VAE, FactorVAE) need data generated with chosen factors: a
 :class:`FactorSource` (``sample`` factors, ``sample_given`` with one factor fixed, ``observe``
@@ -248,9 +248,10 @@ def dci_from_importance(importance) -> dict:
     """Disentanglement and completeness of an importance matrix ``R [Z, K]`` (``R_ij >= 0``, how
     much code dimension ``i`` matters for factor ``j``; Eastwood & Williams 2018, Sec. 3):
 
-    * ``P_ij = R_ij / sum_k R_ik``; ``D_i = 1 - H_K(P_i.)`` (Eq. 2); ``D = sum_i rho_i D_i``
-      with ``rho_i = sum_j R_ij / sum_ij R_ij`` (Eq. 3);
-    * ``P~_ij = R_ij / sum_k R_kj``; ``C_j = 1 - H_Z(P~_.j)`` (Eq. 4); ``C = 1/K sum_j C_j``.
+    * disentanglement (Sec. 3.1): ``P_ij = R_ij / sum_k R_ik``; ``D_i = 1 - H_K(P_i.)`` (entropy
+      in base K); ``D = sum_i rho_i D_i`` with ``rho_i = sum_j R_ij / sum_ij R_ij``;
+    * completeness (Sec. 3.2): ``P~_ij = R_ij / sum_k R_kj``; ``C_j = 1 - H_Z(P~_.j)`` (base Z);
+      ``C = 1/K sum_j C_j``.
     """
     r = np.asarray(importance, np.float64)
     if r.ndim != 2 or np.any(r < 0) or r.sum() <= 0:
