@@ -17,12 +17,18 @@ context because web text makes it). Measured on that unconditional LM (same size
 steps, train bits/token 1.046): a FREE prefix (2 or 8 vectors per caption optimized directly
 by Adam, 300 steps, 16 captions) lowers the caption NLL only from 0.749 to 0.722 (8 vectors:
 0.696) nats/token, against 0.72 for the LM alone, and Frozen's encoder trained on it stayed at
-0.71 after 400 steps. Prompt-trained, the LM has learnt to read its context for every word. Word ids rather than the
-characters of char_lm_shapes.py: the same captions in 9 decoding steps instead of 37, and a
-caption can never be misspelt, so every error of a Frozen caption is a wrong attribute;
-rotary (relative) positions, so a visual prefix in front of ``<bos>`` shifts no position the
-LM was trained on relative to the caption, and the LM's params do not depend on ``max_len``
-(the prefix and few-shot prompts need longer sequences than the 9 it was trained on).
+0.71 after 400 steps. Prompt-trained, the LM has learnt to read its context for every word.
+
+Word ids rather than the characters of char_lm_shapes.py: the same captions in 9 decoding
+steps instead of 37, and a caption can never be misspelt, so every error of a Frozen caption is
+a wrong attribute. Rotary (relative) positions: the LM's params do not depend on ``max_len``
+(few-shot prompts are longer than the 19 positions it was trained on).
+
+Measured (this config): 1500 steps in 255 s on the shared 2-core CPU, train bits/token 0.0007;
+test / heldout bits/token after the true caption's prompt 0.0006 / 0.0006; given the prompts of
+the first 500 heldout captions (combinations it never saw) it writes 99.8% of them exactly
+(greedy). A free 10-vector prefix optimized by Adam (lr 0.05) in its prompt's place reaches
+0.0014 nats/token in 50 steps (the unconditional LM: 0.722 after 300).
 """
 import ml_collections
 
