@@ -1,7 +1,8 @@
 """Text-to-image latent diffusion on shapes: attributes at guidance 1 and 3, heldout combinations, negative
 prompts, and static / dynamic thresholding at a high guidance.
 
-    python -m experiments.benchmarks.ldm_shapes_caption --workdir runs/ldm_shapes_caption [--num 500]
+    python -m experiments.benchmarks.ldm_shapes_caption --workdir runs/ldm_shapes_caption [--num 300] \
+        [--config.model.sample_steps=25]
 
 Guidance ``s`` here is ``1 + w`` for the ``w`` of Ho & Salimans 2022, Eq. 6 (``eps~ = (1 + w) eps(c) - w
 eps(c_neg)``): ``s = 1`` is the conditional model, ``s = 3`` is ``w = 2``. Judges: the shapes feature
@@ -9,7 +10,7 @@ network's factor heads (:func:`experiments.bakeoff.shapes_factor_predictor`) and
 (:func:`experiments.benchmarks.cyclegan_shapes.measure_factors`), each also on the real images of the same
 rows (its ceiling; the feature network reads heldout shapes poorly). Rows:
 
-1. **test captions** (the first ``--num`` test rows) at ``s = 1`` and ``s = 3``: per-attribute accuracy
+1. **test captions** (the first ``--num`` test rows; ``--num_extra`` for rows 3-4) at ``s = 1`` and ``s = 3``: per-attribute accuracy
    and "all four" (shape, colour, size and position x and y all right). Targets (issue 15): >= 0.8 colour,
    >= 0.7 all four at ``s = 3``, higher at 3 than at 1.
 2. **heldout captions** (the five (shape, colour) pairs never trained on): shape+colour (target >= 0.5).
@@ -22,7 +23,8 @@ rows (its ceiling; the feature network reads heldout shapes poorly). Rows:
    (Saharia et al. 2022, Sec. 2.3) thresholding of ``z0_hat`` to the latent data range ``[-c, c]`` (``c``
    the largest |standardized training latent|). Printed: the fraction of final latent entries outside
    ``[-c, c]``, the fraction of "saturated" pixel values (<= 0.02 or >= 0.98) against the real images' own,
-   the accuracies, and the FID of 500 samples against the test split on the feature network's features.
+   the accuracies, and the FID of the samples against as many test images, on the feature network's
+   features.
 
 Writes ``<workdir>/ldm_eval/figures.json``.
 """
@@ -41,7 +43,7 @@ from experiments.benchmarks.cyclegan_shapes import measure_factors
 from gen_jax.data import image_pairs
 from gen_jax.data.shapes import COLOURS, FACTORS
 
-BATCH = 250
+BATCH = 150
 
 
 def accuracy(pred: np.ndarray, factors: np.ndarray) -> dict:
@@ -57,16 +59,17 @@ class Bench:
     """The trained model, its params and the judges."""
 
     def __init__(self, exp, workdir: str):
-        from gen_jax.data.datasets import get_tokenizer, load_split
+        from gen_jax.data.datasets import get_info, get_tokenizer, load_split
         from gen_jax.diffusion.text_latent import build_text_latent_diffusion
         from gen_jax.train.loop import eval_params
 
         from experiments.bakeoff import shapes_factor_predictor
 
         self.exp = exp
-        info, model, _ = common.setup(exp)
+        info = get_info(exp.dataset.name, common.data_dir(exp))
         self.parts = build_text_latent_diffusion(exp.model, info, {n: common.load_stage(n, exp.stages[n], info)
                                                                     for n in ("stage1", "text")})
+        model = self.parts.model  # what the registry's factory returns
         state, _ = common.restore_state(exp, model, workdir, info)
         self.step = int(state.step)
         self.params = eval_params(state, model)
@@ -159,8 +162,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default="ldm_shapes_caption")
     p.add_argument("--workdir", required=True)
-    p.add_argument("--num", type=int, default=500)
-    p.add_argument("--num_extra", type=int, default=250, help="rows of the negative-prompt and threshold runs")
+    p.add_argument("--num", type=int, default=300)
+    p.add_argument("--num_extra", type=int, default=150, help="rows of the negative-prompt and threshold runs")
     p.add_argument("--high", type=float, default=9.0, help="the high guidance s of the thresholding rows")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--only", default="", help="comma list of parts: attributes,negative,threshold")
