@@ -16,14 +16,14 @@ Three stages, two of them frozen (the trained groups are only ``'denoiser'``):
    padding mask (:func:`gen_jax.multimodal.clip.text_token_states`), and its pooled text embedding
    ``[B, E]``.
 3. **Denoiser** (trained): the DDPM U-Net (:class:`gen_jax.nn.unet.UNet`) on the standardized
-   latents, whose attention blocks cross-attend to ``tau(y)`` (Rombach et al. 2022, Eq. 3:
+   latents, whose attention blocks cross-attend to ``tau(y)`` (Rombach et al. 2022, Sec. 3.3:
    ``Attention(Q, K, V) = softmax(Q K^T / sqrt(d)) V`` with ``Q = W_Q phi(z_t)``,
    ``K = W_K tau(y)``, ``V = W_V tau(y)``), and whose time embedding gets the pooled text
    embedding added (``pooled_text``; the pooled conditioning of Saharia et al. 2022, Sec. 2.2).
    Both text inputs are zero for the empty caption (the masked cross-attention returns zeros,
    the pooled vector is multiplied by "has a token"), which is the null condition.
 
-Objective (Rombach et al. 2022, Eq. 3's ``L_LDM``):
+Objective (Rombach et al. 2022, Eq. 3, the conditional ``L_LDM``):
 
     L = E_{z_0, y, eps, t} || eps - eps_theta(z_t, t, tau(y')) ||^2,   z_t = sqrt(abar_t) z_0 + sqrt(1 - abar_t) eps,
 
@@ -54,7 +54,7 @@ dropout); ``sample`` passes its key to the latent sampler (the decoder is determ
 
 References:
   * Rombach, Blattmann, Lorenz, Esser & Ommer 2022, "High-Resolution Image Synthesis with Latent
-    Diffusion Models", Sec. 3.1 (VQ-regularized autoencoders), Sec. 3.3 (Eq. 3, cross-attention).
+    Diffusion Models", Sec. 3.1 (VQ-regularized autoencoders), Sec. 3.3 (cross-attention, Eq. 3).
   * Ho & Salimans 2022, "Classifier-Free Diffusion Guidance", Alg. 1, Eq. 6.
   * Saharia et al. 2022, "Photorealistic Text-to-Image Diffusion Models with Deep Language
     Understanding" (Imagen), Sec. 2.1-2.3.
