@@ -33,6 +33,7 @@ import jax
 import numpy as np
 
 from experiments import common
+from experiments.image2text_rows import write_captions
 from gen_jax.data import image_pairs
 from gen_jax.data.shapes import FACTORS, parse_caption
 
@@ -58,17 +59,6 @@ def caption_accuracy(captions, factors: np.ndarray) -> dict:
     out["all"] = float(right.all(1).mean())
     out["parsed"] = float((read >= 0).all(1).mean())
     return out
-
-
-def write_captions_json(path: str, split: dict, captions) -> None:
-    """``[{"index": i, "caption": c}, ...]`` in split order, ``i`` the split's ``index`` feature
-    (the bake-off's image-to-text format, ``samples/<model>_captions.json``)."""
-    index = np.asarray(split["index"]).tolist()
-    if len(index) != len(captions):
-        raise ValueError(f"write_captions_json: {len(captions)} captions for a split of {len(index)} images")
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with open(path, "w") as f:
-        json.dump([{"index": int(i), "caption": str(c)} for i, c in zip(index, captions)], f, indent=0)
 
 
 def images01(split: dict, rows) -> np.ndarray:
@@ -199,7 +189,8 @@ def main(argv=None) -> int:
         greedy_test = caption_images(parts, params, images01(test, np.arange(len(test["index"]))), key, 0.0, 0)
     name = os.path.splitext(os.path.basename(args.config))[0]
     path = os.path.join(args.out or workdir, "samples", f"{name}_captions.json")
-    write_captions_json(path, test, greedy_test)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    write_captions(path, test, greedy_test)
     print(f"wrote {path}")
     out = os.path.join(workdir, "frozen_eval")
     os.makedirs(out, exist_ok=True)
