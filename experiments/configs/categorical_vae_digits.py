@@ -11,7 +11,24 @@ baseline, moving-average centring and variance normalisation; Mnih & Gregor 2014
 Jang et al. 2017). MLP 256-256 encoder/decoder, discretized logistic-mixture decoder over the
 17 levels, the ELBO with the KL to the uniform prior in closed form (gen_jax.latent.categorical_vae).
 
-Measured figures: see experiments/benchmarks/discrete_vae_estimators.py.
+Measured by ``python -m experiments.benchmarks.discrete_vae_estimators`` (3000 steps of batch 64,
+seed 0, 2 shared CPU cores; test ELBO of the discrete model over the 360 test images, 16 draws
+of z each; encoder-gradient variance over 200 noise draws on 64 test images, summed over the
+encoder's parameters, and the signal-to-noise ||E g||^2 / that variance):
+
+    estimator        train s  test ELBO nats  bits/dim  KL nats  var@init   snr@init  var@trained  snr@trained
+    reinforce (NVIL)    39.2         -107.42     2.421     0.03  2.77e+05     0.0049        2.308       0.0075
+    reinforce, S=4 LOO  72.0         -105.83     2.386     0.31    0.3712       14.2       0.3266       0.0116
+    gumbel              34.3          -93.46     2.107    10.36  0.004373   1.18e+03        214.3        0.111
+
+REINFORCE's posterior collapses here (KL -> 0: the code carries almost nothing and the ELBO is
+that of the independent per-pixel model, ~2.42 bits/dim): the exact KL gradient is
+deterministic while the reconstruction signal's score-function gradient is noise-dominated
+(signal-to-noise 0.0075 at the end, 15x below Gumbel's), so the KL wins. The Gumbel-softmax
+relaxation keeps 10 nats in the code and reaches 2.107 bits/dim (the Gaussian VAE of
+vae_digits: 1.86). At the shared initial params, NVIL's untrained baseline leaves the raw
+~-300 nat signal uncentred (variance 2.8e5); four draws with the leave-one-out baseline cut it
+to 0.37.
 """
 import ml_collections
 
