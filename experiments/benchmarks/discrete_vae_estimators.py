@@ -10,7 +10,9 @@ Trains ``experiments/configs/categorical_vae_digits.py`` with the same steps, se
 stream once per estimator (each into its workdir, unless a checkpoint is there already):
 ``reinforce`` (NVIL: baseline MLP, moving-average centring, variance normalisation; one draw
 of ``z`` per example), ``reinforce_loo4`` (``reinforce_samples=4``: four draws per example and
-the leave-one-out baseline) and ``gumbel`` (the relaxation), and prints for each:
+the leave-one-out baseline) and ``gumbel`` (the relaxation), each also with the KL weight
+warmed up from 0 to 1 over the first 1500 steps (``*_warmup``, ``model.kl_warmup_steps``), and
+prints for each:
 
 * the test ELBO of the *discrete* model (``likelihood.log_prob``: one-hot ``z``, 16 draws per
   image, exact KL to the uniform prior) over the 360 test images, in nats per image and in
@@ -87,7 +89,11 @@ def encoder_gradient_variance(model, params, model_state, batch, draws: int, see
 
 VARIANTS = {"reinforce": ("", {"model.estimator": "reinforce"}),
             "reinforce_loo4": ("_loo4", {"model.estimator": "reinforce", "model.reinforce_samples": "4"}),
-            "gumbel": ("_gumbel", {"model.estimator": "gumbel"})}
+            "gumbel": ("_gumbel", {"model.estimator": "gumbel"}),
+            "reinforce_warmup": ("_warmup", {"model.estimator": "reinforce", "model.kl_warmup_steps": "1500"}),
+            "reinforce_loo4_warmup": ("_loo4_warmup", {"model.estimator": "reinforce", "model.reinforce_samples": "4",
+                                                       "model.kl_warmup_steps": "1500"}),
+            "gumbel_warmup": ("_gumbel_warmup", {"model.estimator": "gumbel", "model.kl_warmup_steps": "1500"})}
 
 
 def run_one(variant: str, workdir: str, steps: int, seed: int, draws: int, test: np.ndarray) -> dict:

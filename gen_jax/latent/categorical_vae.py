@@ -99,6 +99,10 @@ class CategoricalVAEConfig(Checked):
       variance_normalisation: divide the centred signal by ``max(1, sqrt(v))`` (Sec. 3.2).
       tau_start, tau_end, tau_steps, tau_schedule: the Gumbel-softmax temperature's schedule.
       hard: straight-through Gumbel-softmax (one-hot forward values).
+      kl_warmup_steps: the training objective's KL weight grows linearly from 0 to 1 over
+        these steps (0: always 1; the KL annealing of Bowman et al. 2016, Sec. 3.1, against
+        the collapse of the posterior onto the prior). Only training: ``log_prob`` and the
+        logged ``elbo`` always weigh the KL by 1.
     """
 
     name: str = "categorical_vae"
@@ -119,6 +123,7 @@ class CategoricalVAEConfig(Checked):
     tau_steps: int = 3000
     tau_schedule: gumbel.ScheduleKind = "exponential"
     hard: bool = False
+    kl_warmup_steps: int = 0
 
     def __post_init__(self):
         self.positive("num_latents", "num_mixtures", "elbo_samples", "reinforce_samples")
@@ -128,6 +133,7 @@ class CategoricalVAEConfig(Checked):
         self.require(all(h >= 1 for h in self.baseline_hidden), "baseline_hidden",
                      f"widths must be >= 1, got {self.baseline_hidden}")
         self.in_range("signal_decay", 0.0, 1.0, hi_open=True)
+        self.nonnegative("kl_warmup_steps")
         msg = gumbel.check_schedule(float(self.tau_start), float(self.tau_end), self.tau_steps, self.tau_schedule,
                                     "tau", positive=True)
         if msg:
@@ -231,7 +237,7 @@ def make_categorical_vae(cfg: Any, info: Any) -> GenerativeModel:
     def kl(logits):
         return jnp.sum(gumbel.kl_to_uniform(logits), -1)                                     # [B]
 
-    def reinforce_loss(params, st, x, target, logits, key):
+    def reinforce_loss(params, st, x, target, logits, key, beta):
         s_ = cfg.reinforce_samples
         ids = jax.random.categorical(key, jax.lax.stop_gradient(logits), axis=-1,
                                      shape=(s_,) + logits.shape[:-1])                    # [S, B, N]
@@ -246,7 +252,7 @@ def make_categorical_vae(cfg: Any, info: Any) -> GenerativeModel:
         log_q = categorical_log_q(jnp.broadcast_to(logits, (s_,) + logits.shape), ids)    # [S, B]
         surrogate = jnp.mean(ge.score_function_surrogate(log_q, a), 0)                   # [B], encoder grad
         objective = jnp.mean(rec, 0) - kl(logits)
-        loss = -jnp.mean(objective + surrogate)
+        loss = -jnp.mean(jnp.mean(rec, 0) - beta * kl(logits) + surrogate)
         m = {"signal_mean": new["signal_mean"], "signal_var": new["signal_var"]}
         if s_ == 1:
             base_mse = jnp.square(jax.lax.stop_gradient(rec - st["signal_mean"]) - b)   # baseline grad
@@ -254,14 +260,14 @@ def make_categorical_vae(cfg: Any, info: Any) -> GenerativeModel:
             m["baseline_mse"] = jnp.mean(base_mse)
         return loss, objective, jnp.mean(rec, 0), m, new
 
-    def gumbel_loss(params, st, x, target, logits, key):
+    def gumbel_loss(params, st, x, target, logits, key, beta):
         del x
         tau = gumbel.anneal(st["step"], cfg.tau_start, cfg.tau_end, cfg.tau_steps, cfg.tau_schedule)
         y = gumbel.gumbel_softmax(key, logits, tau, hard=cfg.hard)                        # [B, N, K]
         rec = recon(params, y, target)
         objective = rec - kl(logits)
         new = {"signal_mean": st["signal_mean"], "signal_var": st["signal_var"]}
-        return -jnp.mean(objective), objective, rec, {"tau": tau}, new
+        return -jnp.mean(rec - beta * kl(logits)), objective, rec, {"tau": tau}, new
 
     def loss(params, state, batch, key):
         """The negative (relaxed, for ``'gumbel'``) ELBO of the batch plus, for ``'reinforce'``,
@@ -272,8 +278,11 @@ def make_categorical_vae(cfg: Any, info: Any) -> GenerativeModel:
         target = lik.target(k_deq, x)
         logits = apply(params, x, method=CategoricalVAENet.logits)                       # [B, N, K]
         fn = reinforce_loss if cfg.estimator == "reinforce" else gumbel_loss
-        value, objective, rec, extra, new = fn(params, st, x, target, logits, k_z)
-        m = {"elbo": jnp.mean(objective), "recon": jnp.mean(rec), "kl": jnp.mean(kl(logits)), **extra}
+        beta = (jnp.minimum(1.0, st["step"].astype(jnp.float32) / cfg.kl_warmup_steps) if cfg.kl_warmup_steps
+                else jnp.float32(1.0))
+        value, objective, rec, extra, new = fn(params, st, x, target, logits, k_z, beta)
+        m = {"elbo": jnp.mean(objective), "recon": jnp.mean(rec), "kl": jnp.mean(kl(logits)), "kl_weight": beta,
+             **extra}
         return value, (m, {**state, STATE: {"step": st["step"] + 1, **new}})
 
     def log_prob(params, batch, key):

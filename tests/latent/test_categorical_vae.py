@@ -150,6 +150,14 @@ def test_gumbel_estimator_trains_a_relaxed_elbo_and_the_capabilities_have_shapes
     fn = jax.jit(jax.value_and_grad(model.training.phases[0].loss, has_aux=True))
     (loss, (m, new)), grads = fn(params, state, {"image": X}, jax.random.PRNGKey(2))
     assert np.isfinite(loss) and float(m["tau"]) == 1.0 and int(new[cv.STATE]["step"]) == 1
+    assert float(m["kl_weight"]) == 1.0
+    # KL warm-up: at step 2 of 4 the training loss weighs the KL by 1/2; the logged ELBO does not.
+    warm = cv.make_categorical_vae(dict(SMALL, estimator="gumbel", tau_steps=10, kl_warmup_steps=4), INFO)
+    st2 = {cv.STATE: {**state[cv.STATE], "step": jnp.int32(2)}}
+    loss2, (m2, _) = jax.jit(warm.training.phases[0].loss)(params, st2, {"image": X}, jax.random.PRNGKey(2))
+    np.testing.assert_allclose(m2["kl_weight"], 0.5)
+    np.testing.assert_allclose(loss2, -(m2["recon"] - 0.5 * m2["kl"]), rtol=1e-5)
+    np.testing.assert_allclose(m2["elbo"], m2["recon"] - m2["kl"], rtol=1e-5)
     enc_grad = grads["encoder"]
     assert max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(enc_grad)) > 0  # pathwise through y
     s = jax.jit(model.sampler.sample, static_argnums=2)(params, jax.random.PRNGKey(3), 5)
