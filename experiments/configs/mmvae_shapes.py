@@ -8,7 +8,22 @@ experts, trained with the stratified importance-weighted bound of Shi et al. 201
 K = num_samples draws per expert (every draw decodes both modalities, so the caption expert
 learns to reconstruct the image: the cross-modal term MVAE lacks).
 
-Measured: see the benchmark (figures recorded below when run).
+Measured (``python -m experiments.benchmarks.multimodal_vae_shapes``, 500 rows per split) with the
+EARLIER setting likelihood='logistic_mixture' (2 components), 750 steps (852 s): targets MISSED
+
+  task (test / heldout)                 shape  colour size   x     y
+  caption -> image (feature network)    0.226  0.176  0.888  0.928 0.970  /  0.250 0.210 0.944 0.924 0.986
+  image -> caption (parse_caption)      0.452  0.330  0.906  1.000 1.000  /  0.202 0.104 0.978 1.000 1.000
+  joint samples: image vs own caption   0.168  0.082  0.648  0.624 0.592  (77% well-formed captions)
+
+  joint ELBO 15126.2 / 15157.0 nats per example (image 15154.2, caption -1.72, KL 26.2 on test);
+  image-only bound 0.892 / 0.876 bits/dim.
+
+Position and size cross over, shape and colour do not: the caption expert's latent decodes images
+as well in nats as the image expert's (15293 vs 15288 on 8 test images), i.e. after 750 steps the
+logistic-mixture decoder spends its capacity on the black background and encodes neither shape nor
+colour. The current setting (fixed-scale Gaussian, 600 steps) weights the shape pixels more; its
+figures are recorded here only if its benchmark run finished before the deadline.
 """
 from experiments.configs.mvae_shapes import get_config as mvae_config
 
@@ -18,5 +33,11 @@ def get_config():
     c.model.name = "mmvae"
     c.model.num_samples = 2
     c.train.batch_size = 32  # K = 2 draws per expert decode 2 x 2 x 32 images a step
+    c.train.steps = 600
+    c.train.ckpt_every = 300
+    # A fixed-scale Gaussian on the dequantized pixels (a density, 'dim' unit): with the logistic
+    # mixture the background dominates the first thousand steps and shape/colour stay unencoded.
+    c.model.likelihood = "gaussian"
+    c.model.gaussian_scale = 0.1
     c.model.caption_weight = 20.0
     return c
