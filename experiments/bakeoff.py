@@ -243,6 +243,22 @@ SHAPES_BAKEOFF: list[tuple[str, dict, float]] = [
     # Text-to-image (Ramesh et al. 2021): the prior over the vqvae_shapes tokenizer, trained
     # here first when <out>/shapes/runs/vqvae_shapes holds no checkpoint.
     ("dalle_shapes", {"stages.stage1.workdir": "{out}/runs/vqvae_shapes"}, 900),
+    # Multimodal generation (issue 15). unCLIP (Ramesh et al. 2022): a diffusion prior over the
+    # clip_shapes embeddings and a decoder over the vqvae_shapes latents; text-conditioned latent
+    # diffusion (Rombach et al. 2022) over the same tokenizer, cross-attending to CLIP's text
+    # tower; both stages trained here first when missing (CLIP: ~20 min under load).
+    ("unclip_shapes", {"stages.clip.workdir": "{out}/runs/clip_shapes",
+                       "stages.stage1.workdir": "{out}/runs/vqvae_shapes"}, 1300),
+    ("ldm_shapes_caption", {"stages.stage1.workdir": "{out}/runs/vqvae_shapes",
+                            "stages.text.workdir": "{out}/runs/clip_shapes"}, 1300),
+    # Image-to-text (Tsimpoukelli et al. 2021): captions of every test/heldout image by a visual
+    # prefix into the frozen caption_lm_shapes LM (255 s + 763 s measured under load).
+    ("frozen_shapes", {"stages.lm.workdir": "{out}/runs/caption_lm_shapes"}, 1100),
+    # Multimodal VAEs (Wu & Goodman 2018; Shi et al. 2019): caption -> image rows.
+    ("mvae_shapes", {}, 850),
+    ("mmvae_shapes", {}, 900),
+    # FactorVAE (Kim & Mnih 2018): unconditional, scored for FID and sharpness only.
+    ("factorvae_shapes", {}, 650),
 ]
 SHAPES_FACTOR_COLUMNS = tuple(f"acc_{f}" for f in ("shape", "colour", "size", "x", "y"))
 SHAPES_COLUMNS = ("model", "family", "fid", "kid", "precision", "recall", *SHAPES_FACTOR_COLUMNS,
