@@ -169,6 +169,8 @@ def main(argv=None) -> int:
     p.add_argument("--num_extra", type=int, default=150, help="rows of the negative-prompt and threshold runs")
     p.add_argument("--high", type=float, default=9.0, help="the high guidance s of the thresholding rows")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threshold", default="none", help="thresholding of z0_hat in the attribute rows (none, static, "
+                                                       "dynamic)")
     p.add_argument("--only", default="", help="comma list of parts: attributes,negative,threshold")
     args, rest = p.parse_known_args(argv)
     overrides = dict(a.removeprefix("--config.").split("=", 1) for a in rest)
@@ -193,15 +195,15 @@ def main(argv=None) -> int:
             for split in ("test", "heldout"):
                 t0 = time.time()
                 tokens, factors, _ = b.rows(split, args.num)
-                x, _ = b.run({"caption_tokens": tokens}, s, key)
-                emit({"setting": f"{split}: guidance s={s:g}", **b.judge(x, factors),
+                x, _ = b.run({"caption_tokens": tokens}, s, key, args.threshold)
+                emit({"setting": f"{split}: guidance s={s:g}, threshold {args.threshold}", **b.judge(x, factors),
                       "seconds": round(time.time() - t0, 1)})
     if "negative" in parts:
         emit({"setting": "negative prompts", **negative_prompt_row(b, args.num_extra, 3.0, key)})
     if "threshold" in parts:
         for row in threshold_rows(b, args.num_extra, args.high, key):
             emit(row)
-    out = os.path.join(workdir, "ldm_eval")
+    out = os.path.join(workdir, "ldm_eval" + ("" if args.threshold == "none" else f"_{args.threshold}"))
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "figures.json"), "w") as f:
         json.dump(res, f, indent=1)
