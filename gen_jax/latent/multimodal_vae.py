@@ -644,7 +644,8 @@ def build_multimodal_vae(cfg: Any, info: Any, kind: Literal["poe", "moe"]) -> Mu
         return objectives.iwae_bound(k_z, lw, cfg.iwae_k, min(cfg.iwae_k, 25))
 
     model = GenerativeModel(
-        name=cfg.name, family="latent",
+        name=cfg.name if cfg.name not in ("mvae", "mmvae") else {"poe": "mvae", "moe": "mmvae"}[kind],
+        family="latent",
         training=loss_training(init, mvae_loss if kind == "poe" else mmvae_loss),
         sampler=Sampler(sample, "image"),
         likelihood=Likelihood(log_prob, "elbo" if cfg.iwae_k == 1 else f"iwae-{cfg.iwae_k}"),
@@ -653,7 +654,8 @@ def build_multimodal_vae(cfg: Any, info: Any, kind: Literal["poe", "moe"]) -> Mu
         data=DataSpec(image_shape, int(info.num_levels), classes if LABEL in mods else 0,
                       ((CAPTION, vocab),) if CAPTION in mods else ()))
     return MultimodalVAE(model=model, generate=generate, caption_image=caption_image, joint_elbo=joint_elbo,
-                         posterior=posterior, experts=experts_of, log_likelihood=log_likelihood, describe=_describer(info) if CAPTION in mods else None, kind=kind)
+                         posterior=posterior, experts=experts_of, log_likelihood=log_likelihood,
+                         describe=_describer(info) if CAPTION in mods else None, kind=kind)
 
 
 def make_mvae(cfg: Any, info: Any) -> GenerativeModel:
