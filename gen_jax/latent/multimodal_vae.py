@@ -26,7 +26,14 @@ The expert algebra is :mod:`gen_jax.latent.experts`.
   ``M`` modalities: ``ELBO(X) + sum_m ELBO(x_m)`` (the joint ELBO plus every unimodal ELBO;
   no extra random subsets), each ``ELBO(S) = E_q[sum_{m in S} lambda_m log p(x_m | z, w_m)]
   - beta KL(q(z | S) || p(z)) - beta sum_{m in S} KL(q(w_m | x_m) || p(w_m))`` (their Eq. 5
-  with the modality weights ``lambda_m``).
+  with the modality weights ``lambda_m``). With ``config.model.cross_elbo`` each unimodal term
+  scores *every* modality instead: ``E_{q(z | x_m)}[sum_{m'} lambda_{m'} log p(x_{m'} | z, w_{m'})]
+  - beta KL(q(z | x_m) || p(z)) - ...``, the ELBO of the whole ``X`` under the unimodal posterior
+  ``q(z | x_m)`` (a lower bound on ``log p(X)`` for any ``q``, Kingma & Welling 2014, Eq. 3; the
+  private latents of the other modalities from their prior, whose KL is then 0). This trains
+  each decoder from every expert's ``z``: the cross-modal reconstructions that the product
+  alone does not supply (the unimodal-posterior terms of the MVAE's random-subset training,
+  Wu & Goodman 2018, Sec. 3, and of MMVAE, Shi et al. 2019, Eq. 3).
 * **MMVAE** (Shi et al. 2019): ``q(z | X) = (1 / M) sum_m q_m(z | x_m)`` (their Sec. 3),
   trained with the stratified importance-weighted bound with ``K`` samples per expert (their
   Eq. 3; :func:`gen_jax.latent.experts.stratified_iwae`), the log-weight
@@ -82,6 +89,7 @@ class MultimodalVAEConfig(Checked):
       image_weight, caption_weight, label_weight: ``lambda_m`` of the training objective (the
         reported bounds use 1).
       beta: KL weight of the training objective (1: the bound).
+      cross_elbo: MVAE: the unimodal ELBOs score every modality (module docstring).
       num_samples: ``K`` samples per expert of the MMVAE objective (MVAE: 1 per ELBO).
       iwae_k: importance samples of the image likelihood (1: the ELBO).
       sample_mean: the image sampler returns the mean of ``p(x | z)`` on the levels instead of
@@ -104,6 +112,7 @@ class MultimodalVAEConfig(Checked):
     caption_weight: float = 1.0
     label_weight: float = 1.0
     beta: float = 1.0
+    cross_elbo: bool = False
     num_samples: int = 1
     iwae_k: int = 1
     sample_mean: bool = False
@@ -424,11 +433,14 @@ def build_multimodal_vae(cfg: Any, info: Any, kind: Literal["poe", "moe"]) -> Mu
     def poe(means, log_vars):
         return experts.product_of_experts(means[..., :zd], log_vars[..., :zd], prior_expert=True)
 
-    def subset_elbo(params, names, means, log_vars, tgt: dict, key, lam: dict, beta: float) -> dict:
+    def subset_elbo(params, names, means, log_vars, tgt: dict, key, lam: dict, beta: float,
+                    scored: Optional[tuple] = None) -> dict:
         """Wu & Goodman 2018, Eq. 5 on the subset ``names`` (their experts ``[|S|, B, Z + P]``):
-        one-sample terms ``[B]``."""
+        one-sample terms ``[B]``; the likelihoods of ``scored`` (default ``names``; a superset:
+        the ELBO of those modalities under ``q(z | S)``, unobserved private latents from the prior)."""
+        scored = names if scored is None else scored
         mean, log_var = poe(means, log_vars)
-        keys = jax.random.split(key, 1 + len(names))
+        keys = jax.random.split(key, 1 + len(scored))
         z = dist.gaussian_sample(keys[0], mean, log_var)
         kl = dist.kl_standard_normal(mean, log_var)
         w = {}
@@ -436,9 +448,12 @@ def build_multimodal_vae(cfg: Any, info: Any, kind: Literal["poe", "moe"]) -> Mu
             if pd:
                 w[m] = dist.gaussian_sample(keys[1 + i], means[i, :, zd:], log_vars[i, :, zd:])
                 kl = kl + dist.kl_standard_normal(means[i, :, zd:], log_vars[i, :, zd:])
-        rec = {m: log_lik(params, m, with_private(z, w, m), tgt[m]) for m in names}
+        for i, m in enumerate(scored):
+            if pd and m not in names:
+                w[m] = jax.random.normal(keys[1 + i], (mean.shape[0], pd))
+        rec = {m: log_lik(params, m, with_private(z, w, m), tgt[m]) for m in scored}
         out = dict(rec, kl=kl, elbo=sum(rec.values()) - kl)
-        out["objective"] = sum(lam[m] * rec[m] for m in names) - beta * kl
+        out["objective"] = sum(lam[m] * rec[m] for m in scored) - beta * kl
         return out
 
     # --- MMVAE: the stratified bound ------------------------------------------------------
@@ -482,7 +497,8 @@ def build_multimodal_vae(cfg: Any, info: Any, kind: Literal["poe", "moe"]) -> Mu
         joint = subset_elbo(params, names, means, log_vars, tgt, ks[0], weights, cfg.beta)
         total, metrics = joint["objective"], {"elbo": joint["elbo"], "kl": joint["kl"]}
         for i, m in enumerate(names):
-            uni = subset_elbo(params, (m,), means[i:i + 1], log_vars[i:i + 1], tgt, ks[1 + i], weights, cfg.beta)
+            uni = subset_elbo(params, (m,), means[i:i + 1], log_vars[i:i + 1], tgt, ks[1 + i], weights, cfg.beta,
+                              names if cfg.cross_elbo else None)
             total = total + uni["objective"]
             metrics[f"elbo_{m}"] = uni["elbo"]
         for m in mods:

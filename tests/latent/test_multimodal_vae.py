@@ -204,6 +204,28 @@ def test_training_objectives_compose_the_bounds(mvae, mmvae):
     assert np.all(np.asarray(bound).mean(0) > np.asarray(elbo).mean(0))
 
 
+def test_mvae_cross_elbo_is_the_joint_elbo_under_each_unimodal_posterior():
+    """cross_elbo: each unimodal term is the ELBO of every modality with ``z ~ q(z | x_m)`` (the
+    expert times the prior, in closed form here) against a direct Monte Carlo estimate, and the
+    loss is minus the sum of the joint and those terms."""
+    mv, params = _build("poe", cross_elbo=True)
+    batch, s = _batch(), 400
+    (phase,) = mv.model.training.phases
+    loss_fn = jax.jit(jax.vmap(lambda k: phase.loss(params, batch, k)))
+    loss, met = loss_fn(jax.random.split(jax.random.PRNGKey(6), s))
+    total = met["elbo"] + met["elbo_image"] + met["elbo_caption_tokens"] + met["elbo_label"]
+    np.testing.assert_allclose(loss, -np.mean(total, axis=1), rtol=1e-5)
+    names, means, log_vars = mv.experts(params, batch)
+    rng = np.random.default_rng(7)
+    for i, m in enumerate(names):
+        prec = 1.0 + np.exp(-np.asarray(log_vars[i], np.float64))  # expert x N(0, I)
+        mean, sd = np.asarray(means[i], np.float64) * np.exp(-np.asarray(log_vars[i])) / prec, prec ** -0.5
+        z = mean + sd * rng.normal(size=(s, 2, Z))
+        logq = stats.norm.logpdf(z, mean, sd).sum(-1).reshape(-1)
+        direct = _mc_terms(mv, params, batch, z.reshape(-1, Z), None, logq).reshape(s, 2)
+        _agree(np.asarray(met[f"elbo_{m}"], np.float64), direct)
+
+
 # ------------------------------------------------------------------------------------------
 # Capabilities, shapes and errors.
 # ------------------------------------------------------------------------------------------
