@@ -157,7 +157,10 @@ def main(argv=None) -> int:
     from experiments.bakeoff import shapes_factor_predictor
 
     info = get_info(exp.dataset.name, common.data_dir(exp))
-    parts = build_unclip(exp.model, info, {"clip": common.load_stage("clip", exp.stages["clip"], info)})
+    from experiments.registry import get_entry
+
+    stages = {n: common.load_stage(n, exp.stages[n], info) for n in get_entry(exp.model_name).stages}
+    parts = build_unclip(exp.model, info, stages)
     workdir = common.resolve_workdir(args.workdir)
     state, _ = common.restore_state(exp, parts.model, workdir, info)
     params = eval_params(state, parts.model)

@@ -14,7 +14,7 @@ sampled latents snap to their nearest codes before the VQ decoder), a DiT with 1
 tokens), width 128, 4 blocks, the CLIP image embedding added to the adaLN vector and projected to 4
 in-context tokens; eps, cosine T = 1000, embedding dropped 10% (no caption pathway: Ramesh et al.
 find it adds little), DDIM 25 steps. Both trained together (one phase each per step), AdamW
-(prior 1e-3, decoder 5e-4, cosine, 100 warm-up steps), batch 32, EMA 0.995, 1200 steps.
+(prior 1e-3, decoder 5e-4, cosine, 100 warm-up steps), batch 32, EMA 0.995, 800 steps.
 
 Measured, first attempt (a pixel-space DiT on 4x4 patches, same widths, 2400 steps, 1257 s on the
 shared CPU; ``python -m experiments.benchmarks.unclip_shapes``, 300 captions per split, feature
@@ -60,7 +60,7 @@ def get_config():
     c.optim.grad_clip = 1.0
     c.optim.prior = ml_collections.ConfigDict(dict(learning_rate=1e-3))
     c.optim.decoder = ml_collections.ConfigDict(dict(learning_rate=5e-4))
-    c.train.steps = 1200
+    c.train.steps = 800
     c.train.batch_size = 32
     c.train.ema_decay = 0.995
     c.train.log_every = 50
