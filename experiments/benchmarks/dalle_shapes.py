@@ -17,48 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 
 import jax
-import numpy as np
 
 from experiments import common
 from experiments import text2image_rows as rows_lib
-from experiments.benchmarks.cyclegan_shapes import measure_factors
-from gen_jax.data import image_pairs
-from gen_jax.data.shapes import FACTORS
-
-
-def accuracy(pred: np.ndarray, factors: np.ndarray) -> dict:
-    """Per-factor accuracy and the shape+colour joint accuracy of predicted vs requested factors."""
-    right = pred == factors
-    out = {f: float(right[:, i].mean()) for i, f in enumerate(FACTORS)}
-    out["shape+colour"] = float((right[:, 0] & right[:, 1]).mean())
-    return out
-
-
-def real_images_row(splits: dict, num: int, predictor) -> dict:
-    """Both judges on the real images of the rows whose captions are asked for (their ceiling)."""
-    row = {"setting": "real images (judge ceiling)"}
-    for split, arrays in splits.items():
-        rows = image_pairs.first_rows(arrays, num)
-        x = np.asarray(arrays["image"])[rows].astype(np.float32) / 255.0
-        factors = image_pairs.split_factors(arrays, rows)
-        row[split] = accuracy(np.asarray(predictor(x)), factors)
-        row[f"{split}_analytic"] = accuracy(measure_factors(x), factors)
-    return row
-
-
-def print_table(rows: list) -> None:
-    cols = list(FACTORS) + ["shape+colour"]
-    for judge, suffix in (("feature network", ""), ("analytic check", "_analytic")):
-        print(f"\njudge: {judge}\n{'setting':44s} " + " ".join(f"{c:>8s}" for c in cols)
-              + "  heldout: shape  colour  shape+colour")
-        for r in rows:
-            h = r["heldout" + suffix]
-            print(f"{r['setting']:44s} " + " ".join(f"{r['test' + suffix][c]:8.3f}" for c in cols)
-                  + f"  {h['shape']:13.3f} {h['colour']:7.3f} {h['shape+colour']:13.3f}")
+from experiments.benchmarks.t2i_judge import judged, print_table, real_images_row, write_figures
 
 
 def main(argv=None) -> int:
@@ -93,16 +58,12 @@ def main(argv=None) -> int:
         for split, arrays in splits.items():
             t0 = time.time()
             x, _, factors = rows_lib.text_to_image_samples(exp, params, arrays, args.num, key, s, rerank=n)
-            row[split] = accuracy(np.asarray(predictor(x)), factors)
-            row[f"{split}_analytic"] = accuracy(measure_factors(x), factors)
+            row[split], row[f"{split}_analytic"] = judged(x, factors, predictor)
             row[f"{split}_seconds"] = round(time.time() - t0, 1)
         print(json.dumps(row), flush=True)
         res["rows"].append(row)
-    print_table(res["rows"])
-    out = os.path.join(workdir, "dalle_eval")
-    os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "figures.json"), "w") as f:
-        json.dump(res, f, indent=1)
+    print_table(res["rows"], width=44)
+    write_figures(workdir, "dalle_eval", res)
     return 0
 
 

@@ -11,7 +11,7 @@ network's factor heads (:func:`experiments.bakeoff.shapes_factor_predictor`) and
 rows (its ceiling; the feature network reads heldout shapes poorly). Rows:
 
 1. **test captions** (the first ``--num`` test rows; ``--num_extra`` for rows 3-4) at ``s = 1`` and ``s = 3``: per-attribute accuracy
-   and "all four" (shape, colour, size and position x and y all right). Targets (issue 15): >= 0.8 colour,
+   and "all" (shape, colour, size and position x and y all right). Targets (issue 15): >= 0.8 colour,
    >= 0.7 all four at ``s = 3``, higher at 3 than at 1.
 2. **heldout captions** (the five (shape, colour) pairs never trained on): shape+colour (target >= 0.5).
 3. **negative prompts** (``s = 3``): the prompt is the test caption with its colour word removed ("a large
@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 
 import jax
@@ -41,19 +40,11 @@ import numpy as np
 
 from experiments import common
 from experiments.benchmarks.cyclegan_shapes import measure_factors
+from experiments.benchmarks.t2i_judge import judged, write_figures
 from gen_jax.data import image_pairs
-from gen_jax.data.shapes import COLOURS, FACTORS
+from gen_jax.data.shapes import COLOURS
 
 BATCH = 150
-
-
-def accuracy(pred: np.ndarray, factors: np.ndarray) -> dict:
-    """Per-factor accuracy, shape+colour and all four (shape, colour, size, position x and y)."""
-    right = pred == factors
-    out = {f: float(right[:, i].mean()) for i, f in enumerate(FACTORS)}
-    out["shape+colour"] = float((right[:, 0] & right[:, 1]).mean())
-    out["all four"] = float(right.all(1).mean())
-    return out
 
 
 class Bench:
@@ -102,8 +93,8 @@ class Bench:
         return np.concatenate(imgs, 0), np.concatenate(lats, 0)
 
     def judge(self, x: np.ndarray, factors: np.ndarray) -> dict:
-        return {"net": accuracy(np.asarray(self.predictor(x)), factors),
-                "analytic": accuracy(measure_factors(x), factors)}
+        net, analytic = judged(x, factors, self.predictor)
+        return {"net": net, "analytic": analytic}
 
     def rows(self, split: str, num: int):
         arrays = self.splits[split]
@@ -203,10 +194,7 @@ def main(argv=None) -> int:
     if "threshold" in parts:
         for row in threshold_rows(b, args.num_extra, args.high, key):
             emit(row)
-    out = os.path.join(workdir, "ldm_eval" + ("" if args.threshold == "none" else f"_{args.threshold}"))
-    os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "figures.json"), "w") as f:
-        json.dump(res, f, indent=1)
+    write_figures(workdir, "ldm_eval" + ("" if args.threshold == "none" else f"_{args.threshold}"), res)
     return 0
 
 

@@ -42,17 +42,8 @@ import numpy as np
 
 from experiments import common
 from experiments.benchmarks.cyclegan_shapes import measure_factors
+from experiments.benchmarks.t2i_judge import judged, print_table, real_images_row, write_figures
 from gen_jax.data import image_pairs
-from gen_jax.data.shapes import FACTORS
-
-
-def accuracy(pred: np.ndarray, factors: np.ndarray) -> dict:
-    """Per-factor accuracy, shape+colour and all-five accuracy of predicted vs requested factors."""
-    right = np.asarray(pred) == factors
-    out = {f: float(right[:, i].mean()) for i, f in enumerate(FACTORS)}
-    out["shape+colour"] = float((right[:, 0] & right[:, 1]).mean())
-    out["all"] = float(right.all(1).mean())
-    return out
 
 
 def _cos(a, b) -> float:
@@ -115,28 +106,6 @@ def edits(parts, params, arrays, num: int, key, predictor, w: float) -> dict:
     return out
 
 
-def real_images_row(splits: dict, num: int, predictor) -> dict:
-    row = {"setting": "real images (judge ceiling)"}
-    for split, arrays in splits.items():
-        rows = image_pairs.first_rows(arrays, num)
-        x = np.asarray(arrays["image"])[rows].astype(np.float32) / 255.0
-        f = image_pairs.split_factors(arrays, rows)
-        row[split] = accuracy(predictor(x), f)
-        row[f"{split}_analytic"] = accuracy(measure_factors(x), f)
-    return row
-
-
-def print_table(rows: list) -> None:
-    cols = list(FACTORS) + ["shape+colour", "all"]
-    for judge, suffix in (("feature network", ""), ("analytic check", "_analytic")):
-        print(f"\njudge: {judge}\n{'setting':32s} " + " ".join(f"{c:>7s}" for c in cols)
-              + "   heldout: shape colour shape+colour")
-        for r in rows:
-            h = r["heldout" + suffix]
-            print(f"{r['setting']:32s} " + " ".join(f"{r['test' + suffix][c]:7.3f}" for c in cols)
-                  + f"   {h['shape']:14.3f} {h['colour']:6.3f} {h['shape+colour']:12.3f}")
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default="unclip_shapes")
@@ -191,22 +160,20 @@ def main(argv=None) -> int:
                                                   {"caption_tokens": tok[i:i + args.batch]}))
                                 for i in range(0, len(tok), args.batch)], 0)
             f = image_pairs.split_factors(arrays, rows)
-            row[split] = accuracy(judge(x), f)
-            row[f"{split}_analytic"] = accuracy(measure_factors(x), f)
+            row[split], row[f"{split}_analytic"] = judged(x, f, judge)
             row[f"{split}_seconds"] = round(time.time() - t0, 1)
             if split == "test":
                 np.save(os.path.join(out_dir, f"samples_w{w:g}.npy"), x[:64])
         print(json.dumps(row), flush=True)
         res["rows"].append(row)
-    print_table(res["rows"])
+    print_table(res["rows"], width=32)
     if args.edit_num:
         t0 = time.time()
         res["edits"] = edits(parts, params, splits["test"], args.edit_num, key, judge,
                              float(exp.model.decoder.guidance_scale))
         res["edits"]["seconds"] = round(time.time() - t0, 1)
         print(json.dumps({"edits": res["edits"]}), flush=True)
-    with open(os.path.join(out_dir, "figures.json"), "w") as fh:
-        json.dump(res, fh, indent=1)
+    write_figures(workdir, "unclip_eval", res)
     return 0
 
 
