@@ -65,6 +65,7 @@ from gen_jax.checks import is_concrete
 from gen_jax.config import Checked, ConfigError, typed
 from gen_jax.model import (DataSpec, GenerativeModel, Likelihood, Phase, Sampler, Stage, Training,
                            check_image_batch, split_conditioning)
+from gen_jax.nn.resnet import preact_resnet
 from gen_jax.nn.transformer import Decoder, make_decoder
 
 STAGE = "config.stages.lm"
@@ -121,18 +122,7 @@ class PrefixEncoder(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        h = nn.Conv(int(self.widths[0]), (3, 3), padding="SAME", name="stem")(2.0 * x - 1.0)
-        for s, width in enumerate(int(w) for w in self.widths):
-            if s > 0:
-                h = nn.avg_pool(h, (2, 2), strides=(2, 2))
-            for r in range(self.blocks):
-                skip = h if h.shape[-1] == width else nn.Conv(width, (1, 1), name=f"s{s}_b{r}_skip")(h)
-                g = nn.GroupNorm(min(8, h.shape[-1]), name=f"s{s}_b{r}_gn1")(h)
-                g = nn.Conv(width, (3, 3), padding="SAME", name=f"s{s}_b{r}_conv1")(nn.silu(g))
-                g = nn.GroupNorm(min(8, width), name=f"s{s}_b{r}_gn2")(g)
-                g = nn.Conv(width, (3, 3), padding="SAME", kernel_init=nn.initializers.zeros,
-                            name=f"s{s}_b{r}_conv2")(nn.silu(g))
-                h = skip + g
+        h = preact_resnet(x, self.widths, self.blocks)
         h = nn.silu(nn.GroupNorm(min(8, h.shape[-1]), name="gn_out")(h))
         if self.readout_pool > 1:
             h = nn.avg_pool(h, (self.readout_pool,) * 2, strides=(self.readout_pool,) * 2)

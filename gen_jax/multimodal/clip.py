@@ -63,6 +63,7 @@ from gen_jax.config import Checked, ConfigError, typed
 from gen_jax.model import Embedder, GenerativeModel, Phase, Training, check_image_batch
 from gen_jax.multimodal import contrastive as C
 from gen_jax.nn.attention import MultiHeadAttention
+from gen_jax.nn.resnet import preact_resnet
 from gen_jax.nn.transformer import Block, TransformerConfig
 
 
@@ -187,19 +188,7 @@ class ResNetEncoder(nn.Module):
     @nn.compact
     def __call__(self, x):
         c = self.cfg
-        h = nn.Conv(int(c.resnet_widths[0]), (3, 3), padding="SAME", name="stem")(2.0 * x - 1.0)
-        for s, width in enumerate(c.resnet_widths):
-            width = int(width)
-            if s > 0:
-                h = nn.avg_pool(h, (2, 2), strides=(2, 2))
-            for r in range(2):
-                skip = h if h.shape[-1] == width else nn.Conv(width, (1, 1), name=f"s{s}_b{r}_skip")(h)
-                g = nn.GroupNorm(min(8, h.shape[-1]), name=f"s{s}_b{r}_gn1")(h)
-                g = nn.Conv(width, (3, 3), padding="SAME", name=f"s{s}_b{r}_conv1")(nn.silu(g))
-                g = nn.GroupNorm(min(8, width), name=f"s{s}_b{r}_gn2")(g)
-                g = nn.Conv(width, (3, 3), padding="SAME", kernel_init=nn.initializers.zeros,
-                            name=f"s{s}_b{r}_conv2")(nn.silu(g))
-                h = skip + g
+        h = preact_resnet(x, c.resnet_widths, 2)
         f = nn.LayerNorm(name="ln_post")(jnp.mean(nn.silu(h), axis=(1, 2)))
         return nn.Dense(c.embed_dim, use_bias=False, name="proj")(f)
 
