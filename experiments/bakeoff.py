@@ -255,7 +255,7 @@ SHAPES_BAKEOFF: list[tuple[str, dict, float]] = [
     # prefix into the frozen caption_lm_shapes LM (255 s + 763 s measured under load).
     ("frozen_shapes", {"stages.lm.workdir": "{out}/runs/caption_lm_shapes"}, 1100),
     # Multimodal VAEs (Wu & Goodman 2018; Shi et al. 2019): caption -> image rows.
-    ("mvae_shapes", {}, 850),
+    ("mvae_shapes", {}, 1450),
     ("mmvae_shapes", {}, 900),
     # FactorVAE (Kim & Mnih 2018): unconditional, scored for FID and sharpness only.
     ("factorvae_shapes", {}, 650),
