@@ -1,8 +1,14 @@
 """Train any model from a config.
 
-    python -m experiments.train --config vae_digits --workdir W \
-        [--config.train.steps=2000] [--coordinator 127.0.0.1:PORT --num_processes 2 --process_id 0]
+    python -m experiments.train --config vae_digits --workdir W [--config.train.steps=2000]
     python -m experiments.train --list            # the configs and what each is for
+
+Multi-process (one process per host; every process runs the same command, the workdir on a
+shared filesystem; :mod:`gen_jax.train.distributed`):
+
+    python -m experiments.train ... --cluster tpu                     # every worker of a TPU pod
+    srun python -m experiments.train ... --cluster slurm              # each SLURM task
+    python -m experiments.train ... --coordinator HOST0:PORT --num_processes 2 --process_id I
 
 Restarting on the same workdir resumes from the latest readable checkpoint and continues on
 the exact trajectory of an uninterrupted run; a resume under a config that would leave that
@@ -28,27 +34,50 @@ def parser():
     p.add_argument("--allow_config_change", action="store_true",
                    help="resume even if the config changes what the checkpoint was trained with "
                         "(the run then leaves the uninterrupted trajectory)")
-    p.add_argument("--coordinator", default="", help="host:port of process 0 (multi-process)")
-    p.add_argument("--num_processes", type=int, default=1, help="number of processes (multi-process)")
-    p.add_argument("--process_id", type=int, default=0, help="this process's index (multi-process)")
+    add_launch_flags(p)
     return p
+
+
+def add_launch_flags(p) -> None:
+    """The multi-process launch flags (:mod:`gen_jax.train.distributed`; each falls back to
+    its ``GEN_JAX_*`` environment variable)."""
+    from gen_jax.train import distributed as dist
+
+    g = p.add_argument_group("multi-process launch (gen_jax.train.distributed)")
+    g.add_argument("--cluster", default=None, choices=dist.CLUSTERS,
+                   help="auto (default; env GEN_JAX_CLUSTER): manual if --coordinator/--num_processes > 1, "
+                        "else slurm inside srun, else tpu on a Cloud TPU VM, else one process")
+    g.add_argument("--coordinator", default=None, help="host:port of process 0 (env GEN_JAX_COORDINATOR)")
+    g.add_argument("--num_processes", type=int, default=None, help="number of processes (env GEN_JAX_NUM_PROCESSES)")
+    g.add_argument("--process_id", type=int, default=None, help="this process's index (env GEN_JAX_PROCESS_ID)")
+    g.add_argument("--init_timeout", type=int, default=300, help="seconds for all processes to connect")
+    g.add_argument("--heartbeat_timeout", type=int, default=100,
+                   help="seconds without heartbeats after which a process is declared dead (the others then abort)")
+    g.add_argument("--shutdown_timeout", type=int, default=300, help="seconds the exit barrier waits")
+
+
+def launch(args):
+    """Initializes ``jax.distributed`` from the launch flags (nothing for one process); returns
+    the :class:`gen_jax.train.distributed.LaunchSpec`. Raises ``LaunchError`` naming the flag."""
+    from gen_jax.train import distributed as dist
+
+    spec = dist.resolve(args.cluster, args.coordinator, args.num_processes, args.process_id,
+                        init_timeout=args.init_timeout, heartbeat_timeout=args.heartbeat_timeout,
+                        shutdown_timeout=args.shutdown_timeout)
+    return dist.initialize(spec)
 
 
 def main(argv=None) -> int:
     from gen_jax.train.checkpoint import CheckpointError
     from gen_jax.train.lock import WorkdirLocked
+    from gen_jax.train.distributed import exit_on_peer_failure
     from gen_jax.train.writers import MetricsError
 
     p = parser()
     try:
         args, overrides = common.parse_args(p, argv)
-        if args.coordinator:
-            import jax
-
-            jax.distributed.initialize(coordinator_address=args.coordinator,
-                                       num_processes=args.num_processes,
-                                       process_id=args.process_id, initialization_timeout=120)
-        exp = common.load_experiment(args.config, overrides)
+        exp = common.load_experiment(args.config, overrides)  # config errors before any process waits
+        spec = launch(args)
         info, model, mesh = common.setup(exp)
         stream = common.build_stream(exp, info, mesh)
         evaluator = common.evaluator_for(exp, model, info, progress=not args.no_progress)
@@ -61,6 +90,9 @@ def main(argv=None) -> int:
                        resume_step=args.step, allow_config_change=args.allow_config_change, evaluator=evaluator)
     except (WorkdirLocked, ConfigError, CheckpointError, MetricsError) as e:
         common.fail(str(e))
+    except Exception as e:  # a peer's death fails a collective: one clear line, no shutdown wait
+        exit_on_peer_failure(e, spec)
+        raise
     print(json.dumps({"model": model.name, "steps": int(result.state.step),
                       "resumed_from": result.resumed_from, "seconds": round(result.seconds, 2),
                       **{k: round(v, 6) for k, v in result.last_metrics.items()}}))
