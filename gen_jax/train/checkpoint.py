@@ -1,10 +1,21 @@
 """orbax checkpointing of the train state, with errors that name the path and the leaf.
 
 Each checkpoint holds the :class:`TrainState` and a JSON ``meta`` record (model name,
-config, and the shape signature of the state). Restoring checks the signature against the
-architecture being restored *before* orbax reads any array, so a checkpoint from another
-architecture fails with the first differing leaf named; a missing directory or a corrupted
-file fails with the path named.
+config, the shape signature of the state, and the topology it was written on). Restoring
+checks the signature against the architecture being restored *before* orbax reads any array,
+so a checkpoint from another architecture fails with the first differing leaf named; a
+missing directory or a corrupted file fails with the path named.
+
+**Topologies.** The arrays are stored whole (orbax, OCDBT), not per device: a checkpoint
+restores onto any mesh whose shardings the caller passes in the abstract state (8 -> 4
+devices, a ('data', 'model') mesh -> a data-only one, several processes -> one device);
+:meth:`Checkpointer.restore_readable` reports a change of topology in one line.
+
+**Several processes** (``jax.distributed``): every process constructs the
+:class:`Checkpointer` on the same directory (a filesystem all of them see) and calls every
+method (``save``, ``restore``, ``delete_after``, ``close``: orbax synchronizes them with
+barriers). Each process writes the shards its devices own (``state/ocdbt.process_<i>``);
+process 0 writes the metadata, commits the step and deletes old steps.
 """
 from __future__ import annotations
 
@@ -45,6 +56,24 @@ def signature(tree: Any) -> dict:
     return out
 
 
+def topology(tree: Any) -> dict:
+    """``{'mesh': {axis: size}, 'devices': n, 'processes': p}`` of the first ``NamedSharding``
+    leaf of ``tree`` (arrays or ``ShapeDtypeStruct``s; ``mesh`` empty without one)."""
+    for leaf in jax.tree.leaves(tree):
+        sh = getattr(leaf, "sharding", None)
+        mesh = getattr(sh, "mesh", None)
+        if mesh is not None:
+            procs = {d.process_index for d in mesh.devices.flat}
+            return {"mesh": {str(k): int(v) for k, v in mesh.shape.items()}, "devices": int(mesh.devices.size),
+                    "processes": len(procs)}
+    return {"mesh": {}, "devices": 1, "processes": 1}
+
+
+def _describe(t: dict) -> str:
+    mesh = " x ".join(f"{k} {v}" for k, v in t.get("mesh", {}).items()) or "no mesh"
+    return f"{t.get('devices', '?')} devices ({mesh}), {t.get('processes', '?')} process(es)"
+
+
 def _first_difference(expected: dict, found: dict) -> Optional[str]:
     for k in expected:
         if k not in found:
@@ -75,7 +104,7 @@ class Checkpointer:
         return list(self._mgr.all_steps())
 
     def save(self, step: int, state: Any, meta: dict, force: bool = False) -> None:
-        meta = dict(meta, signature=signature(state), step=int(step))
+        meta = dict(meta, signature=signature(state), step=int(step), topology=topology(state))
         self._mgr.save(int(step), args=ocp.args.Composite(
             state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=force)
 
@@ -117,13 +146,17 @@ class Checkpointer:
         unreadable newer one is reported in one line and skipped. Raises the last
         :class:`UnreadableCheckpoint` when none reads; an architecture mismatch is raised at once."""
         if step is not None:
-            return self.restore(abstract_state, step)
+            out = self.restore(abstract_state, step)
+            self._say_topology(out[1], abstract_state, say)
+            return out
         steps = sorted(self.all_steps(), reverse=True)
         if not steps:
             self._resolve(None)
         for i, s in enumerate(steps):
             try:
-                return self.restore(abstract_state, s)
+                out = self.restore(abstract_state, s)
+                self._say_topology(out[1], abstract_state, say)
+                return out
             except UnreadableCheckpoint as e:
                 nxt = f"falling back to step {steps[i + 1]}" if i + 1 < len(steps) else "no older checkpoint"
                 say(f"{e}; {nxt}")
@@ -131,8 +164,15 @@ class Checkpointer:
                     raise UnreadableCheckpoint(f"no readable checkpoint in {self.directory} "
                                                f"(tried steps {steps})") from None
 
+    def _say_topology(self, meta: dict, abstract_state: Any, say: Callable[[str], None]) -> None:
+        saved, now = meta.get("topology"), topology(abstract_state)
+        if saved is not None and saved != now:
+            say(f"restored {self._step_dir(int(meta.get('step', -1)))}, written on {_describe(saved)}, "
+                f"onto {_describe(now)}")
+
     def delete_after(self, step: int, say: Callable[[str], None] = print) -> None:
-        """Deletes the checkpoints of steps after ``step`` (a resume from ``step`` rewrites them)."""
+        """Deletes the checkpoints of steps after ``step`` (a resume from ``step`` rewrites them).
+        With several processes every process calls it (orbax: process 0 deletes, all wait)."""
         for s in sorted(self.all_steps()):
             if s > step:
                 say(f"deleting checkpoint {self._step_dir(s)} (the run resumes from step {step})")

@@ -5,16 +5,18 @@ transformer LM over a (4, 2) ('data', 'model') mesh with FSDP + tensor paralleli
     python tests/train/multihost_worker.py --config image_transformer_digits --workdir W \
         --record R.jsonl [--stall_at S] [launch flags]
 
-Every batch the loop reads is recorded to ``--record`` as one JSON line: the step, this
-process's rows of the global batch and the dataset indices of those rows, and whether the
-rows on this process's devices equal the dataset at those indices. With ``--stall_at S`` the
+The data come from the streaming record reader (``config.dataset.reader = 'records'``,
+:mod:`gen_jax.data.records`), which reads only this process's rows of each global batch.
+Every batch the loop asks for is recorded to ``--record`` as one JSON line: the step, this
+process's rows of the global batch, the record keys the reader fetched from the
+``array_record`` source for it (a proxy of the source sees every read), and the labels and
+per-row image sums on this process's devices. With ``--stall_at S`` the
 process, when asked for batch ``S``, waits for the checkpoint before it to be committed,
 prints ``STALLED`` and sleeps (the test then kills it while the others wait in step ``S + 1``'s
 collectives).
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import sys
@@ -34,18 +36,15 @@ OVERRIDES = {"model.num_layers": "1", "model.d_model": "32", "model.num_heads": 
              "optim.schedule": "constant", "optim.warmup_steps": "0", "optim.weight_decay": "0.0",
              "train.batch_size": "16", "train.steps": str(STEPS), "train.log_every": "1",
              "train.ckpt_every": str(CKPT_AT), "train.sample_every": "0", "train.keep_checkpoints": "1",
-             "train.eval_every": "0"}
-MESH = dict(shape=(4, 2), preset="fsdp_tp", fsdp_min_size=64)
+             "train.eval_every": "0", "dataset.reader": "records", "dataset.prefetch": "0",
+             "mesh.shape": "(4, 2)", "mesh.preset": "fsdp_tp", "mesh.fsdp_min_size": "64"}
 
 
 def experiment(extra: dict | None = None):
     """The worker's config: the tiny LM, FSDP + TP on a (4, 2) mesh."""
     from experiments import common
-    from gen_jax.train import sharding as shd
 
-    exp = common.load_experiment(CONFIG, {**OVERRIDES, **(extra or {})})
-    return dataclasses.replace(exp, mesh=dataclasses.replace(exp.mesh, **MESH) if hasattr(shd.MeshConfig, "preset")
-                               else exp.mesh)
+    return common.load_experiment(CONFIG, {**OVERRIDES, **(extra or {})})
 
 
 def local_rows(batch_array) -> tuple[int, int]:
@@ -64,11 +63,33 @@ def local_values(batch_array, lo: int) -> np.ndarray:
     return np.concatenate([out[k] for k in sorted(out)])
 
 
+class RecordingSource:
+    """A record source that remembers the keys read through it (everything else delegated)."""
+
+    def __init__(self, source):
+        self._source, self.read = source, []
+
+    def __len__(self):
+        return len(self._source)
+
+    def __getitem__(self, key):
+        self.read.append(int(key))
+        return self._source[key]
+
+    def __getitems__(self, keys):
+        self.read.extend(int(k) for k in keys)
+        return self._source.__getitems__(keys)
+
+    def __getattr__(self, name):
+        return getattr(self._source, name)
+
+
 class RecordingStream:
     """A batch stream that records what this process read (everything else delegated)."""
 
     def __init__(self, stream, record: str, stall_at: int, ckpt_dir: str):
         self._stream, self._record, self._stall_at, self._ckpt_dir = stream, record, stall_at, ckpt_dir
+        self._source = stream.source = RecordingSource(stream.source)
 
     def __getattr__(self, name):
         return getattr(self._stream, name)
@@ -76,15 +97,14 @@ class RecordingStream:
     def batch_at(self, step: int):
         if step == self._stall_at:
             self._stall(step)
+        self._source.read = []
         batch = self._stream.batch_at(step)
         lo, hi = local_rows(batch["label"])
-        idx = self._stream.indices_at(step, lo, hi)
-        arrays = self._stream.arrays
-        matches = bool(np.array_equal(local_values(batch["label"], lo), arrays["label"][idx])
-                       and np.allclose(local_values(batch["image"], lo),
-                                       arrays["image"][idx] / (self._stream.info.num_levels - 1)))
+        labels = local_values(batch["label"], lo)
+        sums = local_values(batch["image"], lo).reshape(hi - lo, -1).sum(1)
         with open(self._record, "a") as f:
-            f.write(json.dumps({"step": step, "rows": [lo, hi], "indices": idx.tolist(), "matches": matches}) + "\n")
+            f.write(json.dumps({"step": step, "rows": [lo, hi], "read": self._source.read,
+                                "labels": labels.tolist(), "image_sums": sums.tolist()}) + "\n")
         return batch
 
     def _stall(self, step: int):
@@ -98,14 +118,39 @@ class RecordingStream:
         time.sleep(3600)
 
 
+def probe(process_id: int) -> int:
+    """``--probe``: no model; two global sums over all devices. Process 1 prints ``READY``
+    after the first and sleeps, so process 0 waits in the second's collective (the test then
+    freezes process 1 with SIGSTOP: only the heartbeats can tell process 0)."""
+    import jax
+    import jax.numpy as jnp
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+    mesh = Mesh(np.asarray(jax.devices()), ("data",))
+    x = jax.make_array_from_process_local_data(NamedSharding(mesh, P("data")), np.ones(jax.local_device_count()),
+                                               (jax.device_count(),))
+    total = jax.jit(jnp.sum, out_shardings=NamedSharding(mesh, P()))
+    print(json.dumps({"sum": float(total(x))}), flush=True)
+    if process_id == 1:
+        print("READY", flush=True)
+        time.sleep(3600)
+    time.sleep(1.0)
+    print("WAITING", flush=True)
+    print(json.dumps({"sum": float(total(x))}), flush=True)
+    return 0
+
+
 def main(argv=None) -> int:
     from experiments import common
     from experiments import train as train_cli
 
     p = train_cli.parser()
-    p.add_argument("--record", required=True)
+    p.add_argument("--record", default="")
     p.add_argument("--stall_at", type=int, default=-1)
+    p.add_argument("--probe", action="store_true", help="no training: see probe()")
     args, overrides = common.parse_args(p, argv)
+    if args.probe:
+        return probe(train_cli.launch(args).process_id)
     exp = experiment(overrides)
     spec = train_cli.launch(args)  # before anything touches a device
 

@@ -28,17 +28,13 @@ SUBPROCESS_TARGETS = {"4x1_fsdp": ((4, 1), "fsdp"), "2x2_fsdp_tp": ((2, 2), "fsd
 
 
 def _setup(shape, preset):
-    """``(exp, info, model, mesh, stream)`` of the worker's config on a ``shape`` mesh."""
-    import dataclasses
-
+    """``(exp, info, model, mesh, stream)`` of the worker's config on a ``shape`` mesh (the
+    ``config.mesh`` overrides a user would pass: a resume may change the mesh section)."""
     from experiments import common
-    from gen_jax.train import sharding as shd
 
-    exp = worker.experiment()
-    exp = dataclasses.replace(exp, mesh=dataclasses.replace(exp.mesh, shape=shape, preset=preset,
-                                                            num_devices=int(np.prod(shape))))
-    info, model, _ = common.setup(exp)
-    mesh = shd.make_mesh(exp.mesh.num_devices, exp.mesh.shape)
+    exp = worker.experiment({"mesh.shape": repr(tuple(shape)), "mesh.preset": preset,
+                             "mesh.num_devices": str(int(np.prod(shape)))})
+    info, model, mesh = common.setup(exp)
     return exp, info, model, mesh, common.build_stream(exp, info, mesh)
 
 
@@ -89,10 +85,25 @@ def _assert_equal(got: dict, ref: dict):
         np.testing.assert_array_equal(got[k], ref[k], err_msg=k)
 
 
+def test_checkpoint_records_its_topology(saved):
+    from gen_jax.train.checkpoint import Checkpointer
+
+    ckpt = Checkpointer(str(saved[0] / "checkpoints"), create=False)
+    try:
+        meta = ckpt.read_meta(worker.CKPT_AT)
+    finally:
+        ckpt.close()
+    assert meta["topology"] == {"mesh": {"data": 4, "model": 2}, "devices": 8, "processes": 1}
+
+
 @pytest.mark.parametrize("shape, preset", [((8, 1), "fsdp"), ((2, 4), "fsdp_tp")])
-def test_resume_onto_another_mesh_here(saved, shape, preset):
+def test_resume_onto_another_mesh_here(saved, shape, preset, capsys):
     wd, ref = saved
     state = _resume(wd, shape, preset)
+    out = capsys.readouterr().out
+    assert (f"written on 8 devices (data 4 x model 2), 1 process(es), onto 8 devices "
+            f"(data {shape[0]} x model {shape[1]})") in out, out
+    assert "config.mesh.shape: [4, 2] -> " in out or "config.mesh.shape: (4, 2) -> " in out, out
     _assert_equal(flat(state), ref)
     sp = specs(state)
     assert all(n == 8 for _, n in sp.values())

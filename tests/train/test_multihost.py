@@ -5,8 +5,12 @@ train the tiny transformer LM of :mod:`tests.train.multihost_worker` on one (4, 
 same losses and params after 3 steps, each process reading a disjoint shard of every global
 batch, the step-3 checkpoint written by both processes (and restored here, in one process).
 Then process 1 is SIGKILLed while process 0 waits in step 4's collectives: process 0 must
-exit non-zero with a clear message within ``KILL_EXIT_S``. The launch settings' validation is
-tested in-process (:func:`gen_jax.train.distributed.resolve`).
+exit non-zero with a clear message within ``KILL_EXIT_S``. Meanwhile a second pair (no model,
+``--probe``) checks the other failure: a peer frozen by SIGSTOP (a hung host, connections left
+open) is declared dead by the heartbeats and the other process aborts within
+``FROZEN_EXIT_S``. The train step compiled with the global shardings is checked on a pretend
+two-host layout of this session's 8 devices, and the launch settings' validation in-process
+(:func:`gen_jax.train.distributed.resolve`).
 
 Hard limits: every subprocess is killed after ``TIMEOUT_S``; ports are free ports.
 """
@@ -32,6 +36,8 @@ WORKER = os.path.join(REPO, "tests", "train", "multihost_worker.py")
 TIMEOUT_S = 240        # hard limit on any worker
 HEARTBEAT_S = 10       # the workers' --heartbeat_timeout
 KILL_EXIT_S = HEARTBEAT_S + 20   # process 0 must be gone this long after process 1's SIGKILL
+FROZEN_HEARTBEAT_S = 4           # the probe workers' --heartbeat_timeout
+FROZEN_EXIT_S = FROZEN_HEARTBEAT_S + 25   # ... and after a probe process 1's SIGSTOP
 # One process sums the 8 devices' gradients in one order; two processes all-reduce over gloo
 # in another: float32 round-off (~1e-7 relative), carried through 3 SGD-momentum steps.
 RTOL, ATOL = 1e-5, 1e-7
@@ -87,51 +93,88 @@ def reference(exp, model, mesh, stream):
     return compiled, state_sh, batch_sh, losses, state
 
 
+def _spawn(tmp, tag, args, env):
+    """A worker process with stdout/stderr in ``tmp/<tag>.out|err``; ``(Popen, err path)``."""
+    out, err = tmp / f"{tag}.out", tmp / f"{tag}.err"
+    p = subprocess.Popen([sys.executable, WORKER, "--config", worker.CONFIG, *args], stdout=open(out, "w"),
+                         stderr=open(err, "w"), env=env, cwd=REPO)
+    return p, str(err)
+
+
+def _launch_flags(port, i, heartbeat, shutdown):
+    return ["--coordinator", f"127.0.0.1:{port}", "--num_processes", "2", "--process_id", str(i),
+            "--init_timeout", "120", "--heartbeat_timeout", str(heartbeat), "--shutdown_timeout", str(shutdown)]
+
+
+def _stop_and_time(procs, tmp, prefix, ready, sig, within, deadline) -> dict:
+    """Waits for ``ready`` = ``[(tag, text)]`` in the workers' outputs, sends ``sig`` to process
+    1 of the ``prefix`` workers, and times process 0's exit (``rc`` None: still running after
+    ``within`` s); returns its exit code, the seconds, its stderr and stdout."""
+    for tag, text in ready:
+        _wait_for(tmp / f"{tag}.out", text, procs, deadline)
+    assert procs[0][0].poll() is None, open(procs[0][1]).read()[-3000:]
+    t0 = time.time()
+    procs[1][0].send_signal(sig)
+    try:
+        rc = procs[0][0].wait(timeout=within)
+    except subprocess.TimeoutExpired:
+        rc = None
+    return dict(rc=rc, seconds=time.time() - t0, err=open(procs[0][1]).read(),
+                out=open(tmp / f"{prefix}0.out").read())
+
+
+def _kill_all(procs):
+    for p, _ in procs:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, digits_data_dir):
-    """Starts the two workers, computes the one-process reference here meanwhile, then kills
-    process 1 at its stall and times process 0's exit."""
+    """Starts the two training workers and the two probe workers; while this process computes
+    the one-process reference, a thread freezes probe process 1 (SIGSTOP) and times probe
+    process 0's exit; then training process 1 is killed at its stall (SIGKILL) and training
+    process 0's exit is timed."""
+    import threading
+
     from experiments import common
     from gen_jax.train import sharding as shd
 
     tmp = tmp_path_factory.mktemp("multihost")
-    wd, port = tmp / "wd", free_port()
-    env = subprocess_env(4, digits_data_dir)
-    procs = []
+    wd, env, deadline = tmp / "wd", subprocess_env(4, digits_data_dir), time.time() + TIMEOUT_S
+    port, probe_port = free_port(), free_port()
+    trainers, probes, frozen = [], [], {}
     try:
         for i in range(2):
-            out, err = open(tmp / f"out{i}.log", "w"), open(tmp / f"err{i}.log", "w")
-            cmd = [sys.executable, WORKER, "--config", worker.CONFIG, "--workdir", str(wd), "--record",
-                   str(tmp / f"record{i}.jsonl"), "--coordinator", f"127.0.0.1:{port}", "--num_processes", "2",
-                   "--process_id", str(i), "--init_timeout", "120", "--heartbeat_timeout", str(HEARTBEAT_S),
-                   "--shutdown_timeout", "10"] + (["--stall_at", str(worker.CKPT_AT)] if i == 1 else [])
-            procs.append((subprocess.Popen(cmd, stdout=out, stderr=err, env=env, cwd=REPO), str(tmp / f"err{i}.log")))
-        deadline = time.time() + TIMEOUT_S
+            trainers.append(_spawn(tmp, f"train{i}", ["--workdir", str(wd), "--record", str(tmp / f"record{i}.jsonl"),
+                                                      *_launch_flags(port, i, HEARTBEAT_S, 10)]
+                                   + (["--stall_at", str(worker.CKPT_AT)] if i == 1 else []), env))
+        for i in range(2):
+            probes.append(_spawn(tmp, f"probe{i}", ["--probe", "--workdir", str(tmp),
+                                                    *_launch_flags(probe_port, i, FROZEN_HEARTBEAT_S, 5)], env))
+
+        def freeze():
+            try:
+                frozen.update(_stop_and_time(probes, tmp, "probe", [("probe1", "READY"), ("probe0", "WAITING")],
+                                             signal.SIGSTOP, FROZEN_EXIT_S, deadline))
+            except BaseException as e:  # reported by the test
+                frozen["error"] = repr(e)
+
+        thread = threading.Thread(target=freeze, daemon=True)
+        thread.start()
 
         exp = worker.experiment()
-        info, model, _ = common.setup(exp)
-        mesh = shd.make_mesh(exp.mesh.num_devices, exp.mesh.shape)
+        info, model, mesh = common.setup(exp)
         stream = common.build_stream(exp, info, mesh)
         compiled, state_sh, batch_sh, losses, state = reference(exp, model, mesh, stream)
 
-        _wait_for(tmp / "out1.log", "STALLED", procs, deadline)
-        p0, p1 = procs[0][0], procs[1][0]
-        assert p0.poll() is None, open(procs[0][1]).read()[-3000:]
-        t_kill = time.time()
-        p1.send_signal(signal.SIGKILL)
-        try:
-            rc0 = p0.wait(timeout=KILL_EXIT_S)
-        except subprocess.TimeoutExpired:
-            rc0 = None
-        exit_s = time.time() - t_kill
+        killed = _stop_and_time(trainers, tmp, "train", [("train1", "STALLED")], signal.SIGKILL, KILL_EXIT_S, deadline)
+        thread.join(timeout=max(1.0, deadline - time.time()))
     finally:
-        for p, _ in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+        _kill_all(trainers + probes)
     return dict(tmp=tmp, wd=wd, exp=exp, model=model, mesh=mesh, stream=stream, compiled=compiled,
-                state_sh=state_sh, batch_sh=batch_sh, losses=losses, state=state, rc0=rc0, exit_s=exit_s,
-                err0=open(tmp / "err0.log").read())
+                state_sh=state_sh, batch_sh=batch_sh, losses=losses, state=state, killed=killed, frozen=frozen)
 
 
 def _records(path):
@@ -161,6 +204,7 @@ def test_two_processes_train_like_one_with_eight_devices(runs):
     finally:
         ckpt.close()
     assert int(state.step) == int(runs["state"].step) == worker.CKPT_AT
+    assert meta["topology"] == {"mesh": {"data": 4, "model": 2}, "devices": 8, "processes": 2}
     ref_leaves = jax.tree_util.tree_leaves_with_path((runs["state"].params, runs["state"].opt_state))
     mp_leaves = jax.tree.leaves((state.params, state.opt_state))
     assert len(ref_leaves) == len(mp_leaves) > 10
@@ -173,15 +217,22 @@ def test_two_processes_train_like_one_with_eight_devices(runs):
 
 
 def test_each_process_reads_a_disjoint_shard_of_every_batch(runs):
+    """The record keys each process fetched from the array_record source for batch s are
+    disjoint, their union (in row order) is global batch s of the one-process reader, and
+    the rows on each process's devices are that batch's rows."""
     r0, r1 = _records(runs["tmp"] / "record0.jsonl"), _records(runs["tmp"] / "record1.jsonl")
     b = runs["exp"].train.batch_size
     assert sorted(r1) == [0, 1, 2] and sorted(r0)[:3] == [0, 1, 2]   # process 1 stalled before batch 3
     for step in range(worker.CKPT_AT):
         a, c = r0[step], r1[step]
-        assert a["matches"] and c["matches"], "a process's devices hold other rows than the indices it read"
         assert a["rows"] == [0, b // 2] and c["rows"] == [b // 2, b]
-        assert not set(a["indices"]) & set(c["indices"])
-        np.testing.assert_array_equal(a["indices"] + c["indices"], runs["stream"].indices_at(step))
+        assert len(a["read"]) == len(c["read"]) == b // 2            # each read only its half
+        assert not set(a["read"]) & set(c["read"])
+        np.testing.assert_array_equal(a["read"] + c["read"], runs["stream"].indices_at(step))
+        batch = runs["stream"].batch_at(step)                          # one process reads it all
+        np.testing.assert_array_equal(a["labels"] + c["labels"], np.asarray(batch["label"]))
+        np.testing.assert_allclose(a["image_sums"] + c["image_sums"],
+                                   np.asarray(batch["image"]).reshape(b, -1).sum(1), rtol=1e-6)
 
 
 def test_checkpoint_is_written_by_every_process(runs):
@@ -192,14 +243,25 @@ def test_checkpoint_is_written_by_every_process(runs):
 
 
 def test_killed_process_fails_the_other_with_a_clear_message(runs):
-    assert runs["rc0"] is not None, f"process 0 still ran {KILL_EXIT_S} s after process 1 was killed (hang)"
-    assert runs["rc0"] != 0
-    assert runs["exit_s"] < KILL_EXIT_S
-    err = runs["err0"]
+    k = runs["killed"]
+    assert k["rc"] is not None, f"process 0 still ran {KILL_EXIT_S} s after process 1 was killed (hang)"
+    assert k["rc"] != 0 and k["seconds"] < KILL_EXIT_S
     # Either gloo sees the closed connection (our one-line error, exit code 3), or the
     # coordination service misses the dead process's heartbeats (JAX's fatal message, SIGABRT).
-    assert ("another process of this run most likely died" in err
-            or "JAX distributed service detected fatal errors" in err), err[-3000:]
+    assert ("another process of this run most likely died" in k["err"]
+            or "JAX distributed service detected fatal errors" in k["err"]), k["err"][-3000:]
+
+
+def test_frozen_process_is_declared_dead_by_heartbeats(runs):
+    """A peer that stops without closing its connections (SIGSTOP: a hung host) leaves the
+    collective waiting; the coordination service misses its heartbeats and process 0 aborts
+    with JAX's message within the heartbeat timeout plus slack, instead of hanging."""
+    f = runs["frozen"]
+    assert "error" not in f, f.get("error")
+    assert f["rc"] is not None, f"probe process 0 still waited {FROZEN_EXIT_S} s after its peer froze (hang)"
+    assert f["rc"] != 0 and f["seconds"] < FROZEN_EXIT_S
+    assert "JAX distributed service detected fatal errors" in f["err"] and "heartbeat" in f["err"], f["err"][-3000:]
+    assert f["out"].count('"sum": 8.0') == 1   # the second sum never finished
 
 
 def test_pretend_two_hosts_layout_compiles_with_the_global_shardings(runs):
