@@ -141,22 +141,26 @@ class Checkpointer:
         return out["state"], meta
 
     def restore_readable(self, abstract_state: Any, step: Optional[int] = None,
-                         say: Callable[[str], None] = print) -> tuple[Any, dict]:
+                         say: Callable[[str], None] = print, report_topology: bool = False) -> tuple[Any, dict]:
         """:meth:`restore` of ``step``, or (``None``) of the newest checkpoint that reads: each
         unreadable newer one is reported in one line and skipped. Raises the last
-        :class:`UnreadableCheckpoint` when none reads; an architecture mismatch is raised at once."""
-        if step is not None:
-            out = self.restore(abstract_state, step)
-            self._say_topology(out[1], abstract_state, say)
+        :class:`UnreadableCheckpoint` when none reads; an architecture mismatch is raised at once.
+        ``report_topology``: also say when the checkpoint was written on another topology
+        (mesh, devices, processes) than ``abstract_state``'s shardings (a resume does)."""
+
+        def restored(out):
+            if report_topology:
+                self._say_topology(out[1], abstract_state, say)
             return out
+
+        if step is not None:
+            return restored(self.restore(abstract_state, step))
         steps = sorted(self.all_steps(), reverse=True)
         if not steps:
             self._resolve(None)
         for i, s in enumerate(steps):
             try:
-                out = self.restore(abstract_state, s)
-                self._say_topology(out[1], abstract_state, say)
-                return out
+                return restored(self.restore(abstract_state, s))
             except UnreadableCheckpoint as e:
                 nxt = f"falling back to step {steps[i + 1]}" if i + 1 < len(steps) else "no older checkpoint"
                 say(f"{e}; {nxt}")

@@ -179,9 +179,10 @@ def resolve(cluster: Optional[str] = None, coordinator: Optional[str] = None,
         if missing:
             raise LaunchError(f"--cluster slurm: {', '.join(missing)} not set: launch every process with srun "
                               f"inside an allocation (or use --cluster manual with {_names('coordinator')})")
-        ntasks = int(env["SLURM_NTASKS"])
-        if n is not None and n != ntasks and pid is None:
-            raise LaunchError(f"{_names('num_processes')} = {n} but SLURM_NTASKS = {ntasks}; set both or neither")
+        ntasks = env["SLURM_NTASKS"]
+        if n is not None and str(n) != ntasks.strip():
+            raise LaunchError(f"{_names('num_processes')} = {n} but srun started SLURM_NTASKS = {ntasks} tasks; "
+                              f"drop {_names('num_processes')} (SLURM sets it)")
     return LaunchSpec(cluster, coord, n, pid, **times)
 
 
@@ -191,7 +192,7 @@ def _detect(coord, n, pid, env, tpu_detected) -> str:
     if pid not in (None, 0):
         raise LaunchError(f"{_names('process_id')} = {pid} without {_names('num_processes')} or "
                           f"{_names('coordinator')}: set all three for a multi-process run")
-    if all(v in env for v in SLURM_VARS) and int(env.get("SLURM_NTASKS", "1") or 1) > 1:
+    if all(v in env for v in SLURM_VARS) and env["SLURM_NTASKS"].strip() not in ("", "0", "1"):
         return "slurm"
     if n is None and tpu_detected():
         return "tpu"
@@ -289,22 +290,28 @@ def initialize(spec: LaunchSpec, say: Callable[[str], None] = _say) -> LaunchSpe
     except ImportError:
         pass
     faulthandler.enable()  # a peer's death aborts this process: show where it waited
-    who = "process ?" if spec.process_id is None else f"process {spec.process_id}"
-    of = "" if spec.num_processes is None else f" of {spec.num_processes}"
+    env_pid, env_n = (os.environ.get("SLURM_PROCID"), os.environ.get("SLURM_NTASKS")) if spec.cluster == "slurm" \
+        else (None, None)
+    pid = spec.process_id if spec.process_id is not None else env_pid
+    n = spec.num_processes if spec.num_processes is not None else env_n
+    who = "process ?" if pid is None else f"process {pid}"
+    of = "" if n is None else f" of {n}"
     left = float(spec.init_timeout)
     if spec.cluster == "manual" and spec.process_id != 0:
         left -= wait_for_coordinator(spec.coordinator, spec.init_timeout)
-    say(f"{who}{of} ({spec.cluster}) connecting to {spec.coordinator or 'the detected coordinator'} "
-        f"(init timeout {spec.init_timeout} s, heartbeat timeout {spec.heartbeat_timeout} s: if a process "
-        f"dies, the others abort with 'JAX distributed service detected fatal errors')")
+    say(f"{who}{of} ({spec.cluster}) connecting to {spec.coordinator or 'the detected coordinator'}: "
+        f"waiting up to {int(left)} s (--init_timeout) for every process (one that never connects fails "
+        f"all with 'DEADLINE_EXCEEDED ... RegisterTask'); a process silent for {spec.heartbeat_timeout} s "
+        f"(--heartbeat_timeout) is declared dead and the others abort ('JAX distributed service "
+        f"detected fatal errors')")
     kw = spec.jax_kwargs()
     kw["initialization_timeout"] = max(1, int(left))
     try:
         jax.distributed.initialize(**kw)
     except (ValueError, TypeError, RuntimeError) as e:
-        hint = {"tpu": "not on a Cloud TPU VM / pod slice?", "slurm": "not inside an srun job step?"}
-        raise LaunchError(f"--cluster {spec.cluster}: jax.distributed.initialize failed: {e} "
-                          f"{hint.get(spec.cluster, '')}".strip()) from None
+        hint = {"tpu": " (not on a Cloud TPU VM / pod slice?)", "slurm": " (not inside an srun job step?)"}
+        raise LaunchError(f"--cluster {spec.cluster}: jax.distributed.initialize failed: {e}"
+                          f"{hint.get(spec.cluster, '')}") from None
     say(f"process {jax.process_index()} of {jax.process_count()} connected: {jax.local_device_count()} "
         f"local of {jax.device_count()} devices")
     return spec

@@ -35,7 +35,8 @@ OVERRIDES = {"model.num_layers": "1", "model.d_model": "32", "model.num_heads": 
              "optim.name": "sgd", "optim.momentum": "0.9", "optim.learning_rate": "0.3",
              "optim.schedule": "constant", "optim.warmup_steps": "0", "optim.weight_decay": "0.0",
              "train.batch_size": "16", "train.steps": str(STEPS), "train.log_every": "1",
-             "train.ckpt_every": str(CKPT_AT), "train.sample_every": "0", "train.keep_checkpoints": "1",
+             "train.ckpt_every": str(CKPT_AT), "train.sample_every": str(CKPT_AT), "train.grid_size": "4",
+             "train.keep_checkpoints": "1",
              "train.eval_every": "0", "dataset.reader": "records", "dataset.prefetch": "0",
              "mesh.shape": "(4, 2)", "mesh.preset": "fsdp_tp", "mesh.fsdp_min_size": "64"}
 
@@ -140,6 +141,21 @@ def probe(process_id: int) -> int:
     return 0
 
 
+def hello(spec) -> int:
+    """``--hello``: prints the launch (cluster, process, devices) and one global sum; exits."""
+    import jax
+    import jax.numpy as jnp
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+    mesh = Mesh(np.asarray(jax.devices()), ("data",))
+    x = jax.make_array_from_process_local_data(NamedSharding(mesh, P("data")), np.ones(jax.local_device_count()),
+                                               (jax.device_count(),))
+    total = jax.jit(jnp.sum, out_shardings=NamedSharding(mesh, P()))(x)
+    print(json.dumps({"cluster": spec.cluster, "process": jax.process_index(), "processes": jax.process_count(),
+                      "devices": jax.device_count(), "sum": float(total)}), flush=True)
+    return 0
+
+
 def main(argv=None) -> int:
     from experiments import common
     from experiments import train as train_cli
@@ -148,9 +164,12 @@ def main(argv=None) -> int:
     p.add_argument("--record", default="")
     p.add_argument("--stall_at", type=int, default=-1)
     p.add_argument("--probe", action="store_true", help="no training: see probe()")
+    p.add_argument("--hello", action="store_true", help="no training: see hello()")
     args, overrides = common.parse_args(p, argv)
     if args.probe:
         return probe(train_cli.launch(args).process_id)
+    if args.hello:
+        return hello(train_cli.launch(args))
     exp = experiment(overrides)
     spec = train_cli.launch(args)  # before anything touches a device
 

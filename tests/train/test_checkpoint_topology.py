@@ -33,7 +33,7 @@ def _setup(shape, preset):
     from experiments import common
 
     exp = worker.experiment({"mesh.shape": repr(tuple(shape)), "mesh.preset": preset,
-                             "mesh.num_devices": str(int(np.prod(shape)))})
+                             "mesh.num_devices": str(int(np.prod(shape))), "train.sample_every": "0"})
     info, model, mesh = common.setup(exp)
     return exp, info, model, mesh, common.build_stream(exp, info, mesh)
 

@@ -143,8 +143,8 @@ def runs(tmp_path_factory, digits_data_dir):
 
     tmp = tmp_path_factory.mktemp("multihost")
     wd, env, deadline = tmp / "wd", subprocess_env(4, digits_data_dir), time.time() + TIMEOUT_S
-    port, probe_port = free_port(), free_port()
-    trainers, probes, frozen = [], [], {}
+    port, probe_port, slurm_port = free_port(), free_port(), free_port()
+    trainers, probes, slurm, frozen = [], [], [], {}
     try:
         for i in range(2):
             trainers.append(_spawn(tmp, f"train{i}", ["--workdir", str(wd), "--record", str(tmp / f"record{i}.jsonl"),
@@ -161,6 +161,11 @@ def runs(tmp_path_factory, digits_data_dir):
             except BaseException as e:  # reported by the test
                 frozen["error"] = repr(e)
 
+        # A SLURM job step as srun would set it up on one node (--cluster auto detects it).
+        slurm_env = dict(env, SLURM_JOB_ID="4242", SLURM_STEP_NODELIST="localhost", SLURM_NTASKS="2",
+                         JAX_COORDINATOR_PORT=str(slurm_port))
+        slurm = [_spawn(tmp, f"slurm{i}", ["--hello", "--workdir", str(tmp)],
+                        dict(slurm_env, SLURM_PROCID=str(i), SLURM_LOCALID=str(i))) for i in range(2)]
         thread = threading.Thread(target=freeze, daemon=True)
         thread.start()
 
@@ -171,10 +176,17 @@ def runs(tmp_path_factory, digits_data_dir):
 
         killed = _stop_and_time(trainers, tmp, "train", [("train1", "STALLED")], signal.SIGKILL, KILL_EXIT_S, deadline)
         thread.join(timeout=max(1.0, deadline - time.time()))
+        slurm_rc = [p.wait(timeout=max(1.0, deadline - time.time())) for p, _ in slurm]
     finally:
-        _kill_all(trainers + probes)
+        _kill_all(trainers + probes + slurm)
+    slurm_out = [(rc, open(tmp / f"slurm{i}.out").read(), open(tmp / f"slurm{i}.err").read())
+                 for i, rc in enumerate(slurm_rc)]
+    print(f"after SIGKILL of its peer, process 0 exited with {killed['rc']} in {killed['seconds']:.2f} s; "
+          f"after SIGSTOP, with {frozen.get('rc')} in {frozen.get('seconds', float('nan')):.2f} s "
+          f"(heartbeat timeout {FROZEN_HEARTBEAT_S} s)")
     return dict(tmp=tmp, wd=wd, exp=exp, model=model, mesh=mesh, stream=stream, compiled=compiled,
-                state_sh=state_sh, batch_sh=batch_sh, losses=losses, state=state, killed=killed, frozen=frozen)
+                state_sh=state_sh, batch_sh=batch_sh, losses=losses, state=state, killed=killed, frozen=frozen,
+                slurm=slurm_out)
 
 
 def _records(path):
@@ -235,6 +247,13 @@ def test_each_process_reads_a_disjoint_shard_of_every_batch(runs):
                                    np.asarray(batch["image"]).reshape(b, -1).sum(1), rtol=1e-6)
 
 
+def test_sample_grid_is_drawn_by_every_process_and_written_once(runs):
+    """Sampling a model sharded over both processes is collective: both call it (else process
+    0 would wait forever in its gathers), process 0 writes the grid, and both then train on."""
+    assert (runs["wd"] / "samples" / f"grid_{worker.CKPT_AT:07d}.png").stat().st_size > 100
+    assert worker.CKPT_AT in _records(runs["tmp"] / "record0.jsonl")   # process 0 went on to batch 3
+
+
 def test_checkpoint_is_written_by_every_process(runs):
     state_dir = runs["wd"] / "checkpoints" / str(worker.CKPT_AT) / "state"
     for i in range(2):  # orbax (OCDBT): each process writes the shards it owns into its own store
@@ -262,6 +281,16 @@ def test_frozen_process_is_declared_dead_by_heartbeats(runs):
     assert f["rc"] != 0 and f["seconds"] < FROZEN_EXIT_S
     assert "JAX distributed service detected fatal errors" in f["err"] and "heartbeat" in f["err"], f["err"][-3000:]
     assert f["out"].count('"sum": 8.0') == 1   # the second sum never finished
+
+
+def test_slurm_step_is_detected_and_launched(runs):
+    """Two processes with the environment srun gives its tasks (one node, ``localhost``) and
+    no launch flags: ``--cluster auto`` picks SLURM and JAX finds coordinator, count and ids."""
+    for i, (rc, out, err) in enumerate(runs["slurm"]):
+        assert rc == 0, err[-3000:]
+        rec = json.loads(out.strip().splitlines()[-1])
+        assert rec == {"cluster": "slurm", "process": i, "processes": 2, "devices": 8, "sum": 8.0}
+        assert f"process {i} of 2 (slurm) connecting" in err
 
 
 def test_pretend_two_hosts_layout_compiles_with_the_global_shardings(runs):
