@@ -1,0 +1,126 @@
+"""bfloat16 compute against float32: a VAE and a DDPM on digits, test bits/dim evaluated in float32.
+
+    python -m experiments.benchmarks.mixed_precision [--vae_steps 1500] [--ddpm_steps 3000]
+        [--only vae,ddpm] [--time_steps 50]
+
+Each model is trained twice by the library's loop (``gen_jax.train.loop.train``), with the
+same seed, batches and steps: ``config.model.compute_dtype='float32'`` and ``'bfloat16'``
+(:mod:`gen_jax.nn.precision`: matmuls in bf16, params / optimizer state / norms / softmax /
+losses in float32). Both trained parameter sets are then scored on the test split by the
+*float32* model (the same network with ``compute_dtype='float32'``), so the bound itself is
+computed in float32 and the difference measures what bf16 training changed.
+
+* VAE: ``experiments/configs/vae_digits.py`` (MLP encoder/decoder, discretized logistic
+  mixture; bits/dim of the IWAE-1000 bound);
+* DDPM: ``experiments/configs/ddpm_digits.py`` (pixel MLP denoiser with the level posterior,
+  hybrid loss, EMA 0.999; bits/dim of the full 1000-term variational bound), with
+  ``--ddpm_steps`` steps instead of the config's 8000 (the cosine schedule follows the step
+  count) to keep the run under about 25 minutes on 2 CPU cores.
+
+Printed per model: the test bits/dim of each precision, their difference (target: within
+0.02 bits/dim), the training wall time of each run (compile included) and the median ms per
+compiled step of each (``--time_steps`` steps x 3 repeats after training, same batch). On a
+CPU without native bf16 matmuls, bf16 is expected to be no faster (XLA converts to float32
+around the dot); the figure is reported as measured.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+
+import jax
+
+from experiments.benchmarks.timing import median_ms_per_step
+
+MODELS = {"vae": "vae_digits", "ddpm": "ddpm_digits"}
+
+
+def _exp(config: str, dtype: str, steps: int):
+    from experiments import common
+
+    return common.load_experiment(config, {
+        "model.compute_dtype": dtype, "train.steps": str(steps), "mesh.num_devices": "1",
+        "train.ckpt_every": str(steps), "train.log_every": str(max(steps // 10, 1)), "train.sample_every": "0"})
+
+
+def _ms_per_step(exp, model, state, stream, mesh, n: int) -> float:
+    """Median ms of one compiled train step (the loop's step function, fresh compile)."""
+    from gen_jax.train import sharding as shd
+    from gen_jax.train.loop import init_state, step_batches
+    from gen_jax.train.step import make_train_step
+
+    batch_sh = shd.batch_sharding(mesh)
+    phases, optimizers, _, state_sh, _ = init_state(exp, model, stream.batch_at(0), mesh, batch_sh)
+    step = make_train_step(phases, optimizers, ema_decay=exp.train.ema_decay or None,
+                           ema_groups=model.training.ema_groups, state_sharding=state_sh, batch_sharding=batch_sh,
+                           donate=False)
+    batches = step_batches(stream, 0, model.training.batches_per_step)
+    jax.block_until_ready(step(state, batches))
+
+    def run(k):
+        out = None
+        for _ in range(k):
+            out = step(state, batches)
+        jax.block_until_ready(out)
+
+    return median_ms_per_step(run, n, repeats=3)
+
+
+def train_and_score(name: str, steps: int, time_steps: int) -> dict:
+    """``{dtype: {'bpd', 'train_s', 'ms_per_step'}}`` for ``name`` in ``MODELS``."""
+    from experiments import common
+    from gen_jax.data.datasets import load_split
+    from gen_jax.evaluation.likelihood import split_bpd
+    from gen_jax.train.loop import eval_params, train
+
+    out = {}
+    exp32 = _exp(MODELS[name], "float32", steps)
+    info, model32, mesh = common.setup(exp32)
+    test = load_split(exp32.dataset.name, "test", common.data_dir(exp32))
+    for dtype in ("float32", "bfloat16"):
+        exp = _exp(MODELS[name], dtype, steps)
+        _, model, _ = common.setup(exp)
+        stream = common.build_stream(exp, info, mesh)
+        with tempfile.TemporaryDirectory() as wd:
+            t0 = time.time()
+            res = train(exp, model, os.path.join(wd, "run"), stream, info, progress=False, mesh=mesh)
+            train_s = time.time() - t0
+        params = eval_params(res.state, model)
+        t0 = time.time()
+        bpd = split_bpd(model32, params, test, info, jax.random.PRNGKey(0), exp.eval.batch_size)
+        eval_s = time.time() - t0
+        ms = _ms_per_step(exp, model, res.state, stream, mesh, time_steps)
+        out[dtype] = {"bpd": bpd, "train_s": train_s, "eval_s": eval_s, "ms_per_step": ms,
+                      "loss": res.last_metrics.get("loss", float("nan"))}
+        print(f"  {name} {dtype:9s}: test {bpd:.4f} bits/dim (float32 eval, {eval_s:.0f} s), final train loss "
+              f"{out[dtype]['loss']:.4f}, {steps} steps in {train_s:.0f} s, {ms:.1f} ms/step", flush=True)
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--vae_steps", type=int, default=1500)
+    ap.add_argument("--ddpm_steps", type=int, default=3000)
+    ap.add_argument("--only", default="vae,ddpm")
+    ap.add_argument("--time_steps", type=int, default=50)
+    args = ap.parse_args(argv)
+    steps = {"vae": args.vae_steps, "ddpm": args.ddpm_steps}
+    print(f"jax {jax.__version__}, {jax.devices()[0].platform}, {os.cpu_count()} CPUs", flush=True)
+    t_all, rows = time.time(), {}
+    for name in args.only.split(","):
+        print(f"{name} ({MODELS[name]}, {steps[name]} steps, seed of the config):", flush=True)
+        rows[name] = train_and_score(name, steps[name], args.time_steps)
+    print(f"\n{'model':6s} {'steps':>6s} {'f32 bpd':>8s} {'bf16 bpd':>9s} {'bf16-f32':>9s} {'|d|<=0.02':>9s} "
+          f"{'f32 ms/step':>11s} {'bf16 ms/step':>12s}")
+    for name, r in rows.items():
+        a, b = r["float32"], r["bfloat16"]
+        d = b["bpd"] - a["bpd"]
+        print(f"{name:6s} {steps[name]:6d} {a['bpd']:8.4f} {b['bpd']:9.4f} {d:+9.4f} {str(abs(d) <= 0.02):>9s} "
+              f"{a['ms_per_step']:11.1f} {b['ms_per_step']:12.1f}")
+    print(f"total {time.time() - t_all:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
