@@ -40,12 +40,6 @@ def check_compute_dtype(name: Any, field: str = "config.model.compute_dtype") ->
     return name
 
 
-def is_reduced(dtype) -> bool:
-    """Whether ``dtype`` is narrower than float32 (a mixed-precision compute dtype)."""
-    return dtype is not None and jnp.dtype(dtype) != jnp.float32 and jnp.issubdtype(dtype, jnp.floating) \
-        and jnp.finfo(dtype).bits < 32
-
-
 def to_float32(tree):
     """Every floating leaf of ``tree`` as float32 (other leaves unchanged): network outputs
     before a loss or a likelihood reads them. A no-op on float32 leaves."""
