@@ -119,10 +119,11 @@ class RecordingStream:
         time.sleep(3600)
 
 
-def probe(process_id: int) -> int:
-    """``--probe``: no model; two global sums over all devices. Process 1 prints ``READY``
-    after the first and sleeps, so process 0 waits in the second's collective (the test then
-    freezes process 1 with SIGSTOP: only the heartbeats can tell process 0)."""
+def probe(spec) -> int:
+    """``--probe``: no model. Prints the launch (cluster, process, devices) with one global sum
+    over all devices; process 1 then prints ``READY`` and sleeps, so process 0 waits in a
+    second sum's collective (the test freezes process 1 with SIGSTOP: only the heartbeats can
+    tell process 0)."""
     import jax
     import jax.numpy as jnp
     from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
@@ -131,28 +132,14 @@ def probe(process_id: int) -> int:
     x = jax.make_array_from_process_local_data(NamedSharding(mesh, P("data")), np.ones(jax.local_device_count()),
                                                (jax.device_count(),))
     total = jax.jit(jnp.sum, out_shardings=NamedSharding(mesh, P()))
-    print(json.dumps({"sum": float(total(x))}), flush=True)
-    if process_id == 1:
+    print(json.dumps({"cluster": spec.cluster, "process": jax.process_index(), "processes": jax.process_count(),
+                      "devices": jax.device_count(), "sum": float(total(x))}), flush=True)
+    if jax.process_index() == 1:
         print("READY", flush=True)
         time.sleep(3600)
     time.sleep(1.0)
     print("WAITING", flush=True)
     print(json.dumps({"sum": float(total(x))}), flush=True)
-    return 0
-
-
-def hello(spec) -> int:
-    """``--hello``: prints the launch (cluster, process, devices) and one global sum; exits."""
-    import jax
-    import jax.numpy as jnp
-    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-
-    mesh = Mesh(np.asarray(jax.devices()), ("data",))
-    x = jax.make_array_from_process_local_data(NamedSharding(mesh, P("data")), np.ones(jax.local_device_count()),
-                                               (jax.device_count(),))
-    total = jax.jit(jnp.sum, out_shardings=NamedSharding(mesh, P()))(x)
-    print(json.dumps({"cluster": spec.cluster, "process": jax.process_index(), "processes": jax.process_count(),
-                      "devices": jax.device_count(), "sum": float(total)}), flush=True)
     return 0
 
 
@@ -164,12 +151,9 @@ def main(argv=None) -> int:
     p.add_argument("--record", default="")
     p.add_argument("--stall_at", type=int, default=-1)
     p.add_argument("--probe", action="store_true", help="no training: see probe()")
-    p.add_argument("--hello", action="store_true", help="no training: see hello()")
     args, overrides = common.parse_args(p, argv)
     if args.probe:
-        return probe(train_cli.launch(args).process_id)
-    if args.hello:
-        return hello(train_cli.launch(args))
+        return probe(train_cli.launch(args))
     exp = experiment(overrides)
     spec = train_cli.launch(args)  # before anything touches a device
 

@@ -6,9 +6,9 @@ same losses and params after 3 steps, each process reading a disjoint shard of e
 batch, the step-3 checkpoint written by both processes (and restored here, in one process).
 Then process 1 is SIGKILLed while process 0 waits in step 4's collectives: process 0 must
 exit non-zero with a clear message within ``KILL_EXIT_S``. Meanwhile a second pair (no model,
-``--probe``) checks the other failure: a peer frozen by SIGSTOP (a hung host, connections left
-open) is declared dead by the heartbeats and the other process aborts within
-``FROZEN_EXIT_S``. The train step compiled with the global shardings is checked on a pretend
+``--probe``), launched only by a SLURM job step's environment (``--cluster auto``), checks the
+other failure: a peer frozen by SIGSTOP (a hung host, connections left open) is declared dead
+by the heartbeats and the other process aborts within ``FROZEN_EXIT_S``. The train step compiled with the global shardings is checked on a pretend
 two-host layout of this session's 8 devices, and the launch settings' validation in-process
 (:func:`gen_jax.train.distributed.resolve`).
 
@@ -143,16 +143,22 @@ def runs(tmp_path_factory, digits_data_dir):
 
     tmp = tmp_path_factory.mktemp("multihost")
     wd, env, deadline = tmp / "wd", subprocess_env(4, digits_data_dir), time.time() + TIMEOUT_S
-    port, probe_port, slurm_port = free_port(), free_port(), free_port()
-    trainers, probes, slurm, frozen = [], [], [], {}
+    port, probe_port = free_port(), free_port()
+    trainers, probes, frozen = [], [], {}
     try:
         for i in range(2):
             trainers.append(_spawn(tmp, f"train{i}", ["--workdir", str(wd), "--record", str(tmp / f"record{i}.jsonl"),
                                                       *_launch_flags(port, i, HEARTBEAT_S, 10)]
                                    + (["--stall_at", str(worker.CKPT_AT)] if i == 1 else []), env))
+        # The probes run as a SLURM job step would on one node (the environment srun gives its
+        # tasks, no launch flags): --cluster auto must detect SLURM and JAX find the rest.
+        slurm = dict(env, SLURM_JOB_ID="4242", SLURM_STEP_NODELIST="localhost", SLURM_NTASKS="2",
+                     JAX_COORDINATOR_PORT=str(probe_port))
         for i in range(2):
-            probes.append(_spawn(tmp, f"probe{i}", ["--probe", "--workdir", str(tmp),
-                                                    *_launch_flags(probe_port, i, FROZEN_HEARTBEAT_S, 5)], env))
+            probes.append(_spawn(tmp, f"probe{i}", ["--probe", "--workdir", str(tmp), "--init_timeout", "120",
+                                                    "--heartbeat_timeout", str(FROZEN_HEARTBEAT_S),
+                                                    "--shutdown_timeout", "5"],
+                                 dict(slurm, SLURM_PROCID=str(i), SLURM_LOCALID=str(i))))
 
         def freeze():
             try:
@@ -161,11 +167,6 @@ def runs(tmp_path_factory, digits_data_dir):
             except BaseException as e:  # reported by the test
                 frozen["error"] = repr(e)
 
-        # A SLURM job step as srun would set it up on one node (--cluster auto detects it).
-        slurm_env = dict(env, SLURM_JOB_ID="4242", SLURM_STEP_NODELIST="localhost", SLURM_NTASKS="2",
-                         JAX_COORDINATOR_PORT=str(slurm_port))
-        slurm = [_spawn(tmp, f"slurm{i}", ["--hello", "--workdir", str(tmp)],
-                        dict(slurm_env, SLURM_PROCID=str(i), SLURM_LOCALID=str(i))) for i in range(2)]
         thread = threading.Thread(target=freeze, daemon=True)
         thread.start()
 
@@ -176,17 +177,15 @@ def runs(tmp_path_factory, digits_data_dir):
 
         killed = _stop_and_time(trainers, tmp, "train", [("train1", "STALLED")], signal.SIGKILL, KILL_EXIT_S, deadline)
         thread.join(timeout=max(1.0, deadline - time.time()))
-        slurm_rc = [p.wait(timeout=max(1.0, deadline - time.time())) for p, _ in slurm]
     finally:
-        _kill_all(trainers + probes + slurm)
-    slurm_out = [(rc, open(tmp / f"slurm{i}.out").read(), open(tmp / f"slurm{i}.err").read())
-                 for i, rc in enumerate(slurm_rc)]
+        _kill_all(trainers + probes)
+    probe_out = [(open(tmp / f"probe{i}.out").read(), open(tmp / f"probe{i}.err").read()) for i in range(2)]
     print(f"after SIGKILL of its peer, process 0 exited with {killed['rc']} in {killed['seconds']:.2f} s; "
           f"after SIGSTOP, with {frozen.get('rc')} in {frozen.get('seconds', float('nan')):.2f} s "
           f"(heartbeat timeout {FROZEN_HEARTBEAT_S} s)")
     return dict(tmp=tmp, wd=wd, exp=exp, model=model, mesh=mesh, stream=stream, compiled=compiled,
                 state_sh=state_sh, batch_sh=batch_sh, losses=losses, state=state, killed=killed, frozen=frozen,
-                slurm=slurm_out)
+                probes=probe_out)
 
 
 def _records(path):
@@ -280,16 +279,16 @@ def test_frozen_process_is_declared_dead_by_heartbeats(runs):
     assert f["rc"] is not None, f"probe process 0 still waited {FROZEN_EXIT_S} s after its peer froze (hang)"
     assert f["rc"] != 0 and f["seconds"] < FROZEN_EXIT_S
     assert "JAX distributed service detected fatal errors" in f["err"] and "heartbeat" in f["err"], f["err"][-3000:]
-    assert f["out"].count('"sum": 8.0') == 1   # the second sum never finished
+    assert f["out"].count('"sum": 8.0') == 1 and "WAITING" in f["out"]   # the second sum never finished
 
 
 def test_slurm_step_is_detected_and_launched(runs):
-    """Two processes with the environment srun gives its tasks (one node, ``localhost``) and
-    no launch flags: ``--cluster auto`` picks SLURM and JAX finds coordinator, count and ids."""
-    for i, (rc, out, err) in enumerate(runs["slurm"]):
-        assert rc == 0, err[-3000:]
-        rec = json.loads(out.strip().splitlines()[-1])
-        assert rec == {"cluster": "slurm", "process": i, "processes": 2, "devices": 8, "sum": 8.0}
+    """The probe processes got only the environment srun gives its tasks (one node,
+    ``localhost``) and no launch flags: ``--cluster auto`` picked SLURM and JAX found the
+    coordinator, the count and the ids."""
+    for i, (out, err) in enumerate(runs["probes"]):
+        rec = json.loads(next(line for line in out.splitlines() if line.startswith("{")))
+        assert rec == {"cluster": "slurm", "process": i, "processes": 2, "devices": 8, "sum": 8.0}, err[-3000:]
         assert f"process {i} of 2 (slurm) connecting" in err
 
 
