@@ -10,10 +10,11 @@ The data come from the streaming record reader (``config.dataset.reader = 'recor
 Every batch the loop asks for is recorded to ``--record`` as one JSON line: the step, this
 process's rows of the global batch, the record keys the reader fetched from the
 ``array_record`` source for it (a proxy of the source sees every read), and the labels and
-per-row image sums on this process's devices. With ``--stall_at S`` the
-process, when asked for batch ``S``, waits for the checkpoint before it to be committed,
-prints ``STALLED`` and sleeps (the test then kills it while the others wait in step ``S + 1``'s
-collectives).
+per-row image sums on this process's devices. With ``--stall_at S`` the process, when asked
+for batch ``S``, waits for the checkpoint before it to be committed, prints ``STALLED`` and
+sleeps (the test then kills it while the others wait in step ``S + 1``'s collectives). A sample
+grid is drawn at step 3 (collective: every process samples, process 0 writes it).
+``--probe``: no model, see :func:`probe`.
 """
 from __future__ import annotations
 
@@ -36,8 +37,7 @@ OVERRIDES = {"model.num_layers": "1", "model.d_model": "32", "model.num_heads": 
              "optim.schedule": "constant", "optim.warmup_steps": "0", "optim.weight_decay": "0.0",
              "train.batch_size": "16", "train.steps": str(STEPS), "train.log_every": "1",
              "train.ckpt_every": str(CKPT_AT), "train.sample_every": str(CKPT_AT), "train.grid_size": "4",
-             "train.keep_checkpoints": "1",
-             "train.eval_every": "0", "dataset.reader": "records", "dataset.prefetch": "0",
+             "train.keep_checkpoints": "1", "train.eval_every": "0", "dataset.reader": "records", "dataset.prefetch": "0",
              "mesh.shape": "(4, 2)", "mesh.preset": "fsdp_tp", "mesh.fsdp_min_size": "64"}
 
 
@@ -56,7 +56,7 @@ def local_rows(batch_array) -> tuple[int, int]:
     return min(a for a, _ in spans), max(b for _, b in spans)
 
 
-def local_values(batch_array, lo: int) -> np.ndarray:
+def local_values(batch_array) -> np.ndarray:
     """This process's rows of a global batch array, in batch order."""
     out = {}
     for s in batch_array.addressable_shards:
@@ -101,8 +101,8 @@ class RecordingStream:
         self._source.read = []
         batch = self._stream.batch_at(step)
         lo, hi = local_rows(batch["label"])
-        labels = local_values(batch["label"], lo)
-        sums = local_values(batch["image"], lo).reshape(hi - lo, -1).sum(1)
+        labels = local_values(batch["label"])
+        sums = local_values(batch["image"]).reshape(hi - lo, -1).sum(1)
         with open(self._record, "a") as f:
             f.write(json.dumps({"step": step, "rows": [lo, hi], "read": self._source.read,
                                 "labels": labels.tolist(), "image_sums": sums.tolist()}) + "\n")
@@ -159,12 +159,10 @@ def main(argv=None) -> int:
 
     import jax
 
-    from gen_jax.train import sharding as shd
     from gen_jax.train.distributed import exit_on_peer_failure
     from gen_jax.train.loop import train
 
-    info, model, _ = common.setup(exp)
-    mesh = shd.make_mesh(exp.mesh.num_devices, exp.mesh.shape)
+    info, model, mesh = common.setup(exp)
     stream = RecordingStream(common.build_stream(exp, info, mesh), args.record, args.stall_at,
                              os.path.join(args.workdir, "checkpoints"))
     try:
