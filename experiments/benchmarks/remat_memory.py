@@ -16,6 +16,11 @@ figures do not depend on the machine's load. ``--batch`` overrides the configs' 
 Rematerialization trades memory for compute (Chen et al. 2016): ``full`` keeps only each
 block's inputs and recomputes the block in the backward pass; ``dots_saveable`` keeps the
 matmul / conv outputs and recomputes the elementwise ops between them.
+
+The last column compiles the same step with XLA:CPU's default pass pipeline, whose
+``cse_barrier_expander`` removes ``jax.checkpoint``'s optimization barriers before CSE merges
+the recomputation back into the forward pass: there remat is a no-op on CPU, which is why the
+train step disables that pass (:data:`gen_jax.train.step.REMAT_CPU_OPTIONS`).
 """
 from __future__ import annotations
 
@@ -28,13 +33,15 @@ DEFAULT_CONFIGS = ("ddpm_digits_unet", "image_transformer_digits")
 POLICIES = ("none", "full", "dots_saveable")
 
 
-def step_memory(config: str, remat: str, batch: int = 0) -> dict:
-    """``memory_analysis()`` figures (bytes) of ``config``'s compiled train step with ``remat``."""
+def step_memory(config: str, remat: str, batch: int = 0, cse_barriers: bool = True) -> dict:
+    """``memory_analysis()`` figures (bytes) of ``config``'s compiled train step with ``remat``,
+    compiled with the train step's options (``cse_barriers=False``: without
+    :data:`gen_jax.train.step.REMAT_CPU_OPTIONS`, i.e. XLA:CPU's default pass pipeline)."""
     from experiments import common
     from gen_jax import xla_options
     from gen_jax.train import sharding as shd
     from gen_jax.train.loop import init_state
-    from gen_jax.train.step import make_step_fn
+    from gen_jax.train.step import make_step_fn, step_compiler_options
 
     overrides = {"model.remat": remat, "mesh.num_devices": "1"}
     if batch:
@@ -48,7 +55,8 @@ def step_memory(config: str, remat: str, batch: int = 0) -> dict:
                         ema_groups=model.training.ema_groups)
     batches = tuple(example for _ in range(model.training.batches_per_step))
     t0 = time.time()
-    compiled = xla_options.jit(step, donate_argnums=(0,)).lower(abstract, batches, {}).compile()
+    opts = step_compiler_options() if cse_barriers else xla_options.compiler_options()
+    compiled = xla_options.jit(step, donate_argnums=(0,), compiler_options=opts).lower(abstract, batches, {}).compile()
     mem = compiled.memory_analysis()
     return {"temp": mem.temp_size_in_bytes, "args": mem.argument_size_in_bytes, "out": mem.output_size_in_bytes,
             "batch": exp.train.batch_size, "compile_s": time.time() - t0}
@@ -59,19 +67,22 @@ def main(argv=None):
     ap.add_argument("--configs", default=",".join(DEFAULT_CONFIGS))
     ap.add_argument("--policies", default=",".join(POLICIES))
     ap.add_argument("--batch", type=int, default=0)
+    ap.add_argument("--no_default_passes", action="store_true",
+                    help="skip the second compile with XLA:CPU's default passes (barriers removed)")
     args = ap.parse_args(argv)
     mb = lambda b: b / 2 ** 20
     print(f"jax {jax.__version__}, {jax.devices()[0].platform}; compiled train step, one device")
     print(f"{'config':28s} {'batch':>5s} {'remat':14s} {'temp MiB':>9s} {'vs none':>8s} {'args MiB':>9s} "
-          f"{'out MiB':>8s} {'compile s':>9s}")
+          f"{'out MiB':>8s} {'compile s':>9s} {'temp MiB, XLA default passes':>29s}")
     for config in args.configs.split(","):
         base = None
         for policy in args.policies.split(","):
             r = step_memory(config, policy, args.batch)
             base = r["temp"] if policy == "none" else base
             ratio = f"{r['temp'] / base:.2f}x" if base else "-"
+            plain = "-" if args.no_default_passes else f"{mb(step_memory(config, policy, args.batch, False)['temp']):.2f}"
             print(f"{config:28s} {r['batch']:5d} {policy:14s} {mb(r['temp']):9.2f} {ratio:>8s} {mb(r['args']):9.2f} "
-                  f"{mb(r['out']):8.2f} {r['compile_s']:9.1f}", flush=True)
+                  f"{mb(r['out']):8.2f} {r['compile_s']:9.1f} {plain:>29s}", flush=True)
 
 
 if __name__ == "__main__":

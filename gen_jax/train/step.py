@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 import jax
@@ -304,6 +305,27 @@ def make_step_fn(
     return step_fn
 
 
+REMAT_CPU_OPTIONS = {"xla_disable_hlo_passes": "cse_barrier_expander"}
+"""XLA:CPU options of the train step that keep rematerialization (:mod:`gen_jax.nn.remat`).
+
+``jax.checkpoint`` fences the recomputed forward pass with optimization barriers so that
+common-subexpression elimination cannot merge it back into the original forward pass; the CPU
+compiler's ``cse_barrier_expander`` pass removes those barriers before CSE, so on CPU the
+recomputation was deduplicated and remat changed nothing (same compiled program, same temp
+memory). With the pass disabled the barriers survive and remat lowers the step's temp memory
+(``python -m experiments.benchmarks.remat_memory``). A program without barriers (no remat)
+is unaffected; ``XLA_FLAGS`` naming ``--xla_disable_hlo_passes`` takes precedence."""
+
+
+def step_compiler_options() -> dict:
+    """The compiler options of the train step: :func:`gen_jax.xla_options.compiler_options`
+    plus, on CPU, :data:`REMAT_CPU_OPTIONS`."""
+    opts = dict(xla_options.compiler_options())
+    if jax.default_backend() == "cpu" and "--xla_disable_hlo_passes" not in os.environ.get("XLA_FLAGS", ""):
+        opts.update(REMAT_CPU_OPTIONS)
+    return opts
+
+
 def make_train_step(
     phases: Sequence[Phase],
     optimizers: Mapping[str, optax.GradientTransformation],
@@ -338,7 +360,8 @@ def make_train_step(
     if state_sharding is not None:
         kwargs["in_shardings"] = (state_sharding, batch_sharding, frozen_sharding)
         kwargs["out_shardings"] = (state_sharding, None)
-    jitted = xla_options.jit(step_fn, donate_argnums=(0,) if donate else (), **kwargs)
+    jitted = xla_options.jit(step_fn, donate_argnums=(0,) if donate else (), compiler_options=step_compiler_options(),
+                             **kwargs)
     # Traced with the state's mesh active, so the networks' activation annotations
     # (gen_jax.nn.partitioning.constrain) apply; no mesh: they are no-ops.
     meshes = {s.mesh for s in jax.tree.leaves(state_sharding) if isinstance(s, NamedSharding)}
