@@ -19,7 +19,8 @@ computed in float32 and the difference measures what bf16 training changed.
 
 Printed per model: the test bits/dim of each precision, their difference (target: within
 0.02 bits/dim), the training wall time of each run (compile included) and the median ms per
-compiled step of each (``--time_steps`` steps x 3 repeats after training, same batch). On a
+compiled step of each (both steps timed in turns, 5 rounds of ``--time_steps`` steps on one
+batch, so they share the machine's load; ``--time_only`` prints only these). On a
 CPU without native bf16 matmuls, bf16 is expected to be no faster (XLA converts to float32
 around the dot); the figure is reported as measured.
 """
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import tempfile
 import time
 
@@ -35,6 +37,7 @@ import jax
 from experiments.benchmarks.timing import median_ms_per_step
 
 MODELS = {"vae": "vae_digits", "ddpm": "ddpm_digits"}
+DTYPES = ("float32", "bfloat16")
 
 
 def _exp(config: str, dtype: str, steps: int):
@@ -45,18 +48,24 @@ def _exp(config: str, dtype: str, steps: int):
         "train.ckpt_every": str(steps), "train.log_every": str(max(steps // 10, 1)), "train.sample_every": "0"})
 
 
-def _ms_per_step(exp, model, state, stream, mesh, n: int) -> float:
-    """Median ms of one compiled train step (the loop's step function, fresh compile)."""
+def _compiled_step(config: str, dtype: str, steps: int):
+    """``(run(k), compile seconds)``: ``k`` compiled train steps of ``config`` in ``dtype``
+    from its initial state on one fixed batch (the loop's step function)."""
+    from experiments import common
     from gen_jax.train import sharding as shd
     from gen_jax.train.loop import init_state, step_batches
     from gen_jax.train.step import make_train_step
 
+    exp = _exp(config, dtype, steps)
+    info, model, mesh = common.setup(exp)
+    stream = common.build_stream(exp, info, mesh)
     batch_sh = shd.batch_sharding(mesh)
-    phases, optimizers, _, state_sh, _ = init_state(exp, model, stream.batch_at(0), mesh, batch_sh)
+    phases, optimizers, _, state_sh, init_fn = init_state(exp, model, stream.batch_at(0), mesh, batch_sh)
     step = make_train_step(phases, optimizers, ema_decay=exp.train.ema_decay or None,
                            ema_groups=model.training.ema_groups, state_sharding=state_sh, batch_sharding=batch_sh,
                            donate=False)
-    batches = step_batches(stream, 0, model.training.batches_per_step)
+    state, batches = init_fn(stream.batch_at(0)), step_batches(stream, 0, model.training.batches_per_step)
+    t0 = time.time()
     jax.block_until_ready(step(state, batches))
 
     def run(k):
@@ -65,11 +74,22 @@ def _ms_per_step(exp, model, state, stream, mesh, n: int) -> float:
             out = step(state, batches)
         jax.block_until_ready(out)
 
-    return median_ms_per_step(run, n, repeats=3)
+    return run, time.time() - t0
 
 
-def train_and_score(name: str, steps: int, time_steps: int) -> dict:
-    """``{dtype: {'bpd', 'train_s', 'ms_per_step'}}`` for ``name`` in ``MODELS``."""
+def interleaved_ms_per_step(name: str, steps: int, n: int, rounds: int = 5) -> dict:
+    """``{dtype: median ms/step}``: both precisions' compiled steps timed in turns (f32, bf16,
+    f32, ...; ``rounds`` rounds of ``n`` steps), so they share the machine's load."""
+    runs = {dt: _compiled_step(MODELS[name], dt, steps)[0] for dt in DTYPES}
+    times = {dt: [] for dt in DTYPES}
+    for _ in range(rounds):
+        for dt in DTYPES:
+            times[dt].append(median_ms_per_step(runs[dt], n, repeats=1))
+    return {dt: statistics.median(t) for dt, t in times.items()}
+
+
+def train_and_score(name: str, steps: int) -> dict:
+    """``{dtype: {'bpd', 'train_s', 'eval_s', 'loss'}}`` for ``name`` in ``MODELS``."""
     from experiments import common
     from gen_jax.data.datasets import load_split
     from gen_jax.evaluation.likelihood import split_bpd
@@ -79,7 +99,7 @@ def train_and_score(name: str, steps: int, time_steps: int) -> dict:
     exp32 = _exp(MODELS[name], "float32", steps)
     info, model32, mesh = common.setup(exp32)
     test = load_split(exp32.dataset.name, "test", common.data_dir(exp32))
-    for dtype in ("float32", "bfloat16"):
+    for dtype in DTYPES:
         exp = _exp(MODELS[name], dtype, steps)
         _, model, _ = common.setup(exp)
         stream = common.build_stream(exp, info, mesh)
@@ -91,11 +111,9 @@ def train_and_score(name: str, steps: int, time_steps: int) -> dict:
         t0 = time.time()
         bpd = split_bpd(model32, params, test, info, jax.random.PRNGKey(0), exp.eval.batch_size)
         eval_s = time.time() - t0
-        ms = _ms_per_step(exp, model, res.state, stream, mesh, time_steps)
-        out[dtype] = {"bpd": bpd, "train_s": train_s, "eval_s": eval_s, "ms_per_step": ms,
-                      "loss": res.last_metrics.get("loss", float("nan"))}
+        out[dtype] = {"bpd": bpd, "train_s": train_s, "eval_s": eval_s, "loss": res.last_metrics.get("loss", float("nan"))}
         print(f"  {name} {dtype:9s}: test {bpd:.4f} bits/dim (float32 eval, {eval_s:.0f} s), final train loss "
-              f"{out[dtype]['loss']:.4f}, {steps} steps in {train_s:.0f} s, {ms:.1f} ms/step", flush=True)
+              f"{out[dtype]['loss']:.4f}, {steps} steps in {train_s:.0f} s (compile included)", flush=True)
     return out
 
 
@@ -105,13 +123,20 @@ def main(argv=None):
     ap.add_argument("--ddpm_steps", type=int, default=3000)
     ap.add_argument("--only", default="vae,ddpm")
     ap.add_argument("--time_steps", type=int, default=50)
+    ap.add_argument("--time_only", action="store_true", help="only the interleaved ms/step of both precisions")
     args = ap.parse_args(argv)
     steps = {"vae": args.vae_steps, "ddpm": args.ddpm_steps}
     print(f"jax {jax.__version__}, {jax.devices()[0].platform}, {os.cpu_count()} CPUs", flush=True)
     t_all, rows = time.time(), {}
     for name in args.only.split(","):
         print(f"{name} ({MODELS[name]}, {steps[name]} steps, seed of the config):", flush=True)
-        rows[name] = train_and_score(name, steps[name], args.time_steps)
+        ms = interleaved_ms_per_step(name, steps[name], args.time_steps)
+        print("  ms/step (interleaved): " + ", ".join(f"{dt} {v:.1f}" for dt, v in ms.items()), flush=True)
+        if args.time_only:
+            continue
+        rows[name] = train_and_score(name, steps[name])
+        for dt in DTYPES:
+            rows[name][dt]["ms_per_step"] = ms[dt]
     print(f"\n{'model':6s} {'steps':>6s} {'f32 bpd':>8s} {'bf16 bpd':>9s} {'bf16-f32':>9s} {'|d|<=0.02':>9s} "
           f"{'f32 ms/step':>11s} {'bf16 ms/step':>12s}")
     for name, r in rows.items():
