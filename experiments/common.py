@@ -170,6 +170,11 @@ def build_stream(exp: ExperimentConfig, info, mesh, split: str = "train"):
     from gen_jax.data.pipeline import BatchStream
 
     shd.check_batch_size(exp.train.batch_size, mesh)
+    if exp.dataset.reader == "records":  # streamed per-process reads, no split in memory
+        from gen_jax.data.records import open_records
+
+        return open_records(exp.dataset.name, split, data_dir(exp), info, exp.train.batch_size, exp.seed,
+                            sharding=shd.batch_sharding(mesh), prefetch=exp.dataset.prefetch)
     arrays = load_split(exp.dataset.name, split, data_dir(exp))
     return BatchStream(arrays, info, exp.train.batch_size, exp.seed, sharding=shd.batch_sharding(mesh))
 
@@ -180,7 +185,7 @@ def setup(exp: ExperimentConfig):
 
     info = get_info(exp.dataset.name, data_dir(exp))
     model = build_model(exp, info)
-    mesh = shd.make_mesh(exp.mesh.num_devices)
+    mesh = shd.make_mesh(exp.mesh.num_devices, exp.mesh.shape)
     shd.check_batch_size(exp.train.batch_size, mesh)
     return info, model, mesh
 
@@ -202,8 +207,14 @@ def restore_state(exp: ExperimentConfig, model: Model, workdir: str, info, step=
     mesh = shd.make_mesh(1)
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), create=False)
     try:
-        arrays = load_split(exp.dataset.name, "train", data_dir(exp))
-        example = BatchStream(arrays, info, exp.train.batch_size, exp.seed).batch_at(0)
+        if exp.dataset.reader == "records":  # one batch read, not the split
+            from gen_jax.data.records import open_records
+
+            example = open_records(exp.dataset.name, "train", data_dir(exp), info, exp.train.batch_size,
+                                   exp.seed, process_index=0, process_count=1).batch_at(0)
+        else:
+            arrays = load_split(exp.dataset.name, "train", data_dir(exp))
+            example = BatchStream(arrays, info, exp.train.batch_size, exp.seed).batch_at(0)
         _, _, abstract, state_sh, _ = init_state(exp, model, example, mesh, shd.batch_sharding(mesh))
         state, meta = ckpt.restore_readable(_with_shardings(abstract, state_sh), step=step, say=_note)
     finally:

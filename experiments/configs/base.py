@@ -5,15 +5,21 @@ import ml_collections
 def get_base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.seed = 0
-    c.dataset = ml_collections.ConfigDict(dict(name="digits", data_dir=""))
+    # config.dataset.reader: 'memory' (load_split + BatchStream) or 'records' (gen_jax.data.records:
+    # per-process streamed array_record reads, prefetch steps read ahead by a thread).
+    c.dataset = ml_collections.ConfigDict(dict(name="digits", data_dir="", reader="memory", prefetch=2))
     c.model = ml_collections.ConfigDict(dict(name=""))
     c.optim = ml_collections.ConfigDict(dict(
         name="adam", learning_rate=1e-3, schedule="constant", warmup_steps=0,
         b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, grad_clip=0.0, momentum=0.9))
     c.train = ml_collections.ConfigDict(dict(
         steps=1000, batch_size=64, log_every=50, ckpt_every=500, sample_every=0,
-        keep_checkpoints=3, ema_decay=0.0, grid_size=64, eval_every=0, eval_num=500, best_metric=""))
-    c.mesh = ml_collections.ConfigDict(dict(num_devices=0, rules=(), fsdp_min_size=4096))
+        keep_checkpoints=3, ema_decay=0.0, grid_size=64, eval_every=0, eval_num=500, best_metric="",
+        grad_accum=1))  # grad_accum: micro-batches per gradient update (gen_jax.train.step.Accumulation)
+    # config.mesh (gen_jax.train.sharding): shape (data, model), () = all devices on data; preset
+    # '' | 'dp' | 'fsdp' | 'tp' | 'fsdp_tp'; rules ((regex, tactic), ...) tried before the preset's.
+    c.mesh = ml_collections.ConfigDict(dict(num_devices=0, shape=(), preset="", rules=(), fsdp_min_size=4096,
+                                            tp_strict=False))
     c.eval = ml_collections.ConfigDict(dict(num_samples=1000, batch_size=250, feature_net=""))
     return c
 

@@ -63,6 +63,8 @@ from gen_jax.autoregressive.token_sampling import make_token_sampler
 from gen_jax.config import Checked, ConfigError, typed
 from gen_jax.model import (DataSpec, GenerativeModel, Likelihood, Sampler, check_image_batch, label_conditioning,
                            loss_training, require_labels, split_conditioning)
+from gen_jax.nn.precision import check_compute_dtype
+from gen_jax.nn.remat import check_remat
 from gen_jax.nn.transformer import Decoder, TransformerConfig, check_token_ids, make_decoder
 
 CHAR_VOCAB = 257  # ByteTokenizer: byte + 1, 0 = pad / end of text
@@ -81,6 +83,9 @@ class TransformerLMConfig(Checked):
       positions: ``'learned'`` or ``'rotary'``; rope_base: RoPE base.
       dropout: residual/embedding dropout while training.
       temperature, top_k, top_p: default sampling settings (0 = greedy / off / 1 = off).
+      compute_dtype: ``'float32'`` or ``'bfloat16'`` (the blocks' matmuls; params, softmax and
+        the log-likelihood stay float32: :mod:`gen_jax.nn.precision`).
+      remat: ``'none'``, ``'full'`` or ``'dots_saveable'`` per block (:mod:`gen_jax.nn.remat`).
     """
 
     name: str = "transformer_lm"
@@ -96,9 +101,13 @@ class TransformerLMConfig(Checked):
     temperature: float = 1.0
     top_k: int = 0
     top_p: float = 1.0
+    compute_dtype: str = "float32"
+    remat: str = "none"
 
     def __post_init__(self):
         self.positive("num_layers", "d_model", "num_heads", "mlp_ratio")
+        check_compute_dtype(self.compute_dtype)
+        check_remat(self.remat)
         self.require(self.d_model % self.num_heads == 0, "num_heads",
                      f"d_model = {self.d_model} is not divisible by num_heads = {self.num_heads}")
         self.require(self.positions != "rotary" or (self.d_model // self.num_heads) % 2 == 0, "positions",
@@ -263,7 +272,7 @@ def make_lm_decoder(cfg: TransformerLMConfig, layout: SequenceLayout) -> Decoder
     return make_decoder(TransformerConfig(
         vocab_size=layout.vocab_in, max_len=layout.max_len, num_layers=cfg.num_layers, d_model=cfg.d_model,
         num_heads=cfg.num_heads, mlp_ratio=cfg.mlp_ratio, positions=cfg.positions, rope_base=cfg.rope_base,
-        dropout=cfg.dropout, out_size=layout.vocab))
+        dropout=cfg.dropout, out_size=layout.vocab, compute_dtype=cfg.compute_dtype, remat=cfg.remat))
 
 
 # ----------------------------------------------------------------------------- generation

@@ -20,7 +20,9 @@ Two kinds of dataset are served by one :func:`load_split`:
   ``label`` feature (``celeb_a``) get all-zero labels and ``DatasetInfo.has_labels=False``.
 
 Arrays returned by :func:`load_split` hold integer levels; :mod:`gen_jax.data.pipeline`
-turns them into float batches ``level / (K - 1)``.
+turns them into float batches ``level / (K - 1)``. :func:`open_source` (random access, nothing
+read) and :func:`record_decoder` (records -> the same arrays) serve the streamed reader
+:mod:`gen_jax.data.records`, which never holds a split in memory.
 """
 from __future__ import annotations
 
@@ -295,15 +297,66 @@ def load_split(name: str, split: str, data_dir: Optional[str] = None) -> dict[st
     any integer factor features (``shape``, ``colour``, ``size``, ``x``, ``y`` for shapes;
     ``local_cond`` int32 ``[N, *info.local_cond_shape]`` for signals).
     """
+    source = open_source(name, split, data_dir)
+    records = _read_all(source)
+    if not records:
+        raise DatasetError(f"dataset {name!r} split {split!r} is empty")
+    if name in EMBEDDED:
+        records.sort(key=lambda r: int(r["index"]))
+    return record_decoder(name, data_dir)(records)
+
+
+def open_source(name: str, split: str, data_dir: Optional[str] = None):
+    """The random-access record source of ``split``, nothing read yet: a TFDS ``array_record``
+    data source (``len(src)``, ``src[key]``, ``src.__getitems__(keys)``; records are dicts of
+    features). Embedded datasets are prepared first. Raises :class:`DatasetError` for an
+    unknown dataset or split, or a standard dataset not prepared as ``array_record``."""
     if name in EMBEDDED:
         spec = EMBEDDED[name]
         if split not in spec.split_sizes:
             raise DatasetError(f"dataset {name!r} has no split {split!r} "
                                f"(splits: {sorted(spec.split_sizes)})")
-        builder = prepare(name, data_dir)
-        records = _read_all(builder.as_data_source(split))
-        records.sort(key=lambda r: int(r["index"]))
-        dtype = np.uint8 if spec.num_levels <= 256 else np.uint16
+        return prepare(name, data_dir).as_data_source(split)
+    builder = _standard_builder(name, data_dir)
+    _image_feature(builder, name)
+    return _standard_source(name, split, data_dir, builder)
+
+
+def _require_features(record, keys: tuple, name: str) -> None:
+    missing = [k for k in keys if k not in record]
+    if missing:
+        raise DatasetError(f"dataset {name!r}: records lack the feature(s) {missing} "
+                           f"(features: {sorted(record)})")
+
+
+def record_decoder(name: str, data_dir: Optional[str] = None) -> Callable[[list], dict]:
+    """``decode(records) -> arrays``: source records (dicts of features, e.g. from
+    :func:`open_source`) to the arrays of :func:`load_split` (same keys and dtypes), in the
+    given order. Used by :func:`load_split` for a whole split and by
+    :mod:`gen_jax.data.records` for one batch at a time."""
+    if name in EMBEDDED:
+        return _embedded_decoder(name)
+    builder = _standard_builder(name, data_dir)
+    _image_feature(builder, name)
+    labelled = bool(_label_classes(builder))
+
+    def decode(records: list) -> dict:
+        _require_features(records[0], ("image", "label") if labelled else ("image",), name)
+        out = {"image": np.stack([np.asarray(r["image"]) for r in records]).astype(np.uint8)}
+        out["label"] = (np.array([r["label"] for r in records], np.int32) if labelled
+                        else np.zeros(len(records), np.int32))
+        return out
+
+    return decode
+
+
+def _embedded_decoder(name: str) -> Callable[[list], dict]:
+    spec = EMBEDDED[name]
+    words, chars = get_tokenizer(name), ByteTokenizer()
+    dtype = np.uint8 if spec.num_levels <= 256 else np.uint16
+
+    def decode(records: list) -> dict:
+        _require_features(records[0], ("image", "label", "caption"), name)
         out = {"image": np.stack([r["image"] for r in records]).astype(dtype),
                "label": np.array([r["label"] for r in records], np.int32)}
         for key in records[0]:
@@ -312,17 +365,8 @@ def load_split(name: str, split: str, data_dir: Optional[str] = None) -> dict[st
         captions = [r["caption"] for r in records]
         out["caption"] = np.array([c.decode("utf-8") if isinstance(c, bytes) else str(c)
                                    for c in captions])
-        out["caption_tokens"] = get_tokenizer(name).encode(list(out["caption"]), spec.caption_len)
-        out["caption_chars"] = ByteTokenizer().encode(list(out["caption"]), spec.caption_char_len)
+        out["caption_tokens"] = words.encode(list(out["caption"]), spec.caption_len)
+        out["caption_chars"] = chars.encode(list(out["caption"]), spec.caption_char_len)
         return out
-    builder = _standard_builder(name, data_dir)
-    _image_feature(builder, name)
-    records = _read_all(_standard_source(name, split, data_dir, builder))
-    if not records:
-        raise DatasetError(f"dataset {name!r} split {split!r} is empty")
-    out = {"image": np.stack([np.asarray(r["image"]) for r in records]).astype(np.uint8)}
-    if _label_classes(builder):
-        out["label"] = np.array([r["label"] for r in records], np.int32)
-    else:
-        out["label"] = np.zeros(len(records), np.int32)
-    return out
+
+    return decode

@@ -112,6 +112,68 @@ def _leading_axis_shards(sharding: jax.sharding.NamedSharding) -> int:
     return int(np.prod([sharding.mesh.shape[n] for n in names]))
 
 
+def batch_arrays(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The batched keys (:data:`BATCH_KEYS`) of ``load_split``-style arrays, with the factor
+    features (:data:`FACTOR_KEYS`) stacked into ``factors`` ``[N, 5]`` where all are present."""
+    out = {k: np.asarray(arrays[k]) for k in BATCH_KEYS if k in arrays}
+    if "factors" not in arrays and all(k in arrays for k in FACTOR_KEYS):
+        out["factors"] = np.stack([np.asarray(arrays[k]) for k in FACTOR_KEYS], axis=1)
+    return out
+
+
+def to_batch(rows: Mapping[str, np.ndarray], num_levels: int) -> dict[str, np.ndarray]:
+    """A host batch from the rows of :func:`batch_arrays`: ``image`` float32
+    ``level / (K - 1)``, ``label`` and the token/id keys int32."""
+    batch = {"image": rows["image"].astype(np.float32) / np.float32(num_levels - 1)}
+    if "label" in rows:
+        batch["label"] = rows["label"].astype(np.int32)
+    for key in ("caption_tokens", "caption_chars", "local_cond", "factors"):
+        if key in rows:
+            batch[key] = rows[key].astype(np.int32)
+    return batch
+
+
+def local_rows(sharding: jax.sharding.NamedSharding, global_batch_size: int,
+               item_shape: tuple) -> tuple[int, int]:
+    """``(lo, hi)``: the rows of the global batch (``[B, *item_shape]``) that this process's
+    devices hold under ``sharding`` (one contiguous block); raises :class:`BatchError` when
+    ``B`` does not divide over the batch-axis shards or the processes."""
+    b = global_batch_size
+    n_dev = sharding.mesh.devices.size
+    shards = _leading_axis_shards(sharding)
+    if b % shards:
+        raise BatchError(f"train.batch_size={b} is not divisible by the {shards} shards of the "
+                         f"batch axis ({n_dev} devices in the mesh {dict(sharding.mesh.shape)})")
+    n_proc = jax.process_count()
+    if b % n_proc:
+        raise BatchError(f"train.batch_size={b} is not divisible by the process count {n_proc} "
+                         f"({n_dev} devices in the mesh)")
+    index_map = sharding.addressable_devices_indices_map((b,) + tuple(item_shape))
+    starts, stops = [], []
+    for idx in index_map.values():
+        sl = idx[0]
+        starts.append(0 if sl.start is None else sl.start)
+        stops.append(b if sl.stop is None else sl.stop)
+    lo, hi = min(starts), max(stops)
+    covered = np.zeros(b, bool)
+    for s, e in zip(starts, stops):
+        covered[s:e] = True
+    if not covered[lo:hi].all():
+        raise BatchError("this process's devices hold a non-contiguous part of the batch axis; "
+                         "order the mesh devices so each process owns one block")
+    return lo, hi
+
+
+def to_global(local: Mapping[str, np.ndarray], sharding: jax.sharding.NamedSharding,
+              global_batch_size: int) -> dict:
+    """Global ``jax.Array``s of batch ``global_batch_size`` from this process's rows ``local``
+    (every key sharded on its leading axis like ``sharding``'s first dimension)."""
+    spec = jax.sharding.PartitionSpec(sharding.spec[0] if len(sharding.spec) else None)
+    sh = jax.sharding.NamedSharding(sharding.mesh, spec)
+    return {k: jax.make_array_from_process_local_data(sh, v, (global_batch_size,) + v.shape[1:])
+            for k, v in local.items()}
+
+
 class BatchStream:
     """Deterministic batches ``batch_at(step)`` over in-memory arrays.
 
@@ -137,9 +199,7 @@ class BatchStream:
         self.seed = int(seed)
         self.sharding = sharding
         self.validate = validate
-        self._arrays = {k: np.asarray(arrays[k]) for k in BATCH_KEYS if k in arrays}
-        if "factors" not in arrays and all(k in arrays for k in FACTOR_KEYS):
-            self._arrays["factors"] = np.stack([np.asarray(arrays[k]) for k in FACTOR_KEYS], axis=1)
+        self._arrays = batch_arrays(arrays)
         self.num_examples = int(self._arrays["image"].shape[0])
         if self.num_examples == 0:
             raise BatchError("arrays['image'] is empty: nothing to batch")
@@ -167,31 +227,7 @@ class BatchStream:
             self._local = self._check_sharding(sharding)
 
     def _check_sharding(self, sharding) -> tuple[int, int]:
-        b = self.global_batch_size
-        n_dev = sharding.mesh.devices.size
-        shards = _leading_axis_shards(sharding)
-        if b % shards:
-            raise BatchError(f"train.batch_size={b} is not divisible by the {shards} shards of the "
-                             f"batch axis ({n_dev} devices in the mesh {dict(sharding.mesh.shape)})")
-        n_proc = jax.process_count()
-        if b % n_proc:
-            raise BatchError(f"train.batch_size={b} is not divisible by the process count {n_proc} "
-                             f"({n_dev} devices in the mesh)")
-        # Rows of the global batch held by this process's devices (one contiguous block).
-        index_map = sharding.addressable_devices_indices_map((b,) + tuple(self.info.image_shape))
-        starts, stops = [], []
-        for idx in index_map.values():
-            sl = idx[0]
-            starts.append(0 if sl.start is None else sl.start)
-            stops.append(b if sl.stop is None else sl.stop)
-        lo, hi = min(starts), max(stops)
-        covered = np.zeros(b, bool)
-        for s, e in zip(starts, stops):
-            covered[s:e] = True
-        if not covered[lo:hi].all():
-            raise BatchError("this process's devices hold a non-contiguous part of the batch axis; "
-                             "order the mesh devices so each process owns one block")
-        return lo, hi
+        return local_rows(sharding, self.global_batch_size, self.info.image_shape)
 
     # -- order
 
@@ -220,14 +256,7 @@ class BatchStream:
     # -- batches
 
     def _host_batch(self, idx: np.ndarray) -> dict[str, np.ndarray]:
-        denom = np.float32(self.info.num_levels - 1)
-        batch = {"image": self._arrays["image"][idx].astype(np.float32) / denom}
-        if "label" in self._arrays:
-            batch["label"] = self._arrays["label"][idx].astype(np.int32)
-        for key in ("caption_tokens", "caption_chars", "local_cond", "factors"):
-            if key in self._arrays:
-                batch[key] = self._arrays[key][idx].astype(np.int32)
-        return batch
+        return to_batch({k: v[idx] for k, v in self._arrays.items()}, self.info.num_levels)
 
     @property
     def arrays(self) -> Mapping[str, np.ndarray]:
@@ -242,13 +271,7 @@ class BatchStream:
             validate_batch(local, self.info)
         if self.sharding is None:
             return local
-        out = {}
-        for k, v in local.items():
-            spec = jax.sharding.PartitionSpec(self.sharding.spec[0] if len(self.sharding.spec) else None)
-            sh = jax.sharding.NamedSharding(self.sharding.mesh, spec)
-            out[k] = jax.make_array_from_process_local_data(
-                sh, v, (self.global_batch_size,) + v.shape[1:])
-        return out
+        return to_global(local, self.sharding, self.global_batch_size)
 
     def iterate(self, start_step: int = 0) -> Iterator[dict]:
         """Yields ``batch_at(start_step)``, ``batch_at(start_step + 1)``, ... forever."""

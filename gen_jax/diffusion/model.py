@@ -51,6 +51,8 @@ from gen_jax.nn import conditioning as nn_cond
 from gen_jax.nn.caption_encoder import CaptionUNet, check_tokens
 from gen_jax.nn.dit import DiT, DiTConfig
 from gen_jax.nn.mlp_denoiser import MLPDenoiser, MLPDenoiserConfig
+from gen_jax.nn.precision import check_compute_dtype, compute_dtype, to_float32
+from gen_jax.nn.remat import check_remat
 from gen_jax.nn.unet import UNet, UNetConfig
 
 SAMPLERS = ("ddpm", "ddim")
@@ -151,6 +153,12 @@ class DiffusionConfig(ProcessConfig):
         ``dit.patch_size``).
       denoiser: :class:`gen_jax.nn.mlp_denoiser.MLPDenoiserConfig` (``network='mlp'``;
         ``num_classes`` is set from the dataset).
+      compute_dtype: ``'float32'`` or ``'bfloat16'``: the network's matmuls / convs in that
+        dtype; params, norms, softmax, the network output, losses and the bound float32
+        (:mod:`gen_jax.nn.precision`; not with caption conditioning).
+      remat: rematerialization of the network's repeated blocks (U-Net ResBlock/AttnBlock,
+        DiT blocks, MLP residual blocks): ``'none'``, ``'full'``, ``'dots_saveable'``
+        (:mod:`gen_jax.nn.remat`).
     """
 
     name: str = "ddpm"
@@ -170,9 +178,16 @@ class DiffusionConfig(ProcessConfig):
     unet: UNetConfig = dataclasses.field(default_factory=UNetConfig)
     dit: DiTConfig = dataclasses.field(default_factory=DiTConfig)
     denoiser: MLPDenoiserConfig = dataclasses.field(default_factory=MLPDenoiserConfig)
+    compute_dtype: str = "float32"
+    remat: str = "none"
 
     def __post_init__(self):
         super().__post_init__()
+        check_compute_dtype(self.compute_dtype)
+        check_remat(self.remat)
+        self.require(self.conditioning != "caption" or (self.compute_dtype == "float32" and self.remat == "none"),
+                     "compute_dtype", "the caption U-Net runs in float32 without remat; set "
+                     "config.model.compute_dtype='float32' and config.model.remat='none'")
         self.require(self.loss != "hybrid" or self.learn_variance, "loss",
                      "'hybrid' trains the variance: set config.model.learn_variance=True")
         self.positive("vlb_chunk", "caption_dim", "caption_heads")
@@ -368,7 +383,8 @@ def _condition(cfg: DiffusionConfig, info: Any) -> DenoiserCondition:
     return DenoiserCondition()
 
 
-def dit_network(dcfg: DiTConfig, image_shape: tuple, num_classes: int, out_c: int) -> DiT:
+def dit_network(dcfg: DiTConfig, image_shape: tuple, num_classes: int, out_c: int, dtype=None,
+                remat: str = "none") -> DiT:
     """The :class:`gen_jax.nn.dit.DiT` of ``config.model.dit`` for images of ``image_shape``
     (``num_classes`` labels + the null class, ``out_c`` output channels); a ``ConfigError``
     naming ``config.model.dit.patch_size`` when the image size is not divisible by it."""
@@ -377,20 +393,21 @@ def dit_network(dcfg: DiTConfig, image_shape: tuple, num_classes: int, out_c: in
         dcfg.check_image_shape(image_shape)
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    return DiT(dcfg)
+    return DiT(dcfg, dtype=dtype, remat=remat)
 
 
 def _network(cfg: DiffusionConfig, image_shape: tuple, cond: DenoiserCondition, out_c: int):
     """``(net, apply_net)``: the denoiser network (U-Net, caption U-Net, DiT or pixel MLP) and
     ``apply_net(params, x_t [B, H, W, C], t [B], c, train, rngs) -> [B, H, W, out_c]``."""
     n_lab = cond.num_classes if cond.kind == "label" else 0
+    dtype = compute_dtype(cfg.compute_dtype)
     if cfg.network == "dit":
-        net = dit_network(cfg.dit, image_shape, n_lab, out_c)
+        net = dit_network(cfg.dit, image_shape, n_lab, out_c, dtype, cfg.remat)
         return net, net.apply
     if cfg.network == "mlp":
         d = math.prod(image_shape)
         net = MLPDenoiser(dataclasses.replace(cfg.denoiser, num_classes=n_lab),
-                          out_features=(d // image_shape[-1]) * out_c)
+                          out_features=(d // image_shape[-1]) * out_c, dtype=dtype, remat=cfg.remat)
 
         def apply_mlp(params, x_t, t, label, train=False, rngs=None):
             b = x_t.shape[0]
@@ -410,7 +427,7 @@ def _network(cfg: DiffusionConfig, image_shape: tuple, cond: DenoiserCondition, 
     except ValueError as e:
         raise ConfigError(str(e)) from None
     if cond.kind != "caption":
-        net = UNet(ucfg)
+        net = UNet(ucfg, dtype=dtype, remat=cfg.remat)
         return net, net.apply
     net = CaptionUNet(ucfg, cond.vocab_size, cond.caption_len, cfg.caption_layers, cfg.caption_heads)
     return net, lambda params, x_t, t, tok, train=False, rngs=None: net.apply(params, x_t, t, tok, train=train,
@@ -454,7 +471,7 @@ def make_ddpm(cfg: Any, info: Any) -> GenerativeModel:
         """``[B, H, W, C or 2C]`` network output at ``x_t`` (on ``[-1, 1]``), times ``t [B]``;
         ``label`` is the condition array (class ids ``[B]`` or caption tokens ``[B, L]``)."""
         rngs = {"dropout": key} if train else None
-        out = apply_net(params, x_t, t, label, train=train, rngs=rngs)
+        out = to_float32(apply_net(params, x_t, t, label, train=train, rngs=rngs))  # losses / bound in float32
         if not cfg.level_posterior:
             return out
         ck = c * num_levels

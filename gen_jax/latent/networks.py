@@ -7,13 +7,18 @@ latents ``[B, Z]`` (and the optional condition) to per-pixel likelihood paramete
 The condition is concatenated to the flattened features (encoders) or to the latent
 (decoders), as in the conditional VAE of Sohn et al. 2015, Sec. 4.
 
+Mixed precision (``dtype=jnp.bfloat16``, :mod:`gen_jax.nn.precision`): the hidden dense and
+conv layers compute in ``dtype`` (params float32); the output layers (the posterior's mean and
+log-variance, the decoder's likelihood parameters) are float32 layers, so everything a loss or
+a likelihood reads is float32.
+
 Conv stacks adapt to the image size: they halve the spatial size with stride-2 convolutions
 while it is even and larger than 4 (8x8 -> 4x4: one halving; 32x32 -> 4x4: three), using
 ``features[i]`` channels at stage ``i`` (the last entry repeats if there are more stages).
 """
 from __future__ import annotations
 
-from typing import Callable, Literal, Optional, Sequence, get_args
+from typing import Any, Callable, Literal, Optional, Sequence, get_args
 
 import flax.linen as nn
 import jax
@@ -61,10 +66,11 @@ class _GaussianHead(nn.Module):
         return mean, log_var
 
 
-def dense_stack(h: jax.Array, widths: Sequence[int], act: Callable) -> jax.Array:
-    """``act(Dense(w_i))`` layers named ``hidden{i}``; call inside a compact ``__call__``."""
+def dense_stack(h: jax.Array, widths: Sequence[int], act: Callable, dtype=None) -> jax.Array:
+    """``act(Dense(w_i))`` layers named ``hidden{i}`` computing in ``dtype`` (``None``: float32);
+    call inside a compact ``__call__``."""
     for i, width in enumerate(widths):
-        h = act(nn.Dense(width, name=f"hidden{i}")(h))
+        h = act(nn.Dense(width, dtype=dtype, name=f"hidden{i}")(h))
     return h
 
 
@@ -76,12 +82,13 @@ class MLPEncoder(nn.Module):
     latent_dim: int
     activation: str = "gelu"
     gaussian: bool = True
+    dtype: Optional[Any] = None
 
     @nn.compact
     def __call__(self, x: jax.Array, cond: Optional[jax.Array] = None):
         act = ACTIVATIONS[self.activation]
         h = _concat_cond(x.reshape(x.shape[0], -1), cond)
-        h = dense_stack(h, self.hidden, act)
+        h = dense_stack(h, self.hidden, act, self.dtype)
         return _GaussianHead(self.latent_dim, self.gaussian, name="head")(h)
 
 
@@ -92,12 +99,13 @@ class MLPDecoder(nn.Module):
     image_shape: tuple[int, int, int]
     out_features: int
     activation: str = "gelu"
+    dtype: Optional[Any] = None
 
     @nn.compact
     def __call__(self, z: jax.Array, cond: Optional[jax.Array] = None):
         act = ACTIVATIONS[self.activation]
         h = _concat_cond(z, cond)
-        h = dense_stack(h, self.hidden, act)
+        h = dense_stack(h, self.hidden, act, self.dtype)
         hh, ww, _ = self.image_shape
         out = nn.Dense(hh * ww * self.out_features, name="out")(h)
         return out.reshape(z.shape[0], hh, ww, self.out_features)
@@ -118,18 +126,20 @@ class ConvEncoder(nn.Module):
     latent_dim: int
     activation: str = "gelu"
     gaussian: bool = True
+    dtype: Optional[Any] = None
 
     @nn.compact
     def __call__(self, x: jax.Array, cond: Optional[jax.Array] = None):
         act = ACTIVATIONS[self.activation]
         n = num_halvings(x.shape[1], x.shape[2])
         feats = _stage_features(self.features, n)
-        h = act(nn.Conv(feats[0], (3, 3), padding="SAME", name="conv_in")(x))
+        conv = lambda f, k, name, s=1: nn.Conv(f, (k, k), strides=(s, s), padding="SAME", dtype=self.dtype, name=name)
+        h = act(conv(feats[0], 3, "conv_in")(x))
         for i in range(n):
-            h = act(nn.Conv(feats[i], (4, 4), strides=(2, 2), padding="SAME", name=f"down{i}")(h))
-            h = act(nn.Conv(feats[i], (3, 3), padding="SAME", name=f"conv{i}")(h))
+            h = act(conv(feats[i], 4, f"down{i}", 2)(h))
+            h = act(conv(feats[i], 3, f"conv{i}")(h))
         h = _concat_cond(h.reshape(h.shape[0], -1), cond)
-        h = dense_stack(h, self.hidden, act)
+        h = dense_stack(h, self.hidden, act, self.dtype)
         return _GaussianHead(self.latent_dim, self.gaussian, name="head")(h)
 
 
@@ -142,6 +152,7 @@ class ConvDecoder(nn.Module):
     image_shape: tuple[int, int, int]
     out_features: int
     activation: str = "gelu"
+    dtype: Optional[Any] = None
 
     @nn.compact
     def __call__(self, z: jax.Array, cond: Optional[jax.Array] = None):
@@ -149,12 +160,13 @@ class ConvDecoder(nn.Module):
         hh, ww, _ = self.image_shape
         n = num_halvings(hh, ww)
         feats = _stage_features(self.features, n)
+        dt = self.dtype
         h = _concat_cond(z, cond)
-        h = dense_stack(h, self.hidden, act)
+        h = dense_stack(h, self.hidden, act, dt)
         h0, w0 = hh // 2 ** n, ww // 2 ** n
-        h = act(nn.Dense(h0 * w0 * feats[-1], name="to_map")(h)).reshape(z.shape[0], h0, w0, feats[-1])
+        h = act(nn.Dense(h0 * w0 * feats[-1], dtype=dt, name="to_map")(h)).reshape(z.shape[0], h0, w0, feats[-1])
         for i in reversed(range(n)):
-            h = act(nn.Conv(feats[i], (3, 3), padding="SAME", name=f"conv{i}")(h))
-            h = act(nn.ConvTranspose(feats[i], (4, 4), strides=(2, 2), padding="SAME", name=f"up{i}")(h))
-        h = act(nn.Conv(feats[0], (3, 3), padding="SAME", name="conv_out")(h))
+            h = act(nn.Conv(feats[i], (3, 3), padding="SAME", dtype=dt, name=f"conv{i}")(h))
+            h = act(nn.ConvTranspose(feats[i], (4, 4), strides=(2, 2), padding="SAME", dtype=dt, name=f"up{i}")(h))
+        h = act(nn.Conv(feats[0], (3, 3), padding="SAME", dtype=dt, name="conv_out")(h))
         return nn.Conv(self.out_features, (3, 3), padding="SAME", name="out")(h)

@@ -33,6 +33,7 @@ from gen_jax.model import (Codec, DataSpec, GenerativeModel, Likelihood, Sampler
                            loss_training, require_labels, split_conditioning)
 from gen_jax.nn.caption_encoder import bag_of_words_encoder
 from gen_jax.nn.conditioning import LabelEmbedding
+from gen_jax.nn.precision import check_compute_dtype, compute_dtype, to_float32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +60,9 @@ class VAEConfig(Checked):
       sample_mean: the sampler returns the mean of ``p(x | z)`` (quantized to the levels)
         instead of a draw from it; smoother images, but no longer samples of the model's
         distribution (the usual VAE figure convention). Default ``False``.
+      compute_dtype: ``'float32'`` or ``'bfloat16'``: the encoder's and decoder's hidden layers
+        compute in that dtype; params, the output layers, the losses and the likelihood stay
+        float32 (:mod:`gen_jax.nn.precision`).
     """
 
     name: str = "vae"
@@ -77,8 +81,10 @@ class VAEConfig(Checked):
     iwae_chunk: int = 100
     train_iwae_k: int = 1
     sample_mean: bool = False
+    compute_dtype: str = "float32"
 
     def __post_init__(self):
+        check_compute_dtype(self.compute_dtype)
         self.require(all(h >= 1 for h in self.hidden), "hidden", f"widths must be >= 1, got {self.hidden}")
         self.require(bool(self.conv_features) and all(f >= 1 for f in self.conv_features), "conv_features",
                      f"need positive channel counts, got {self.conv_features}")
@@ -103,14 +109,16 @@ class VAENet(nn.Module):
 
     def setup(self):
         cfg = self.cfg
+        dt = compute_dtype(cfg.compute_dtype)
         if cfg.encoder == "mlp":
-            self.encoder = networks.MLPEncoder(cfg.hidden, cfg.latent_dim, cfg.activation)
+            self.encoder = networks.MLPEncoder(cfg.hidden, cfg.latent_dim, cfg.activation, dtype=dt)
             self.decoder = networks.MLPDecoder(tuple(reversed(cfg.hidden)), self.image_shape,
-                                               self.out_features, cfg.activation)
+                                               self.out_features, cfg.activation, dtype=dt)
         else:
-            self.encoder = networks.ConvEncoder(cfg.conv_features, cfg.hidden, cfg.latent_dim, cfg.activation)
+            self.encoder = networks.ConvEncoder(cfg.conv_features, cfg.hidden, cfg.latent_dim, cfg.activation,
+                                                dtype=dt)
             self.decoder = networks.ConvDecoder(cfg.conv_features, tuple(reversed(cfg.hidden)),
-                                                self.image_shape, self.out_features, cfg.activation)
+                                                self.image_shape, self.out_features, cfg.activation, dtype=dt)
         if cfg.conditioning == "label":
             self.cond_embed = LabelEmbedding(self.num_classes, cfg.cond_dim)
         elif cfg.conditioning == "caption":
@@ -217,10 +225,10 @@ def make_vae(cfg: Any, info: Any) -> GenerativeModel:
         return net.apply(params, label, tokens, method=VAENet.embed)
 
     def encode_c(params, x, c):
-        return net.apply(params, x, c, method=VAENet.encode)
+        return to_float32(net.apply(params, x, c, method=VAENet.encode))  # float32 whatever the compute dtype
 
     def decode_c(params, z, c):
-        return net.apply(params, z, c, method=VAENet.decode)
+        return to_float32(net.apply(params, z, c, method=VAENet.decode))
 
     def init(key, batch):
         x = batch["image"]

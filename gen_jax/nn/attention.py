@@ -56,7 +56,7 @@ No normalization or residual is applied here; the blocks that use attention add 
 from __future__ import annotations
 
 import math
-from typing import Callable, Literal, Optional
+from typing import Any, Callable, Literal, Optional
 
 import flax.linen as nn
 import jax
@@ -64,6 +64,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gen_jax.nn import kv_cache
+from gen_jax.nn.partitioning import constrain
 
 ScaleAt = Literal["queries", "logits"]
 
@@ -142,6 +143,7 @@ def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: Option
         logits = jnp.einsum("bind,bjnd->bnij", q, k) / math.sqrt(d)
     else:
         raise ValueError(f"scale_at must be 'queries' or 'logits', got {scale_at!r}")
+    logits = logits.astype(jnp.float32)  # the softmax in float32 (mixed precision, gen_jax.nn.precision)
     neg = jnp.finfo(logits.dtype).min
     if mask is not None:
         mask = _check_mask(mask, b, k.shape[1])
@@ -149,7 +151,7 @@ def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: Option
     if q_pos is not None:
         visible = k_pos[None, :] <= q_pos[:, None]  # [Lq, Lk]
         logits = jnp.where(visible[None, None], logits, neg)
-    weights = jax.nn.softmax(logits, axis=-1)
+    weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
     out = jnp.einsum("bnij,bjnd->bind", weights, v)  # [B, Lq, N, Dv]
     if mask is not None:
         out = out * jnp.any(mask, axis=-1).astype(out.dtype)[:, None, None, None]
@@ -174,14 +176,14 @@ def cached_attention(q: jax.Array, k_new: jax.Array, v_new: jax.Array, k_cache: 
     """
     d = q.shape[-1]
     t, s = q.shape[1], v_cache.shape[2]
-    neg = jnp.finfo(q.dtype).min
-    past = jnp.einsum("bthd,bhds->bhts", q, k_cache) / math.sqrt(d)  # [B, H, T, S]
+    neg = jnp.finfo(jnp.float32).min  # logits and softmax in float32
+    past = jnp.einsum("bthd,bhds->bhts", q, k_cache).astype(jnp.float32) / math.sqrt(d)  # [B, H, T, S]
     past = jnp.where((jnp.arange(s) < pos)[None, None, None, :], past, neg)
-    new = jnp.einsum("bthd,buhd->bhtu", q, k_new) / math.sqrt(d)  # [B, H, T, T]
+    new = jnp.einsum("bthd,buhd->bhtu", q, k_new).astype(jnp.float32) / math.sqrt(d)  # [B, H, T, T]
     new = jnp.where(jnp.tril(jnp.ones((t, t), bool))[None, None], new, neg)
     w = jax.nn.softmax(jnp.concatenate([past, new], axis=-1), axis=-1)
-    return (jnp.einsum("bhts,bhsd->bthd", w[..., :s], v_cache)
-            + jnp.einsum("bhtu,buhd->bthd", w[..., s:], v_new))
+    return (jnp.einsum("bhts,bhsd->bthd", w[..., :s].astype(v_cache.dtype), v_cache)
+            + jnp.einsum("bhtu,buhd->bthd", w[..., s:].astype(v_new.dtype), v_new))
 
 
 # ----------------------------------------------------------------------------- modules
@@ -202,6 +204,8 @@ class MultiHeadAttention(nn.Module):
       causal: causal self-attention by position (``context`` must be None).
       rope_base: if set, RoPE with this base (10000 in Su et al. 2021) on queries and keys.
       scale_at: where ``1 / sqrt(d_k)`` is applied (module docstring).
+      dtype: compute dtype of the projections (``None``: float32; ``jnp.bfloat16`` for mixed
+        precision, params stay float32; the softmax is always float32).
     """
 
     num_heads: int = 1
@@ -213,6 +217,7 @@ class MultiHeadAttention(nn.Module):
     causal: bool = False
     rope_base: Optional[float] = None
     scale_at: ScaleAt = "queries"
+    dtype: Optional[Any] = None
 
     @nn.compact
     def __call__(self, x: jax.Array, context: Optional[jax.Array] = None,
@@ -248,10 +253,12 @@ class MultiHeadAttention(nn.Module):
         if self.num_heads < 1 or features % self.num_heads:
             raise ValueError(f"attention width {features} is not divisible by num_heads={self.num_heads}")
         head = features // self.num_heads
-        proj = lambda name: nn.DenseGeneral((self.num_heads, head), kernel_init=self.kernel_init, name=name)
-        q = proj("query")(x)        # [B, Lq, N, D]
-        k = proj("key")(context)    # [B, Lk, N, D]
-        v = proj("value")(context)  # [B, Lk, N, D]
+        proj = lambda name: nn.DenseGeneral((self.num_heads, head), kernel_init=self.kernel_init, dtype=self.dtype,
+                                            name=name)
+        heads = lambda a: constrain(a, "batch", None, "heads", None)  # TP: heads over 'model'
+        q = heads(proj("query")(x))        # [B, Lq, N, D]
+        k = heads(proj("key")(context))    # [B, Lk, N, D]
+        v = heads(proj("value")(context))  # [B, Lk, N, D]
         if positions is None and (self.causal or self.rope_base is not None):
             positions = jnp.arange(x.shape[1], dtype=jnp.int32)
         if self.rope_base is not None:
@@ -266,11 +273,12 @@ class MultiHeadAttention(nn.Module):
             h = dot_product_attention(q, k, v, mask, q_pos=positions, k_pos=positions, scale_at=self.scale_at)
         else:
             h = dot_product_attention(q, k, v, mask, scale_at=self.scale_at)  # [B, Lq, N, D]
+        h = heads(h)
         out_init = self.out_init
         if out_init is None:
             out_init = nn.initializers.zeros if self.zero_init_out else nn.initializers.lecun_normal()
         out = nn.DenseGeneral(self.out_features or x.shape[-1], axis=(-2, -1),
-                              kernel_init=out_init, name="out")(h)
+                              kernel_init=out_init, dtype=self.dtype, name="out")(h)
         return out if cache is None else (out, new)
 
 
@@ -285,10 +293,12 @@ class FeatureMapAttention(nn.Module):
     Attributes:
       num_heads: heads ``N`` (``C`` must be divisible by it).
       zero_init_out: zero-initialize the output projection.
+      dtype: compute dtype of the projections (:class:`MultiHeadAttention`).
     """
 
     num_heads: int = 1
     zero_init_out: bool = True
+    dtype: Optional[Any] = None
 
     @nn.compact
     def __call__(self, x: jax.Array, context: Optional[jax.Array] = None,
@@ -299,6 +309,6 @@ class FeatureMapAttention(nn.Module):
         if mask is not None and context is None:
             raise ValueError("a mask is only meaningful with a context sequence (cross-attention)")
         tokens = x.reshape(b, h * w, c)
-        out = MultiHeadAttention(self.num_heads, zero_init_out=self.zero_init_out, name="mha")(
+        out = MultiHeadAttention(self.num_heads, zero_init_out=self.zero_init_out, dtype=self.dtype, name="mha")(
             tokens, context, mask)
         return out.reshape(b, h, w, c)

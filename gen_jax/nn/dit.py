@@ -58,7 +58,7 @@ Layout NHWC: ``x [B, H, W, C]``, ``t [B]``, ``label`` int ``[B]`` (or None), out
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
+from typing import Any, Optional
 
 import flax.linen as nn
 import jax
@@ -68,6 +68,8 @@ import numpy as np
 from gen_jax.config import Checked, typed
 from gen_jax.nn.attention import MultiHeadAttention
 from gen_jax.nn.conditioning import check_denoiser_inputs, embed_labels
+from gen_jax.nn.partitioning import constrain
+from gen_jax.nn.remat import remat_block
 from gen_jax.nn.unet import timestep_embedding
 
 
@@ -200,8 +202,8 @@ def sincos_position_embedding_2d(grid_h: int, grid_w: int, dim: int) -> np.ndarr
 _xavier = nn.initializers.xavier_uniform()
 
 
-def _dense(features: int, name: str, zero: bool = False, init=_xavier):
-    return nn.Dense(features, kernel_init=nn.initializers.zeros if zero else init, name=name)
+def _dense(features: int, name: str, zero: bool = False, init=_xavier, dtype=None):
+    return nn.Dense(features, kernel_init=nn.initializers.zeros if zero else init, dtype=dtype, name=name)
 
 
 def _layer_norm(name: str):
@@ -220,19 +222,21 @@ class DiTBlock(nn.Module):
 
     num_heads: int
     mlp_width: int
+    dtype: Optional[Any] = None  # compute dtype of the matmuls (gen_jax.nn.precision)
 
     @nn.compact
     def __call__(self, x: jax.Array, c: jax.Array) -> jax.Array:
         d = x.shape[-1]
-        mod = _dense(6 * d, "adaln_modulation", zero=True)(nn.silu(c))
+        mod = _dense(6 * d, "adaln_modulation", zero=True, dtype=self.dtype)(nn.silu(c))
         shift1, scale1, gate1, shift2, scale2, gate2 = jnp.split(mod, 6, axis=-1)
         h = modulate(_layer_norm("norm1")(x), shift1, scale1)
         h = MultiHeadAttention(self.num_heads, kernel_init=_xavier, out_init=_xavier, scale_at="logits",
-                               name="attn")(h)
+                               dtype=self.dtype, name="attn")(h)
         x = x + gate1[:, None, :] * h
         h = modulate(_layer_norm("norm2")(x), shift2, scale2)
-        h = _dense(self.mlp_width, "mlp_in")(h)
-        h = _dense(d, "mlp_out")(nn.gelu(h, approximate=True))
+        h = constrain(_dense(self.mlp_width, "mlp_in", dtype=self.dtype)(h),
+                      "batch", None, "mlp")  # TP: hidden over 'model'
+        h = _dense(d, "mlp_out", dtype=self.dtype)(nn.gelu(h, approximate=True))
         return x + gate2[:, None, :] * h
 
 
@@ -255,7 +259,8 @@ class DiT(nn.Module):
     """
 
     config: DiTConfig
-
+    dtype: Optional[Any] = None  # mixed precision: the blocks' matmuls in this dtype (gen_jax.nn.precision)
+    remat: str = "none"  # 'none' | 'full' | 'dots_saveable' per DiT block (gen_jax.nn.remat)
 
     def condition(self, t: jax.Array, label: Optional[jax.Array]) -> jax.Array:
         """The conditioning vector ``c = MLP(e(t)) + E[label]`` ``[B, d]``."""
@@ -293,7 +298,8 @@ class DiT(nn.Module):
         pos = jnp.asarray(sincos_position_embedding_2d(h // p, w // p, cfg.width))
         z = _dense(cfg.width, "patch_embed")(patchify(x, p)) + pos[None]
         c = self.condition(t, label)
+        block = remat_block(DiTBlock, self.remat)
         for i in range(cfg.depth):
-            z = DiTBlock(cfg.num_heads, cfg.mlp_width, name=f"block{i}")(z, c)
+            z = block(cfg.num_heads, cfg.mlp_width, self.dtype, name=f"block{i}")(z, c)
         z = FinalLayer(p * p * out_c, name="final")(z, c)
         return unpatchify(z, h // p, w // p, p)

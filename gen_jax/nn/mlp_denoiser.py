@@ -30,13 +30,14 @@ Shapes: ``x [B, Z]``, ``t [B]`` (int steps ``0..T-1`` or floats), ``label`` int 
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
+from typing import Any, Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from gen_jax.config import Checked, typed
+from gen_jax.nn.remat import remat_block
 from gen_jax.nn.unet import timestep_embedding
 
 
@@ -91,15 +92,16 @@ class ResidualBlock(nn.Module):
 
     width: int
     dropout: float = 0.0
+    dtype: Optional[Any] = None  # compute dtype of the dense layers (gen_jax.nn.precision)
 
     @nn.compact
     def __call__(self, h, temb, train: bool = False):
-        r = nn.Dense(self.width, name="dense1")(nn.silu(nn.LayerNorm(name="norm1")(h)))
-        r = r + nn.Dense(self.width, name="temb_proj")(nn.silu(temb))
+        r = nn.Dense(self.width, dtype=self.dtype, name="dense1")(nn.silu(nn.LayerNorm(name="norm1")(h)))
+        r = r + nn.Dense(self.width, dtype=self.dtype, name="temb_proj")(nn.silu(temb))
         r = nn.silu(nn.LayerNorm(name="norm2")(r))
         r = nn.Dropout(self.dropout, deterministic=not train)(r)
-        r = nn.Dense(self.width, kernel_init=nn.initializers.zeros, name="dense2")(r)
-        return h + r
+        r = nn.Dense(self.width, kernel_init=nn.initializers.zeros, dtype=self.dtype, name="dense2")(r)
+        return (h + r).astype(jnp.float32)  # the residual stream stays float32
 
 
 class MLPDenoiser(nn.Module):
@@ -107,6 +109,8 @@ class MLPDenoiser(nn.Module):
 
     cfg: MLPDenoiserConfig
     out_features: int
+    dtype: Optional[Any] = None  # mixed precision: the blocks' matmuls in this dtype; head and norms float32
+    remat: str = "none"  # 'none' | 'full' | 'dots_saveable' per residual block (gen_jax.nn.remat)
 
     @nn.compact
     def __call__(self, x: jax.Array, t: jax.Array, label: Optional[jax.Array] = None,
@@ -133,8 +137,9 @@ class MLPDenoiser(nn.Module):
             freqs = jnp.pi * 2.0 ** jnp.asarray(cfg.fourier_exponents, jnp.float32)  # [F]
             ang = x[..., None] * freqs  # [B, Z, F]
             x = jnp.concatenate([x, jnp.sin(ang).reshape(b, -1), jnp.cos(ang).reshape(b, -1)], -1)
-        h = nn.Dense(cfg.width, name="dense_in")(x)
+        h = nn.Dense(cfg.width, dtype=self.dtype, name="dense_in")(x).astype(jnp.float32)
+        block = remat_block(ResidualBlock, self.remat, static_argnums=(3,))  # train
         for i in range(cfg.num_blocks):
-            h = ResidualBlock(cfg.width, cfg.dropout, name=f"block{i}")(h, temb, train)
+            h = block(cfg.width, cfg.dropout, self.dtype, name=f"block{i}")(h, temb, train)
         h = nn.silu(nn.LayerNorm(name="norm_out")(h))
         return nn.Dense(self.out_features, kernel_init=nn.initializers.zeros, name="dense_out")(h)

@@ -65,6 +65,9 @@ import numpy as np
 from gen_jax.config import Checked
 from gen_jax.nn.attention import MultiHeadAttention, apply_rotary, rotary_angles  # noqa: F401 (public names)
 from gen_jax.nn.kv_cache import KVCache, check_cache, init_cache
+from gen_jax.nn.precision import check_compute_dtype, compute_dtype
+from gen_jax.nn.remat import check_remat, remat_block
+from gen_jax.nn.partitioning import constrain
 
 Positions = Literal["learned", "rotary"]
 POSITIONS = typing.get_args(Positions)
@@ -85,6 +88,11 @@ class TransformerConfig(Checked):
       dropout: residual/embedding dropout rate (training only).
       out_size: logits width ``V`` (default ``vocab_size``; smaller when some input ids are
         prompt-only tokens that are never predicted).
+      compute_dtype: ``'float32'`` or ``'bfloat16'``: the blocks' matmuls in that dtype, params,
+        norms, softmax, the residual stream and the logits head in float32
+        (:mod:`gen_jax.nn.precision`).
+      remat: rematerialization of each block: ``'none'``, ``'full'`` or ``'dots_saveable'``
+        (:mod:`gen_jax.nn.remat`).
     """
 
     PATH = "TransformerConfig"
@@ -99,6 +107,8 @@ class TransformerConfig(Checked):
     rope_base: float = 10000.0
     dropout: float = 0.0
     out_size: Optional[int] = None
+    compute_dtype: str = "float32"
+    remat: str = "none"
 
     def __post_init__(self):
         self.positive("vocab_size", "max_len", "num_layers", "d_model", "num_heads", "mlp_ratio")
@@ -111,6 +121,8 @@ class TransformerConfig(Checked):
         self.in_range("dropout", 0.0, 1.0, hi_open=True)
         if self.out_size is not None:
             self.positive("out_size")
+        check_compute_dtype(self.compute_dtype, f"{self.PATH}.compute_dtype")
+        check_remat(self.remat, f"{self.PATH}.remat")
 
     @property
     def head_dim(self) -> int:
@@ -141,15 +153,17 @@ class Block(nn.Module):
     @nn.compact
     def __call__(self, x, positions, cache=None, deterministic=True):
         cfg = self.cfg
+        dtype = compute_dtype(cfg.compute_dtype)
         attn = MultiHeadAttention(cfg.num_heads, kernel_init=_dense_init(), out_init=_residual_init(cfg),
                                   causal=True, rope_base=cfg.rope_base if cfg.positions == "rotary" else None,
-                                  scale_at="logits", name="attn")
+                                  scale_at="logits", dtype=dtype, name="attn")
         h = nn.LayerNorm(name="ln1")(x)
         a, new = (attn(h, positions=positions), None) if cache is None else attn(h, positions=positions, cache=cache)
         x = x + nn.Dropout(cfg.dropout)(a, deterministic=deterministic)
-        h = nn.Dense(cfg.mlp_ratio * cfg.d_model, kernel_init=_dense_init(), name="mlp_in")(
+        h = nn.Dense(cfg.mlp_ratio * cfg.d_model, kernel_init=_dense_init(), dtype=dtype, name="mlp_in")(
             nn.LayerNorm(name="ln2")(x))
-        h = nn.Dense(cfg.d_model, kernel_init=_residual_init(cfg), name="mlp_out")(nn.gelu(h))
+        h = constrain(h, "batch", None, "mlp")  # TP: the hidden units over 'model'
+        h = nn.Dense(cfg.d_model, kernel_init=_residual_init(cfg), dtype=dtype, name="mlp_out")(nn.gelu(h))
         return x + nn.Dropout(cfg.dropout)(h, deterministic=deterministic), new
 
 
@@ -168,7 +182,8 @@ class Transformer(nn.Module):
         self.tok_embed = self.param("tok_embed", _dense_init(), (cfg.vocab_size, cfg.d_model))
         if cfg.positions == "learned":
             self.pos_embed = self.param("pos_embed", _dense_init(), (cfg.max_len, cfg.d_model))
-        self.blocks = [Block(cfg, name=f"block_{i}") for i in range(cfg.num_layers)]
+        block = remat_block(Block, cfg.remat, static_argnums=(4,), field=f"{cfg.PATH}.remat")  # deterministic
+        self.blocks = [block(cfg, name=f"block_{i}") for i in range(cfg.num_layers)]
         self.ln_f = nn.LayerNorm(name="ln_f")
         self.head = nn.Dense(cfg.logits_size, kernel_init=_dense_init(), name="head")
         self.drop = nn.Dropout(cfg.dropout)

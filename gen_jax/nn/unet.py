@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Optional
+from typing import Any, Optional
 
 import flax.linen as nn
 import jax
@@ -56,6 +56,8 @@ from gen_jax.config import Checked, typed
 from gen_jax.nn.attention import FeatureMapAttention
 from gen_jax.nn.conditioning import check_denoiser_inputs, embed_labels
 from gen_jax.nn.norm import GroupNorm
+from gen_jax.nn.remat import remat_block
+from gen_jax.nn.partitioning import constrain
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,10 +180,11 @@ def timestep_embedding(t: jax.Array, dim: int, max_period: float = 10000.0) -> j
     return jnp.concatenate([jnp.sin(args), jnp.cos(args)], axis=-1)
 
 
-def _conv(features: int, kernel: int = 3, stride: int = 1, zero: bool = False, name: Optional[str] = None):
+def _conv(features: int, kernel: int = 3, stride: int = 1, zero: bool = False, name: Optional[str] = None,
+          dtype=None):
     return nn.Conv(features, (kernel, kernel), strides=(stride, stride), padding="SAME",
                    kernel_init=nn.initializers.zeros if zero else nn.initializers.lecun_normal(),
-                   name=name)
+                   dtype=dtype, name=name)
 
 
 class ResBlock(nn.Module):
@@ -190,18 +193,20 @@ class ResBlock(nn.Module):
     out_ch: int
     num_groups: int
     dropout: float
+    dtype: Optional[Any] = None  # compute dtype of the convs/dense layers (gen_jax.nn.precision)
 
     @nn.compact
     def __call__(self, x: jax.Array, temb: jax.Array, train: bool) -> jax.Array:
         h = GroupNorm(self.num_groups, silu=True, name="norm1")(x)
-        h = _conv(self.out_ch, name="conv1")(h)
-        h = h + nn.Dense(self.out_ch, name="temb_proj")(nn.silu(temb))[:, None, None, :]
+        h = _conv(self.out_ch, name="conv1", dtype=self.dtype)(h)
+        h = h + nn.Dense(self.out_ch, dtype=self.dtype, name="temb_proj")(nn.silu(temb))[:, None, None, :]
+        h = constrain(h, "batch", None, None, "mlp")  # TP: conv1 column-, conv2 row-parallel
         h = GroupNorm(self.num_groups, silu=True, name="norm2")(h)
         h = nn.Dropout(self.dropout, deterministic=not train)(h)
-        h = _conv(self.out_ch, zero=True, name="conv2")(h)
+        h = _conv(self.out_ch, zero=True, name="conv2", dtype=self.dtype)(h)
         if x.shape[-1] != self.out_ch:
-            x = nn.Dense(self.out_ch, name="shortcut")(x)
-        return x + h
+            x = nn.Dense(self.out_ch, dtype=self.dtype, name="shortcut")(x)
+        return (x + h).astype(jnp.float32)  # the residual stream stays float32
 
 
 class AttnBlock(nn.Module):
@@ -210,12 +215,14 @@ class AttnBlock(nn.Module):
     num_groups: int
     num_heads: int
     cross: bool = False
+    dtype: Optional[Any] = None
 
     @nn.compact
     def __call__(self, x, context=None, mask=None):
-        x = x + FeatureMapAttention(self.num_heads, name="self_attn")(GroupNorm(self.num_groups, name="norm")(x))
+        x = x + FeatureMapAttention(self.num_heads, dtype=self.dtype, name="self_attn")(
+            GroupNorm(self.num_groups, name="norm")(x))
         if self.cross:
-            x = x + FeatureMapAttention(self.num_heads, name="cross_attn")(
+            x = x + FeatureMapAttention(self.num_heads, dtype=self.dtype, name="cross_attn")(
                 GroupNorm(self.num_groups, name="cross_norm")(x), context, mask)
         return x
 
@@ -228,6 +235,8 @@ class UNet(nn.Module):
     """
 
     config: UNetConfig
+    dtype: Optional[Any] = None  # mixed precision: convs/matmuls in this dtype (gen_jax.nn.precision)
+    remat: str = "none"  # 'none' | 'full' | 'dots_saveable' per ResBlock / AttnBlock (gen_jax.nn.remat)
 
     def _check_inputs(self, x, t, label, context, context_mask, emb):
         cfg = self.config
@@ -284,8 +293,10 @@ class UNet(nn.Module):
         if cfg.emb_dim > 0:
             temb = temb + nn.Dense(tdim, name="emb_proj")(emb.astype(jnp.float32))
 
-        res = lambda ch, name: ResBlock(ch, cfg.num_groups, cfg.dropout, name=name)
-        attn = lambda name: AttnBlock(cfg.num_groups, cfg.num_heads, cross, name=name)
+        res_cls = remat_block(ResBlock, self.remat, static_argnums=(3,))  # train
+        attn_cls = remat_block(AttnBlock, self.remat)
+        res = lambda ch, name: res_cls(ch, cfg.num_groups, cfg.dropout, self.dtype, name=name)
+        attn = lambda name: attn_cls(cfg.num_groups, cfg.num_heads, cross, self.dtype, name=name)
 
         # Down path.
         h = _conv(cfg.ch, name="conv_in")(x)
@@ -297,7 +308,7 @@ class UNet(nn.Module):
                     h = attn(f"down{i}_attn{j}")(h, context, context_mask)
                 hs.append(h)
             if i != cfg.num_levels - 1:
-                h = _conv(h.shape[-1], stride=2, name=f"down{i}_downsample")(h)
+                h = _conv(h.shape[-1], stride=2, name=f"down{i}_downsample", dtype=self.dtype)(h).astype(jnp.float32)
                 hs.append(h)
 
         # Middle.
@@ -315,7 +326,7 @@ class UNet(nn.Module):
             if i != 0:
                 b, hh, ww, c = h.shape
                 h = jnp.broadcast_to(h[:, :, None, :, None, :], (b, hh, 2, ww, 2, c)).reshape(b, 2 * hh, 2 * ww, c)
-                h = _conv(c, name=f"up{i}_upsample")(h)
+                h = _conv(c, name=f"up{i}_upsample", dtype=self.dtype)(h).astype(jnp.float32)
         assert not hs
 
         h = GroupNorm(cfg.num_groups, silu=True, name="norm_out")(h)

@@ -21,11 +21,21 @@ from gen_jax.train.sharding import MeshConfig
 
 
 @dataclasses.dataclass(frozen=True)
-class DataConfig:
+class DataConfig(Checked):
     """``config.dataset``."""
+
+    PATH = "config.dataset"
 
     name: str = "digits"
     data_dir: str = ""  # '' = $GEN_JAX_DATA_DIR or ~/.cache/gen_jax/tfds
+    reader: str = "memory"  # 'memory': load_split + BatchStream; 'records': gen_jax.data.records (streamed)
+    prefetch: int = 2       # records reader: steps read ahead by a background thread (0 = none)
+
+    def __post_init__(self):
+        self.require(self.reader in ("memory", "records"), "reader",
+                     f"must be 'memory' (the split in memory) or 'records' (streamed array_record "
+                     f"shards, gen_jax.data.records), got {self.reader!r}")
+        self.nonnegative("prefetch")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,9 +55,11 @@ class TrainConfig(Checked):
     eval_every: int = 0        # evaluate the sampling params every N steps (0 = never; gen_jax.train.best)
     eval_num: int = 500        # samples of each such evaluation
     best_metric: str = ""      # keep the checkpoint of the lowest value of this evaluation metric ('' = none)
+    grad_accum: int = 1        # micro-batches per gradient update (lax.scan; gen_jax.train.step.Accumulation)
 
     def __post_init__(self):
-        self.positive("steps", "log_every", "ckpt_every", "keep_checkpoints", "grid_size", "batch_size", "eval_num")
+        self.positive("steps", "log_every", "ckpt_every", "keep_checkpoints", "grid_size", "batch_size", "eval_num",
+                      "grad_accum")
         self.nonnegative("sample_every", "eval_every")
         self.require(not self.best_metric or self.eval_every > 0, "best_metric",
                      f"keeping the best checkpoint by {self.best_metric!r} needs config.train.eval_every > 0")
@@ -160,6 +172,8 @@ def parse_config(cfg: ml_collections.ConfigDict) -> ExperimentConfig:
 def _rules_as_tuples(mesh: Optional[dict]) -> Optional[dict]:
     if mesh and "rules" in mesh:
         mesh = dict(mesh, rules=tuple(tuple(r) for r in mesh["rules"]))
+    if mesh and isinstance(mesh.get("shape"), list):
+        mesh = dict(mesh, shape=tuple(mesh["shape"]))
     return mesh
 
 

@@ -192,10 +192,9 @@ def _restore_or_init(exp, ckpt, abstract, state_sh, init_fn, example, resume_ste
     meta = ckpt.read_meta(step)
     check_resume(meta.get("config"), exp.raw.to_json(), step, exp.train.steps, ckpt._step_dir(step),
                  allow_change, say)
-    state, meta = ckpt.restore_readable(_with_shardings(abstract, state_sh), resume_step, say)
+    state, meta = ckpt.restore_readable(_with_shardings(abstract, state_sh), resume_step, say, report_topology=True)
     resumed = int(meta.get("step", int(state.step)))
-    if is_main:
-        ckpt.delete_after(resumed, say)
+    ckpt.delete_after(resumed, say)  # on every process: orbax deletes on process 0 behind a barrier of all
     return state, resumed
 
 
@@ -215,7 +214,7 @@ def _newest_meta(ckpt, say) -> int:
 
 def _train(exp, model, workdir, stream, info, progress, stop_after, mesh, resume_step, allow_config_change,
            evaluator):
-    mesh = mesh or shd.make_mesh(exp.mesh.num_devices)
+    mesh = mesh or shd.make_mesh(exp.mesh.num_devices, exp.mesh.shape)
     batch_sh = shd.batch_sharding(mesh)
     is_main = jax.process_index() == 0
     os.makedirs(workdir, exist_ok=True)
@@ -242,10 +241,14 @@ def _train(exp, model, workdir, stream, info, progress, stop_after, mesh, resume
             if exp.train.best_metric else None)
     train_step = make_train_step(phases, optimizers, ema_decay=exp.train.ema_decay or None,
                                  ema_groups=model.training.ema_groups, state_sharding=state_sh,
-                                 batch_sharding=batch_sh, frozen_sharding=shd.replicated(mesh))
+                                 batch_sharding=batch_sh, frozen_sharding=shd.replicated(mesh),
+                                 grad_accum=exp.train.grad_accum)
     frozen = place_frozen(model, mesh)
     sampler = getattr(model, "sampler", None)
-    sample_fn = None if sampler is None else xla_options.jit(sampler.sample, static_argnums=(2,))
+    # Sampling is collective under a multi-host mesh: every process calls it; the grid comes back
+    # replicated (each process holds all of it) and process 0 writes it.
+    sample_fn = None if sampler is None else xla_options.jit(sampler.sample, static_argnums=(2,),
+                                                             out_shardings=shd.replicated(mesh))
 
     total = exp.train.steps if stop_after is None else min(stop_after, exp.train.steps)
     last_good_ckpt = resumed_from
@@ -298,8 +301,8 @@ def _train(exp, model, workdir, stream, info, progress, stop_after, mesh, resume
                     check(*pending)
                     pending = None
                 _evaluate(evaluator, state, model, writer, best, done, meta, is_main)
-            if sample_fn is not None and exp.train.sample_every and done % exp.train.sample_every == 0 and is_main:
-                _write_grid(sample_fn, state, model, info, exp, workdir, done, stream)
+            if sample_fn is not None and exp.train.sample_every and done % exp.train.sample_every == 0:
+                _write_grid(sample_fn, state, model, info, exp, workdir, done, stream, is_main)
         if pending is not None:
             check(*pending)
     finally:
@@ -308,10 +311,11 @@ def _train(exp, model, workdir, stream, info, progress, stop_after, mesh, resume
         if best is not None:
             best.close()
     seconds = time.time() - t0
-    if is_main and total == exp.train.steps:
+    if total == exp.train.steps:
         if sample_fn is not None:
-            _write_grid(sample_fn, state, model, info, exp, workdir, total, stream)
-        _write_curves(workdir, model.name)
+            _write_grid(sample_fn, state, model, info, exp, workdir, total, stream, is_main)
+        if is_main:
+            _write_curves(workdir, model.name)
     return TrainResult(state=state, last_metrics=last_metrics, seconds=seconds,
                        resumed_from=resumed_from, mesh=mesh)
 
@@ -326,13 +330,15 @@ def _evaluate(evaluator, state, model, writer, best, step, meta, is_main):
               f"{best_dir(best.workdir)})", flush=True)
 
 
-def _write_grid(sample_fn, state, model, info, exp, workdir, step, stream):
+def _write_grid(sample_fn, state, model, info, exp, workdir, step, stream, is_main=True):
     from gen_jax.viz import save_grid
 
     n = exp.train.grid_size
     key = jax.random.fold_in(jax.random.PRNGKey(exp.seed + 1), step)
     params = eval_params(state, model)
     x = np.asarray(sample_fn(params, key, n, sample_conditions(model, info, n, stream.arrays)))
+    if not is_main:
+        return
     out = os.path.join(workdir, "samples")
     os.makedirs(out, exist_ok=True)
     kind = model.sampler.kind

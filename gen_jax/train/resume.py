@@ -7,7 +7,13 @@ without ``--allow_config_change``: the bookkeeping fields in :data:`BOOKKEEPING`
 checkpoint and grid cadence, evaluation, where the data lives) and a larger
 ``train.steps`` when every optimizer's schedule is ``constant`` (a cosine or linear decay is
 a function of the total step count, so growing the run changes every step's learning rate).
-Anything else (seed, batch size, optimizer fields, dataset, model, EMA, mesh, stages)
+The placement levers (:data:`PLACEMENT`: the ``mesh`` section, gradient accumulation,
+rematerialization) are allowed too: they only place or schedule the same computation, so a
+resume onto another mesh (8 -> 4 devices, 2-D -> 1-D) or with another micro-batch count continues
+the same trajectory up to float round-off of another reduction order (not bit-identically, like
+a changed device count). A field that a checkpoint's config lacks because it was added later
+(:data:`ADDED_DEFAULTS`) may appear with the value that reproduces the old behaviour.
+Anything else (seed, batch size, optimizer fields, dataset, model, EMA, stages)
 is refused, as is a ``train.steps`` below the checkpoint's step.
 """
 from __future__ import annotations
@@ -19,7 +25,13 @@ from gen_jax.config import ConfigError
 
 BOOKKEEPING = ("train.log_every", "train.ckpt_every", "train.sample_every", "train.keep_checkpoints",
                "train.grid_size", "train.eval_every", "train.eval_num", "train.best_metric", "eval.",
-               "dataset.data_dir")
+               "dataset.data_dir", "dataset.prefetch")
+PLACEMENT = ("mesh.", "train.grad_accum", "model.remat")
+# Fields added after checkpoints were written: a checkpoint whose config lacks one was trained
+# with the behaviour of this value, so resuming with it (absent -> this value) changes nothing.
+ADDED_DEFAULTS = {"dataset.reader": "memory", "dataset.prefetch": 2, "train.grad_accum": 1,
+                  "model.compute_dtype": "float32", "model.remat": "none"}
+ABSENT = "<absent>"
 
 
 def flatten(d: Any, prefix: str = "") -> dict:
@@ -36,7 +48,7 @@ def config_changes(old: dict, new: dict) -> list[tuple[str, Any, Any]]:
     """``[(field, checkpoint's value, this run's value)]`` of every field that differs
     (``'<absent>'`` for a field one side lacks), sorted by field."""
     a, b = flatten(old), flatten(new)
-    missing = "<absent>"
+    missing = ABSENT
     return [(k, a.get(k, missing), b.get(k, missing)) for k in sorted(set(a) | set(b))
             if a.get(k, missing) != b.get(k, missing)]
 
@@ -51,7 +63,9 @@ def _schedules(cfg: dict) -> list[str]:
 def breaks_trajectory(field: str, old: Any, new: Any, new_cfg: dict) -> bool:
     """Whether changing ``field`` from ``old`` to ``new`` on resume changes the steps already
     promised (module docstring)."""
-    if any(field == b or (b.endswith(".") and field.startswith(b)) for b in BOOKKEEPING):
+    if any(field == b or (b.endswith(".") and field.startswith(b)) for b in BOOKKEEPING + PLACEMENT):
+        return False
+    if old == ABSENT and field in ADDED_DEFAULTS and new == ADDED_DEFAULTS[field]:
         return False
     if field == "train.steps" and isinstance(old, int) and isinstance(new, int) and new > old:
         return any(s != "constant" for s in _schedules(new_cfg))

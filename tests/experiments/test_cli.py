@@ -27,7 +27,8 @@ def _exit(main, argv, capsys):
 
 @pytest.mark.parametrize("cli, flags", [
     (train_cli, ["--config", "--workdir", "--list", "--no_progress", "--step", "--allow_config_change",
-                 "--coordinator", "--num_processes", "--process_id"]),
+                 "--cluster", "--coordinator", "--num_processes", "--process_id", "--init_timeout",
+                 "--heartbeat_timeout", "--shutdown_timeout"]),
     (sample, ["--config", "--workdir", "--list", "--num", "--out", "--labels", "--seed", "--step"]),
     (evaluate, ["--config", "--workdir", "--list", "--num", "--seed", "--step", "--train_feature_net"]),
 ])

@@ -164,7 +164,7 @@ def test_fewer_steps_than_the_checkpoint_holds_is_refused(copy):
 
 
 def _cfg(**kw):
-    base = {"seed": 0, "train": {"steps": 100, "batch_size": 8, "log_every": 10},
+    base = {"seed": 0, "dataset": {"name": "digits"}, "train": {"steps": 100, "batch_size": 8, "log_every": 10},
             "optim": {"learning_rate": 0.001, "schedule": "constant"}}
     for k, v in kw.items():
         sec, field = k.split("__")
@@ -179,6 +179,12 @@ def _cfg(**kw):
     ({"optim__learning_rate": 0.01}, "config.optim.learning_rate: the checkpoint C was trained with 0.001, "
                                      "this run asks for 0.01;"),
     ({"train__batch_size": 16}, "config.train.batch_size"),
+    # placement levers: the same computation placed or scheduled otherwise
+    ({"train__grad_accum": 4}, None),
+    # a field added after the checkpoint was written, at the value that reproduces the old run
+    ({"train__grad_accum": 1, "dataset__reader": "memory"}, None),
+    ({"dataset__reader": "records"}, "config.dataset.reader: the checkpoint C was trained with '<absent>', "
+                                     "this run asks for 'records';"),
 ])
 def test_which_resume_changes_break_the_trajectory(change, refused):
     said = []
