@@ -25,7 +25,7 @@ Shapes: inputs ``[B, H, W, I]`` -> outputs ``[B, H, W, O]`` (NHWC, kernels ``[kh
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -108,6 +108,9 @@ class MaskedConv(nn.Module):
       out_splits: output blocks (2 for a gated activation, 4 for LSTM gates), each split into
         the ``C`` groups; the input is one block (its groups are contiguous).
       use_bias: add a bias.
+      dtype: compute dtype of the convolution (``None``: float32): the input and the masked
+        float32 kernel are cast to it; the float32 bias makes the output float32
+        (:mod:`gen_jax.nn.precision`).
     """
 
     features: int
@@ -117,6 +120,7 @@ class MaskedConv(nn.Module):
     center: Optional[tuple[int, int]] = None
     out_splits: int = 1
     use_bias: bool = True
+    dtype: Optional[Any] = None
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -129,8 +133,10 @@ class MaskedConv(nn.Module):
                                       self.mask_type, self.out_splits, f"MaskedConv ({self.name})"))
         kernel = self.param("kernel", nn.initializers.lecun_normal(), (kh, kw, in_ch, self.features))
         pad = ((center[0], kh - 1 - center[0]), (center[1], kw - 1 - center[1]))
-        y = jax.lax.conv_general_dilated(x, kernel * mask, (1, 1), pad,
-                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        kernel = kernel * mask
+        if self.dtype is not None:
+            x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+        y = jax.lax.conv_general_dilated(x, kernel, (1, 1), pad, dimension_numbers=("NHWC", "HWIO", "NHWC"))
         if self.use_bias:
             y = y + self.param("bias", nn.initializers.zeros, (self.features,))
         return y

@@ -38,16 +38,23 @@ to zero are simply not allocated here (``(n//2 + 1) x n`` and ``1 x (n//2 + 1)``
 layer's ``n`` (``first_kernel``, e.g. 7 as PixelCNN's first layer, 2016a Table 1) and the
 later layers' ``n`` (``kernel``) are separate fields. Dropout (rate ``dropout``) on the gated
 horizontal outputs is a regularizer for small data sets, not part of the papers.
+
+Mixed precision (``dtype=jnp.bfloat16``, :mod:`gen_jax.nn.precision`): every convolution but
+the output one computes in ``dtype`` (params float32; biases added in float32, so the
+residual stream, the gates' inputs and the skip sum are float32); the logits layer
+(``out_logits``) is float32, so the categorical likelihood reads float32. ``remat`` wraps
+each :class:`GatedLayer` of the gated PixelCNN (:mod:`gen_jax.nn.remat`).
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from gen_jax.autoregressive.masked_conv import MaskedConv, check_channel_split, down_shift
+from gen_jax.nn.remat import remat_block
 
 
 def _check_input(x: jax.Array, image_channels: int, where: str) -> None:
@@ -55,9 +62,10 @@ def _check_input(x: jax.Array, image_channels: int, where: str) -> None:
         raise ValueError(f"{where}: x must be [B, H, W, {image_channels}], got shape {x.shape}")
 
 
-def _logits(h: jax.Array, out_hidden: int, c: int, k: int) -> jax.Array:
-    """ReLU -> 1x1 (mask B) -> ReLU -> 1x1 (mask B) -> logits ``[B, H, W, C, K]``."""
-    h = MaskedConv(out_hidden, (1, 1), "B", c, name="out_hidden")(nn.relu(h))
+def _logits(h: jax.Array, out_hidden: int, c: int, k: int, dtype=None) -> jax.Array:
+    """ReLU -> 1x1 (mask B) -> ReLU -> 1x1 (mask B) -> logits ``[B, H, W, C, K]`` (the hidden
+    1x1 in ``dtype``, the logits layer float32)."""
+    h = MaskedConv(out_hidden, (1, 1), "B", c, dtype=dtype, name="out_hidden")(nn.relu(h))
     out = MaskedConv(c * k, (1, 1), "B", c, name="out_logits")(nn.relu(h))  # groups: c-th block of K
     return out.reshape(out.shape[:3] + (c, k))
 
@@ -73,6 +81,7 @@ class PixelCNN(nn.Module):
       kernel: odd size of the blocks' mask-B convolution (3 in the paper).
       out_hidden: width of the 1x1 output layer (a multiple of ``C``).
       dropout: dropout rate inside the residual blocks.
+      dtype: compute dtype of the convolutions (``None``: float32; module docstring).
     """
 
     image_channels: int
@@ -83,6 +92,7 @@ class PixelCNN(nn.Module):
     kernel: int = 3
     out_hidden: int = 64
     dropout: float = 0.0
+    dtype: Optional[Any] = None
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -90,14 +100,14 @@ class PixelCNN(nn.Module):
         _check_input(x, c, "PixelCNN")
         check_channel_split(self.hidden, c, "PixelCNN.hidden (2h, h = hidden / 2)", splits=2)
         check_channel_split(self.out_hidden, c, "PixelCNN.out_hidden")
-        fk, k = self.first_kernel, self.kernel
-        h = MaskedConv(self.hidden, (fk, fk), "A", c, name="input_conv")(2.0 * x - 1.0)  # [B, H, W, 2h]
+        fk, k, dt = self.first_kernel, self.kernel, self.dtype
+        h = MaskedConv(self.hidden, (fk, fk), "A", c, dtype=dt, name="input_conv")(2.0 * x - 1.0)  # [B, H, W, 2h]
         for i in range(self.num_blocks):
-            r = MaskedConv(self.hidden // 2, (1, 1), "B", c, name=f"block{i}_in")(nn.relu(h))
-            r = MaskedConv(self.hidden // 2, (k, k), "B", c, name=f"block{i}_conv")(nn.relu(r))
+            r = MaskedConv(self.hidden // 2, (1, 1), "B", c, dtype=dt, name=f"block{i}_in")(nn.relu(h))
+            r = MaskedConv(self.hidden // 2, (k, k), "B", c, dtype=dt, name=f"block{i}_conv")(nn.relu(r))
             r = nn.Dropout(self.dropout, deterministic=not train)(nn.relu(r))
-            h = h + MaskedConv(self.hidden, (1, 1), "B", c, name=f"block{i}_out")(r)
-        return _logits(h, self.out_hidden, c, self.num_levels)
+            h = h + MaskedConv(self.hidden, (1, 1), "B", c, dtype=dt, name=f"block{i}_out")(r)
+        return _logits(h, self.out_hidden, c, self.num_levels, dt)
 
 
 def gate(a: jax.Array) -> jax.Array:
@@ -118,24 +128,26 @@ class GatedLayer(nn.Module):
     image_channels: int
     first: bool
     dropout: float = 0.0
+    dtype: Optional[Any] = None  # compute dtype of the convolutions (module docstring)
 
     @nn.compact
     def __call__(self, v, h, cond: Optional[jax.Array], train: bool = False):
-        p, k, c = self.features, self.kernel, self.image_channels
+        p, k, c, dt = self.features, self.kernel, self.image_channels, self.dtype
         # Vertical stack: rows i - k//2 .. i, columns j - k//2 .. j + k//2 (no mask).
-        v_pre = nn.Conv(2 * p, (k // 2 + 1, k), padding=((k // 2, 0), (k // 2, k // 2)), name="v_conv")(v)
+        v_pre = nn.Conv(2 * p, (k // 2 + 1, k), padding=((k // 2, 0), (k // 2, k // 2)), dtype=dt,
+                        name="v_conv")(v).astype(jnp.float32)
         # Horizontal stack: row i, columns j - k//2 .. j (the current pixel by channel group).
         h_pre = MaskedConv(2 * p, (1, k // 2 + 1), "A" if self.first else "B", c, center=(0, k // 2),
-                           out_splits=2, name="h_conv")(h)
+                           out_splits=2, dtype=dt, name="h_conv")(h)
         # Link: vertical pre-activations of the rows above (shifted down one row).
-        h_pre = h_pre + nn.Conv(2 * p, (1, 1), name="v_to_h")(down_shift(v_pre))
+        h_pre = h_pre + nn.Conv(2 * p, (1, 1), dtype=dt, name="v_to_h")(down_shift(v_pre))
         if cond is not None:  # Eq. 4: V_f^T h and V_g^T h inside both gates
             v_pre = v_pre + nn.Dense(2 * p, name="v_cond")(cond)[:, None, None, :]
             h_pre = h_pre + nn.Dense(2 * p, name="h_cond")(cond)[:, None, None, :]
         v_out = gate(v_pre)
         g = nn.Dropout(self.dropout, deterministic=not train)(gate(h_pre))  # [B, H, W, p], groups kept
-        skip = MaskedConv(p, (1, 1), "B", c, name="skip")(g)
-        res = MaskedConv(p, (1, 1), "B", c, name="res")(g)
+        skip = MaskedConv(p, (1, 1), "B", c, dtype=dt, name="skip")(g)
+        res = MaskedConv(p, (1, 1), "B", c, dtype=dt, name="res")(g)
         h_out = res if self.first else h + res
         return v_out, h_out, skip
 
@@ -152,6 +164,8 @@ class GatedPixelCNN(nn.Module):
       first_kernel, kernel: odd ``k`` of the first layer and of the others.
       out_hidden: width of the 1x1 output layer (a multiple of ``C``).
       dropout: dropout rate on the gated horizontal outputs.
+      dtype: compute dtype of the convolutions (``None``: float32; module docstring).
+      remat: ``'none'``, ``'full'`` or ``'dots_saveable'`` per gated layer.
     """
 
     image_channels: int
@@ -162,6 +176,8 @@ class GatedPixelCNN(nn.Module):
     kernel: int = 3
     out_hidden: int = 64
     dropout: float = 0.0
+    dtype: Optional[Any] = None
+    remat: str = "none"
 
     @nn.compact
     def __call__(self, x: jax.Array, cond: Optional[jax.Array] = None, train: bool = False) -> jax.Array:
@@ -173,8 +189,9 @@ class GatedPixelCNN(nn.Module):
             raise ValueError(f"GatedPixelCNN: cond must be [B, E] with B={x.shape[0]}, got shape {cond.shape}")
         v = h = 2.0 * x - 1.0
         skips = 0.0
+        layer = remat_block(GatedLayer, self.remat, static_argnums=(4,))  # train
         for i in range(self.num_layers):
-            v, h, s = GatedLayer(self.hidden, self.first_kernel if i == 0 else self.kernel, c, first=i == 0,
-                                 dropout=self.dropout, name=f"layer{i}")(v, h, cond, train)
+            v, h, s = layer(self.hidden, self.first_kernel if i == 0 else self.kernel, c, first=i == 0,
+                            dropout=self.dropout, dtype=self.dtype, name=f"layer{i}")(v, h, cond, train)
             skips = skips + s
-        return _logits(skips, self.out_hidden, c, self.num_levels)
+        return _logits(skips, self.out_hidden, c, self.num_levels, self.dtype)

@@ -42,14 +42,24 @@ data pass. Inputs are scaled to ``[-1, 1]`` and a constant channel of ones is ap
 
 Shapes: ``x`` ``[B, H, W, C]`` in ``[-1, 1]``, ``label`` int ``[B]`` -> ``[B, H, W, P]``;
 ``H`` and ``W`` must be divisible by ``2^(num_stages - 1)``.
+
+Mixed precision (``dtype=jnp.bfloat16``, :mod:`gen_jax.nn.precision`): every convolution of
+the streams casts its input and its (float32, weight-normalized in float32) kernel to
+``dtype``; biases are added in float32, so both streams, the gates and the residual sums are
+float32; the output ``nin`` (the mixture parameters) is a float32 layer, so the logistic
+mixture likelihood reads float32. ``remat`` wraps each :class:`GatedResnet` in
+``flax.linen.remat`` (:mod:`gen_jax.nn.remat`).
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+import itertools
+from typing import Any, Optional, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from gen_jax.nn.remat import remat_block
 
 SHIFTS = ("down", "down_right")
 
@@ -96,6 +106,11 @@ def normalized_weight(v: jax.Array, g: jax.Array) -> jax.Array:
     return v * (g / norm)
 
 
+def _cast(x: jax.Array, w: jax.Array, dtype):
+    """``(x, w)`` in the compute ``dtype`` (unchanged for ``None``)."""
+    return (x, w) if dtype is None else (x.astype(dtype), w.astype(dtype))
+
+
 def layer_weight(p: dict) -> jax.Array:
     """The kernel of a layer's params: ``normalized_weight(v, g)`` or the plain ``kernel``."""
     return normalized_weight(p["v"], p["g"]) if "v" in p else p["kernel"]
@@ -115,6 +130,7 @@ class ShiftedConv(nn.Module):
     stride: int = 1
     init_scale: float = 1.0
     weight_norm: bool = True
+    dtype: Optional[Any] = None  # compute dtype of the convolution (None: float32)
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -127,9 +143,10 @@ class ShiftedConv(nn.Module):
             raise ValueError(f"ShiftedConv.shift must be one of {SHIFTS}, got {self.shift!r}")
         x = jnp.pad(x, ((0, 0),) + pad + ((0, 0),))
         w = _weight(self, (fh, fw, x.shape[-1], self.features), self.init_scale, self.weight_norm)
+        x, w = _cast(x, w, self.dtype)
         y = jax.lax.conv_general_dilated(x, w, (self.stride, self.stride), "VALID",
                                          dimension_numbers=("NHWC", "HWIO", "NHWC"))
-        return y + self.param("b", nn.initializers.zeros, (self.features,))
+        return y + self.param("b", nn.initializers.zeros, (self.features,))  # float32 bias: float32 out
 
 
 class ShiftedConvTranspose(nn.Module):
@@ -145,12 +162,14 @@ class ShiftedConvTranspose(nn.Module):
     kernel: tuple = (2, 3)
     shift: str = "down"
     weight_norm: bool = True
+    dtype: Optional[Any] = None  # compute dtype of the transposed convolution (None: float32)
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         b, h, w_, _ = x.shape
         fh, fw = self.kernel
         w = _weight(self, (fh, fw, x.shape[-1], self.features), 1.0, self.weight_norm)
+        x, w = _cast(x, w, self.dtype)
         y = jax.lax.conv_transpose(x, w, (2, 2), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
         # y: [B, 2H + fh - 2, 2W + fw - 2, F]
         left = (fw - 1) // 2 if self.shift == "down" else 0
@@ -170,16 +189,18 @@ class GatedResnet(nn.Module):
     dropout: float
     num_classes: int = 0
     weight_norm: bool = True
+    dtype: Optional[Any] = None  # compute dtype of the convolutions (gen_jax.nn.precision)
 
     @nn.compact
     def __call__(self, x, a=None, label=None, train: bool = False):
         f = x.shape[-1]
         kernel = (2, 3) if self.shift == "down" else (2, 2)
         conv = lambda n, name, scale=1.0: ShiftedConv(n, kernel, self.shift, init_scale=scale,
-                                                      weight_norm=self.weight_norm, name=name)
+                                                      weight_norm=self.weight_norm, dtype=self.dtype, name=name)
         c1 = conv(f, "conv1")(concat_elu(x))
         if a is not None:
-            c1 = c1 + ShiftedConv(f, (1, 1), weight_norm=self.weight_norm, name="nin_a")(concat_elu(a))
+            c1 = c1 + ShiftedConv(f, (1, 1), weight_norm=self.weight_norm, dtype=self.dtype,
+                                  name="nin_a")(concat_elu(a))
         c1 = nn.Dropout(self.dropout, deterministic=not train)(concat_elu(c1))
         c2 = conv(2 * f, "conv2", 0.1)(c1)
         if label is not None:
@@ -200,6 +221,8 @@ class PixelCNNPP(nn.Module):
       dropout: dropout rate inside the blocks (``train=True`` only; rng ``'dropout'``).
       num_classes: ``> 0`` for class conditioning (a label embedding in every block).
       weight_norm: weight-normalized layers (the paper's) or plain ones.
+      dtype: compute dtype of the convolutions (``None``: float32; module docstring).
+      remat: ``'none'``, ``'full'`` or ``'dots_saveable'`` per gated ResNet block.
     """
 
     out_features: int
@@ -209,6 +232,8 @@ class PixelCNNPP(nn.Module):
     dropout: float = 0.5
     num_classes: int = 0
     weight_norm: bool = True
+    dtype: Optional[Any] = None
+    remat: str = "none"
 
     @nn.compact
     def __call__(self, x: jax.Array, label: Optional[jax.Array] = None, train: bool = False) -> jax.Array:
@@ -221,8 +246,12 @@ class PixelCNNPP(nn.Module):
         if label is not None and label.shape != x.shape[:1]:
             raise ValueError(f"PixelCNNPP: label must be [{x.shape[0]}], got shape {label.shape}")
         F, wn = self.nr_filters, self.weight_norm
-        conv = lambda kernel, shift, stride=1: ShiftedConv(F, kernel, shift, stride, weight_norm=wn)
-        block = lambda shift: GatedResnet(shift, self.dropout, self.num_classes, wn)
+        dt = self.dtype
+        conv = lambda kernel, shift, stride=1: ShiftedConv(F, kernel, shift, stride, weight_norm=wn, dtype=dt)
+        block_cls = remat_block(GatedResnet, self.remat, static_argnums=(4,))  # train
+        n_block = itertools.count()  # the names flax gives unwrapped blocks: params independent of remat
+        block = lambda shift: block_cls(shift, self.dropout, self.num_classes, wn, dt,
+                                        name=f"GatedResnet_{next(n_block)}")
         x_pad = jnp.concatenate([x, jnp.ones(x.shape[:-1] + (1,), x.dtype)], axis=-1)
 
         # Up pass. The first layer removes the current pixel from both streams.
@@ -240,8 +269,8 @@ class PixelCNNPP(nn.Module):
         u, ul = us.pop(), uls.pop()
         for s in range(self.num_stages):
             if s > 0:
-                u = ShiftedConvTranspose(F, (2, 3), "down", wn)(u)
-                ul = ShiftedConvTranspose(F, (2, 2), "down_right", wn)(ul)
+                u = ShiftedConvTranspose(F, (2, 3), "down", wn, dt)(u)
+                ul = ShiftedConvTranspose(F, (2, 2), "down_right", wn, dt)(ul)
             for _ in range(self.nr_resnet + (s > 0)):
                 u = block("down")(u, us.pop(), label, train)
                 ul = block("down_right")(ul, jnp.concatenate([u, uls.pop()], axis=-1), label, train)

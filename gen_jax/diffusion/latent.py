@@ -86,6 +86,7 @@ from gen_jax.model import (DataSpec, Denoiser, GenerativeModel, Phase, Sampler, 
                            require_labels)
 from gen_jax.nn.dit import DiTConfig
 from gen_jax.nn.mlp_denoiser import MLPDenoiser, MLPDenoiserConfig
+from gen_jax.nn.precision import compute_dtype, to_float32
 
 STAGE1_CONFIG = "config.stages.stage1.config"
 
@@ -224,13 +225,14 @@ def _latent_network(cfg: LatentDiffusionConfig, z_dim: int, num_classes: int):
     ``[B, Z]`` latents to the network's input layout (the identity for the MLP, the reshape to
     ``[B, h, w, c]`` for the DiT)."""
     if cfg.network == "mlp":
-        net = MLPDenoiser(dataclasses.replace(cfg.denoiser, num_classes=num_classes), z_dim)
+        net = MLPDenoiser(dataclasses.replace(cfg.denoiser, num_classes=num_classes), z_dim,
+                          dtype=compute_dtype(cfg.compute_dtype), remat=cfg.remat)
         return net, net.apply, lambda z: z
     grid = tuple(cfg.latent_grid)
     if not grid or math.prod(grid) != z_dim:
         raise ConfigError(f"config.model.latent_grid: network='dit' views the Z={z_dim} latents as an (h, w, c) "
                           f"grid with h*w*c = {z_dim}, e.g. ({z_dim}, 1, 1); got {grid or '()'}")
-    net = dit_network(cfg.dit, grid, num_classes, grid[-1])
+    net = dit_network(cfg.dit, grid, num_classes, grid[-1], compute_dtype(cfg.compute_dtype), cfg.remat)
     to_grid = lambda z: z.reshape((z.shape[0],) + grid)
 
     def apply_dit(params, z_t, t, label, train=False, rngs=None):
@@ -308,7 +310,7 @@ def build_latent_diffusion(cfg: Any, info: Any,
     def denoise(params, z_t, t, label=None, *, train=False, key=None):
         """``[B, Z]`` denoiser output at scaled latents ``z_t [B, Z]``, times ``t [B]``."""
         rngs = {"dropout": key} if train else None
-        return apply_net(params["denoiser"], z_t, t, label, train=train, rngs=rngs)
+        return to_float32(apply_net(params["denoiser"], z_t, t, label, train=train, rngs=rngs))  # loss in float32
 
     def encode_latents(params, image, key=None):
         check_image(image)

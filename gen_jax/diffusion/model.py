@@ -89,7 +89,11 @@ class ProcessConfig(ScheduleConfig):
     ``parameterization`` (what the network predicts), the sampler (``'ddpm'`` ancestral or
     ``'ddim'`` with ``sample_steps`` ``S``, 0 = ``T``, and ``eta``), the ``conditioning`` and
     classifier-free guidance (``cond_drop_prob`` at training, ``guidance_scale`` ``w`` in
-    ``sample``). Errors name ``config.model.<field>``."""
+    ``sample``), and the network's ``compute_dtype`` (``'float32'`` or ``'bfloat16'``: its
+    matmuls / convs in that dtype; params, norms, softmax, the network output, losses and the
+    bound float32, :mod:`gen_jax.nn.precision`) and ``remat`` (``'none'``, ``'full'``,
+    ``'dots_saveable'`` per repeated block, :mod:`gen_jax.nn.remat`). Errors name
+    ``config.model.<field>``."""
 
     parameterization: Literal["eps", "x0", "v"] = "eps"
     sampler: Literal["ddpm", "ddim"] = "ddpm"
@@ -98,9 +102,13 @@ class ProcessConfig(ScheduleConfig):
     conditioning: Literal["none", "label"] = "none"
     cond_drop_prob: float = 0.0
     guidance_scale: float = 0.0
+    compute_dtype: str = "float32"
+    remat: str = "none"
 
     def __post_init__(self):
         super().__post_init__()
+        check_compute_dtype(self.compute_dtype)
+        check_remat(self.remat)
         self.require(0 <= self.sample_steps <= self.timesteps, "sample_steps",
                      f"S={self.sample_steps} must be in [0, T={self.timesteps}] (0 = T)")
         self.nonnegative("eta", "guidance_scale")
@@ -153,9 +161,9 @@ class DiffusionConfig(ProcessConfig):
         ``dit.patch_size``).
       denoiser: :class:`gen_jax.nn.mlp_denoiser.MLPDenoiserConfig` (``network='mlp'``;
         ``num_classes`` is set from the dataset).
-      compute_dtype: ``'float32'`` or ``'bfloat16'``: the network's matmuls / convs in that
-        dtype; params, norms, softmax, the network output, losses and the bound float32
-        (:mod:`gen_jax.nn.precision`; not with caption conditioning).
+      compute_dtype: ``'float32'`` or ``'bfloat16'``: the network's matmuls / convs (and the
+        caption encoder's) in that dtype; params, norms, softmax, the network output, losses
+        and the bound float32 (:mod:`gen_jax.nn.precision`).
       remat: rematerialization of the network's repeated blocks (U-Net ResBlock/AttnBlock,
         DiT blocks, MLP residual blocks): ``'none'``, ``'full'``, ``'dots_saveable'``
         (:mod:`gen_jax.nn.remat`).
@@ -178,16 +186,9 @@ class DiffusionConfig(ProcessConfig):
     unet: UNetConfig = dataclasses.field(default_factory=UNetConfig)
     dit: DiTConfig = dataclasses.field(default_factory=DiTConfig)
     denoiser: MLPDenoiserConfig = dataclasses.field(default_factory=MLPDenoiserConfig)
-    compute_dtype: str = "float32"
-    remat: str = "none"
 
     def __post_init__(self):
         super().__post_init__()
-        check_compute_dtype(self.compute_dtype)
-        check_remat(self.remat)
-        self.require(self.conditioning != "caption" or (self.compute_dtype == "float32" and self.remat == "none"),
-                     "compute_dtype", "the caption U-Net runs in float32 without remat; set "
-                     "config.model.compute_dtype='float32' and config.model.remat='none'")
         self.require(self.loss != "hybrid" or self.learn_variance, "loss",
                      "'hybrid' trains the variance: set config.model.learn_variance=True")
         self.positive("vlb_chunk", "caption_dim", "caption_heads")
@@ -429,7 +430,8 @@ def _network(cfg: DiffusionConfig, image_shape: tuple, cond: DenoiserCondition, 
     if cond.kind != "caption":
         net = UNet(ucfg, dtype=dtype, remat=cfg.remat)
         return net, net.apply
-    net = CaptionUNet(ucfg, cond.vocab_size, cond.caption_len, cfg.caption_layers, cfg.caption_heads)
+    net = CaptionUNet(ucfg, cond.vocab_size, cond.caption_len, cfg.caption_layers, cfg.caption_heads,
+                      dtype=dtype, remat=cfg.remat)
     return net, lambda params, x_t, t, tok, train=False, rngs=None: net.apply(params, x_t, t, tok, train=train,
                                                                               rngs=rngs)
 

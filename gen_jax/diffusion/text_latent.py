@@ -76,6 +76,7 @@ from gen_jax.diffusion.latent import LatentDiffusionParts, latent_channel_stats
 from gen_jax.diffusion.model import DenoiserCondition, ProcessConfig, make_guided, process_sampler, process_schedule
 from gen_jax.model import Codec, DataSpec, Denoiser, GenerativeModel, Phase, Sampler, Stage, Training, check_image_batch
 from gen_jax.multimodal.clip import text_token_states
+from gen_jax.nn.precision import compute_dtype, to_float32
 from gen_jax.nn.unet import UNet, UNetConfig
 
 STAGE1 = "config.stages.stage1"
@@ -230,7 +231,7 @@ def build_text_latent_diffusion(cfg: Any, info: Any,
         ucfg.check_image_shape(grid)
     except ValueError as e:
         raise ConfigError(f"config.model.unet: over the {grid} latent grid: {e}") from None
-    net = UNet(ucfg)
+    net = UNet(ucfg, dtype=compute_dtype(cfg.compute_dtype), remat=cfg.remat)
     schedule = process_schedule(cfg)
 
     def text_condition(params, tokens):
@@ -243,8 +244,8 @@ def build_text_latent_diffusion(cfg: Any, info: Any,
         """``eps_theta(z_t, t, tau(y)) [B, h, w, D]`` at standardized latents ``z_t``, tokens ``[B, L]``."""
         states, mask, pooled = text_condition(params, tokens)
         rngs = {"dropout": key} if train else None
-        return net.apply(params["denoiser"], z_t, t, context=states, context_mask=mask, emb=pooled, train=train,
-                         rngs=rngs)
+        return to_float32(net.apply(params["denoiser"], z_t, t, context=states, context_mask=mask, emb=pooled,
+                                    train=train, rngs=rngs))  # the loss reads float32
 
     def encode_latents(params, image, key=None):
         del key

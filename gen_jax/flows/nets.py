@@ -15,10 +15,15 @@ models use.
 
 Conditioning ``cond [B, E]`` (class-conditional flows) enters as a learned bias of the first
 hidden layer, broadcast over positions.
+
+Mixed precision (``dtype=jnp.bfloat16``, :mod:`gen_jax.nn.precision`): the hidden convs /
+dense layers compute in ``dtype`` (params float32); the zero-initialized output layer (the
+shift and log-scale a coupling reads) and the condition bias are float32 layers, so the
+log-determinants and everything after them are float32.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import flax.linen as nn
 import jax
@@ -66,16 +71,18 @@ class ConvNet(nn.Module):
     hidden: int
     out_features: int
     num_blocks: int = 0
+    dtype: Optional[Any] = None  # compute dtype of the hidden convs (gen_jax.nn.precision)
 
     @nn.compact
     def __call__(self, x: jax.Array, cond: Optional[jax.Array] = None) -> jax.Array:
-        h = nn.Conv(self.hidden, (3, 3), padding="SAME")(x)
+        conv = lambda k: nn.Conv(self.hidden, (k, k), padding="SAME", dtype=self.dtype)
+        h = conv(3)(x)
         h = nn.relu(h + _cond_bias(cond, self.hidden, 4))
-        h = nn.relu(nn.Conv(self.hidden, (1, 1))(h))
+        h = nn.relu(conv(1)(h))
         for _ in range(self.num_blocks):
-            r = nn.relu(nn.Conv(self.hidden, (3, 3), padding="SAME")(h))
-            h = nn.relu(h + nn.Conv(self.hidden, (3, 3), padding="SAME")(r))
-        return ZeroConv(self.out_features)(h)
+            r = nn.relu(conv(3)(h))
+            h = nn.relu(h.astype(jnp.float32) + conv(3)(r))  # float32 residual stream
+        return ZeroConv(self.out_features)(h.astype(jnp.float32))
 
 
 class MLPNet(nn.Module):
@@ -84,21 +91,22 @@ class MLPNet(nn.Module):
     hidden: int
     out_features: int
     depth: int = 2
+    dtype: Optional[Any] = None  # compute dtype of the hidden layers (gen_jax.nn.precision)
 
     @nn.compact
     def __call__(self, x: jax.Array, cond: Optional[jax.Array] = None) -> jax.Array:
-        h = nn.Dense(self.hidden)(x)
+        h = nn.Dense(self.hidden, dtype=self.dtype)(x)
         h = nn.relu(h + _cond_bias(cond, self.hidden, 2))
         for _ in range(self.depth - 1):
-            h = nn.relu(nn.Dense(self.hidden)(h))
-        return ZeroDense(self.out_features)(h)
+            h = nn.relu(nn.Dense(self.hidden, dtype=self.dtype)(h))
+        return ZeroDense(self.out_features)(h.astype(jnp.float32))
 
 
-def coupling_net(ndim: int, hidden: int, out_features: int, num_blocks: int = 0) -> nn.Module:
+def coupling_net(ndim: int, hidden: int, out_features: int, num_blocks: int = 0, dtype=None) -> nn.Module:
     """The conditioner for inputs of rank ``ndim``: :class:`ConvNet` for images (4),
-    :class:`MLPNet` for vectors (2)."""
+    :class:`MLPNet` for vectors (2); hidden layers compute in ``dtype`` (``None``: float32)."""
     if ndim == 4:
-        return ConvNet(hidden, out_features, num_blocks)
+        return ConvNet(hidden, out_features, num_blocks, dtype=dtype)
     if ndim == 2:
-        return MLPNet(hidden, out_features)
+        return MLPNet(hidden, out_features, dtype=dtype)
     raise ValueError(f"coupling networks take [B, H, W, C] images or [B, D] vectors, got rank {ndim}")

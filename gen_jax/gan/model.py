@@ -72,6 +72,7 @@ from gen_jax.gan.networks import DCGANDiscriminator, DCGANGenerator, MLPDiscrimi
 from gen_jax.gan.sngan_networks import SNGANDiscriminator, SNGANGenerator
 from gen_jax.model import (MODEL_STATE, Codec, GenerativeModel, Phase, Sampler, Training, check_image_batch,
                            condition_labels, label_conditioning, require_labels)
+from gen_jax.nn.precision import check_compute_dtype, compute_dtype, to_float32
 
 GEN, DISC = "gen", "disc"
 
@@ -102,6 +103,9 @@ class GANConfig(Checked):
       projection: a label-conditional D uses the projection term (Miyato & Koyama 2018, Eq. 3).
       aux_weight: AC-GAN auxiliary classifier weight (Odena et al. 2017); 0 = none.
       invert_steps: Adam steps of the codec's ``encode`` (GAN inversion).
+      compute_dtype: ``'float32'`` or ``'bfloat16'``: both players' hidden layers compute in
+        that dtype; params, optimizer state, norm statistics, spectral norm's power iteration,
+        the output layers, the losses and penalties stay float32 (:mod:`gen_jax.nn.precision`).
       diffaugment: DiffAugment policy (Zhao et al. 2020, Sec. 3; :mod:`gen_jax.gan.diffaugment`),
         e.g. ``'color,translation,cutout'``: every image the discriminator sees, real or
         generated, in both players' losses, is augmented by the same differentiable random
@@ -127,8 +131,10 @@ class GANConfig(Checked):
     aux_weight: float = 0.0
     invert_steps: int = 1000
     diffaugment: str = ""
+    compute_dtype: str = "float32"
 
     def __post_init__(self):
+        check_compute_dtype(self.compute_dtype)
         self.positive("z_dim", "g_base", "d_base", "d_steps", "invert_steps", "pack")
         self.require(len(self.g_hidden) > 0 and min(self.g_hidden) > 0, "g_hidden",
                      f"hidden widths must be a non-empty tuple of positive ints, got {self.g_hidden}")
@@ -182,14 +188,15 @@ class _Players:
     def __init__(self, cfg: GANConfig, image_shape, num_classes: int):
         self.cfg = cfg
         self.num_classes = num_classes
+        dt = compute_dtype(cfg.compute_dtype)
         if cfg.arch == "sngan":  # Miyato et al. 2018, Table 3: widths 512 at g_base = d_base = 64
-            self.g = SNGANGenerator(image_shape=image_shape, width=cfg.g_base / 64)
-            self.d = SNGANDiscriminator(width=cfg.d_base / 64, spectral=cfg.spectral)
+            self.g = SNGANGenerator(image_shape=image_shape, width=cfg.g_base / 64, dtype=dt)
+            self.d = SNGANDiscriminator(width=cfg.d_base / 64, spectral=cfg.spectral, dtype=dt)
         else:
-            self.g = DCGANGenerator(image_shape=image_shape, base=cfg.g_base, num_classes=num_classes)
+            self.g = DCGANGenerator(image_shape=image_shape, base=cfg.g_base, num_classes=num_classes, dtype=dt)
             self.d = DCGANDiscriminator(base=cfg.d_base, num_classes=num_classes, norm=cfg.d_norm,
                                         spectral=cfg.spectral, projection=cfg.projection and num_classes > 0,
-                                        aux_classifier=cfg.aux_weight > 0)
+                                        aux_classifier=cfg.aux_weight > 0, dtype=dt)
         self.d_mutable = [c for c, on in (("batch_stats", cfg.d_norm == "batch"), ("spectral", cfg.spectral)) if on]
         self.d_label = self.d.uses_projection
 
@@ -206,8 +213,9 @@ class _Players:
         """``(images [N, H, W, C] in [0, 1], new generator state)``."""
         variables = {"params": p, **state}
         if train:
-            return self.g.apply(variables, z, label, train=True, mutable=["batch_stats"])
-        return self.g.apply(variables, z, label, train=False), state
+            x, new = self.g.apply(variables, z, label, train=True, mutable=["batch_stats"])
+            return to_float32(x), new
+        return to_float32(self.g.apply(variables, z, label, train=False)), state
 
     def discriminate(self, p, state, x, label, train: bool):
         """``(logits [B'], class logits [B', C] or None, new discriminator state)`` for packed
@@ -218,7 +226,7 @@ class _Players:
             out, new = self.d.apply(variables, self.d_input(x), lab, train=True, mutable=self.d_mutable)
         else:
             out, new = self.d.apply(variables, self.d_input(x), lab, train=train), state
-        logits, cls = out if self.d.aux_classifier else (out, None)
+        logits, cls = to_float32(out if self.d.aux_classifier else (out, None))  # the losses read float32
         return logits, cls, {**state, **new}
 
     def init_d(self, key, x, label):
@@ -237,8 +245,9 @@ class _PointPlayers:
         self.cfg = cfg
         self.value_range = tuple(float(v) for v in value_range)
         self.dim = int(image_shape[-1])
-        self.g = MLPGenerator(hidden=tuple(cfg.g_hidden), out_dim=self.dim)
-        self.d = MLPDiscriminator(hidden=tuple(cfg.d_hidden), spectral=cfg.spectral)
+        dt = compute_dtype(cfg.compute_dtype)
+        self.g = MLPGenerator(hidden=tuple(cfg.g_hidden), out_dim=self.dim, dtype=dt)
+        self.d = MLPDiscriminator(hidden=tuple(cfg.d_hidden), spectral=cfg.spectral, dtype=dt)
         self.d_mutable = ["spectral"] if cfg.spectral else []
         self.d_label = False
 
@@ -252,7 +261,7 @@ class _PointPlayers:
     def generate(self, p, state, z, label, train: bool):
         """``(points [N, D] in data coordinates, state)`` (no generator state)."""
         del label, train
-        return self.g.apply({"params": p}, z), state
+        return to_float32(self.g.apply({"params": p}, z)), state
 
     def discriminate(self, p, state, x, label, train: bool):
         """``(logits [B'], None, new state)`` for packed points ``x [B', m D]``."""
@@ -260,8 +269,8 @@ class _PointPlayers:
         variables = {"params": p, **state}
         if train and self.d_mutable:
             out, new = self.d.apply(variables, x, train=True, mutable=self.d_mutable)
-            return out, None, {**state, **new}
-        return self.d.apply(variables, x, train=train), None, state
+            return to_float32(out), None, {**state, **new}
+        return to_float32(self.d.apply(variables, x, train=train)), None, state
 
     def init_d(self, key, x, label):
         del label

@@ -35,6 +35,13 @@ Architectures:
   chosen norm; ``phi(x) = sum over H, W`` ``[B, F]``; logits ``psi(phi) = Dense(1)``, plus the
   projection ``<embed(y), phi(x)>`` (Miyato & Koyama 2018, Eq. 3) and/or AC-GAN class logits
   ``Dense(num_classes)(phi)`` (Odena et al. 2017, Sec. 3).
+
+Mixed precision (``dtype=jnp.bfloat16``, :mod:`gen_jax.nn.precision`): the hidden dense, conv
+and transposed-conv layers compute in ``dtype`` (params float32; spectral norm's power
+iteration on the float32 kernels); batch/layer norms compute their statistics in float32 and
+return float32; the output layers (the generator's last layer, the discriminator's logits,
+projection and class logits) are float32 layers, and the pooled features ``phi`` are summed in
+float32, so what a loss reads is float32.
 """
 from __future__ import annotations
 
@@ -101,6 +108,7 @@ class MLPGenerator(nn.Module):
 
     hidden: Sequence[int] = (128, 128)
     out_dim: int = 2
+    dtype: Optional[Any] = None  # compute dtype of the hidden layers (gen_jax.nn.precision)
 
     @nn.compact
     def __call__(self, z: jax.Array, label: Optional[jax.Array] = None, train: bool = True) -> jax.Array:
@@ -108,7 +116,7 @@ class MLPGenerator(nn.Module):
         _check_label(label, False, z.shape[0], "MLPGenerator", "it is unconditional")
         h = z
         for i, width in enumerate(self.hidden):
-            h = nn.relu(nn.Dense(width, name=f"dense_{i}")(h))
+            h = nn.relu(nn.Dense(width, dtype=self.dtype, name=f"dense_{i}")(h))
         return nn.Dense(self.out_dim, name="out")(h)
 
 
@@ -121,19 +129,20 @@ class MLPDiscriminator(nn.Module):
 
     hidden: Sequence[int] = (128, 128)
     spectral: bool = False
+    dtype: Optional[Any] = None  # compute dtype of the hidden layers (gen_jax.nn.precision)
 
-    def _dense(self, features: int, name: str, train: bool):
+    def _dense(self, features: int, name: str, train: bool, dtype=None):
         if self.spectral:
-            layer = sn_dense(features, name=name)
+            layer = sn_dense(features, name=name, dtype=dtype)
             return lambda h: layer(h, train)
-        return nn.Dense(features, name=name)
+        return nn.Dense(features, dtype=dtype, name=name)
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         _check_2d(x, "x", "MLPDiscriminator")
         h = x
         for i, width in enumerate(self.hidden):
-            h = nn.leaky_relu(self._dense(width, f"dense_{i}", train)(h), 0.2)
+            h = nn.leaky_relu(self._dense(width, f"dense_{i}", train, self.dtype)(h), 0.2)
         return self._dense(1, "out", train)(h)[:, 0]
 
 
@@ -148,6 +157,7 @@ class DCGANGenerator(nn.Module):
     image_shape: Sequence[int] = (32, 32, 3)
     base: int = 64
     num_classes: int = 0
+    dtype: Optional[Any] = None  # compute dtype of the hidden layers (gen_jax.nn.precision)
 
     def __post_init__(self):
         dcgan_upsamplings(self.image_shape, "DCGANGenerator image_shape")
@@ -170,14 +180,15 @@ class DCGANGenerator(nn.Module):
         n = dcgan_upsamplings(self.image_shape)
         ch = self.base * 2 ** (n - 1)
         h = nn.Dense(h_img // 2 ** n * (w_img // 2 ** n) * ch, use_bias=False, kernel_init=_DCGAN_INIT,
-                     name="project")(z)
+                     dtype=self.dtype, name="project")(z)
         h = h.reshape(z.shape[0], h_img // 2 ** n, w_img // 2 ** n, ch)
         h = nn.relu(self._norm(h, label, train, "norm_0"))
         for i in range(1, n + 1):
             last = i == n
             ch = c_img if last else self.base * 2 ** (n - 1 - i)
             h = nn.ConvTranspose(ch, (4, 4), strides=(2, 2), padding="SAME", use_bias=last,
-                                 kernel_init=_DCGAN_INIT, name=f"deconv_{i}")(h)
+                                 kernel_init=_DCGAN_INIT, dtype=None if last else self.dtype,
+                                 name=f"deconv_{i}")(h)
             if not last:
                 h = nn.relu(self._norm(h, label, train, f"norm_{i}"))
         return (jnp.tanh(h) + 1.0) / 2.0
@@ -211,6 +222,7 @@ class DCGANDiscriminator(nn.Module):
     spectral: bool = False
     projection: bool = True
     aux_classifier: bool = False
+    dtype: Optional[Any] = None  # compute dtype of the convs (gen_jax.nn.precision); heads float32
 
     def __post_init__(self):
         if self.norm not in NORMS:
@@ -237,9 +249,10 @@ class DCGANDiscriminator(nn.Module):
     def _layer(self, kind: str, features: int, name: str, train: bool):
         if kind == "conv":
             if self.spectral:
-                layer = sn_conv(features, (4, 4), 2, name=name, kernel_init=_DCGAN_INIT)
+                layer = sn_conv(features, (4, 4), 2, name=name, kernel_init=_DCGAN_INIT, dtype=self.dtype)
                 return lambda h: layer(h, train)
-            return nn.Conv(features, (4, 4), strides=2, padding="SAME", kernel_init=_DCGAN_INIT, name=name)
+            return nn.Conv(features, (4, 4), strides=2, padding="SAME", kernel_init=_DCGAN_INIT, dtype=self.dtype,
+                           name=name)
         if self.spectral:
             layer = sn_dense(features, name=name, kernel_init=_DCGAN_INIT)
             return lambda h: layer(h, train)
@@ -265,7 +278,7 @@ class DCGANDiscriminator(nn.Module):
             if i > 0:
                 h = self._norm(h, train, f"norm_{i}")
             h = nn.leaky_relu(h, 0.2)
-        phi = h.sum(axis=(1, 2))  # [B, F]
+        phi = h.astype(jnp.float32).sum(axis=(1, 2))  # [B, F], summed in float32
         self.sow("intermediates", "phi", phi)
         logits = self._layer("dense", 1, "psi", train)(phi)[:, 0]
         if self.uses_projection:

@@ -13,10 +13,14 @@ For ``M x M`` images (``M`` divisible by 8; ``m = M / 8``):
 Widths scale with ``width`` (512 at ``width=1``: the paper's). Variables as in
 :mod:`gen_jax.gan.networks` (``'batch_stats'`` for the generator, ``'spectral'`` for a
 spectrally normalized discriminator).
+
+Mixed precision (``dtype=jnp.bfloat16``, :mod:`gen_jax.nn.precision`): every layer but the
+output ones (the generator's last conv, the discriminator's ``psi``) computes in ``dtype``
+(params float32; batch-norm statistics and the spectral-norm power iteration float32).
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -41,6 +45,7 @@ class SNGANGenerator(nn.Module):
 
     image_shape: Sequence[int] = (32, 32, 3)
     width: float = 1.0
+    dtype: Optional[Any] = None  # compute dtype of the hidden layers (gen_jax.nn.precision)
 
     def _bn(self, h, train, name):
         return nn.BatchNorm(use_running_average=not train, momentum=_BN_MOMENTUM, epsilon=_BN_EPS, name=name)(h)
@@ -53,10 +58,11 @@ class SNGANGenerator(nn.Module):
             raise ValueError("SNGANGenerator: label given but the standard CNN is unconditional; pass label=None")
         m_h, m_w, c = _bottom(self.image_shape, "SNGANGenerator")
         ch = [max(1, int(round(w * self.width))) for w in (512, 256, 128, 64)]
-        h = nn.Dense(m_h * m_w * ch[0], name="project")(z).reshape(z.shape[0], m_h, m_w, ch[0])
+        h = nn.Dense(m_h * m_w * ch[0], dtype=self.dtype, name="project")(z).reshape(z.shape[0], m_h, m_w, ch[0])
         h = nn.relu(self._bn(h, train, "norm_0"))
         for i, out in enumerate(ch[1:], start=1):
-            h = nn.ConvTranspose(out, (4, 4), strides=(2, 2), padding="SAME", name=f"deconv_{i}")(h)
+            h = nn.ConvTranspose(out, (4, 4), strides=(2, 2), padding="SAME", dtype=self.dtype,
+                                 name=f"deconv_{i}")(h)
             h = nn.relu(self._bn(h, train, f"norm_{i}"))
         h = nn.Conv(c, (3, 3), padding="SAME", name="out")(h)
         return (jnp.tanh(h) + 1.0) / 2.0
@@ -68,14 +74,16 @@ class SNGANDiscriminator(nn.Module):
 
     width: float = 1.0
     spectral: bool = True
+    dtype: Optional[Any] = None  # compute dtype of the convs (gen_jax.nn.precision); psi float32
 
     def _layer(self, kind, features, name, train, kernel=3, stride=1):
+        dt = self.dtype if kind == "conv" else None  # the logit layer is float32
         if self.spectral:
-            layer = (sn_conv(features, (kernel, kernel), stride, name=name) if kind == "conv"
+            layer = (sn_conv(features, (kernel, kernel), stride, name=name, dtype=dt) if kind == "conv"
                      else sn_dense(features, name=name))
             return lambda h: layer(h, train)
         if kind == "conv":
-            return nn.Conv(features, (kernel, kernel), strides=stride, padding="SAME", name=name)
+            return nn.Conv(features, (kernel, kernel), strides=stride, padding="SAME", dtype=dt, name=name)
         return nn.Dense(features, name=name)
 
     @property

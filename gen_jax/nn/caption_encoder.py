@@ -24,10 +24,15 @@ An all-padding caption is the null condition of classifier-free guidance
 
 :class:`CaptionUNet` is ``UNet(x_t, t, context=context, context_mask=mask, emb=pooled)`` with
 the encoder trained jointly; its U-Net config must have ``context_dim = emb_dim = dim``.
+
+Mixed precision (``dtype=jnp.bfloat16``, :mod:`gen_jax.nn.precision`): the attention
+projections and the MLPs (and the pooled head's hidden layers) compute in ``dtype``; the
+embeddings, LayerNorms, the softmax, the residual stream, ``context``, ``pooled`` and the
+pooled head's output layer are float32.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -63,6 +68,7 @@ class CaptionEncoder(nn.Module):
       hidden: hidden widths of the pooled head's MLP.
       features: ``> 0``: return ``MLP(pooled) [B, features]`` only.
       embed_name: name of the token embedding's params.
+      dtype: compute dtype of the projections and MLPs (``None``: float32; module docstring).
     """
 
     vocab_size: int
@@ -74,6 +80,7 @@ class CaptionEncoder(nn.Module):
     hidden: Sequence[int] = ()
     features: int = 0
     embed_name: str = "token_embed"
+    dtype: Optional[Any] = None
 
     @nn.compact
     def __call__(self, tokens: jax.Array):
@@ -89,17 +96,18 @@ class CaptionEncoder(nn.Module):
             h = h + pos[None, : tokens.shape[1]]
         for i in range(self.num_layers):
             a = MultiHeadAttention(num_heads=self.num_heads, qkv_features=self.dim, out_features=self.dim,
-                                   name=f"layer{i}_attn")(nn.LayerNorm(name=f"layer{i}_norm1")(h), mask=mask)
-            h = h + a
-            m = nn.Dense(4 * self.dim, name=f"layer{i}_mlp0")(nn.LayerNorm(name=f"layer{i}_norm2")(h))
-            h = h + nn.Dense(self.dim, name=f"layer{i}_mlp1")(nn.gelu(m))
+                                   dtype=self.dtype, name=f"layer{i}_attn")(nn.LayerNorm(name=f"layer{i}_norm1")(h),
+                                                                            mask=mask)
+            h = h + a  # float32 residual stream
+            m = nn.Dense(4 * self.dim, dtype=self.dtype, name=f"layer{i}_mlp0")(nn.LayerNorm(name=f"layer{i}_norm2")(h))
+            h = h + nn.Dense(self.dim, dtype=self.dtype, name=f"layer{i}_mlp1")(nn.gelu(m))
         context = nn.LayerNorm(name="norm_out")(h) if self.final_norm else h
         w = mask.astype(context.dtype)[..., None]  # [B, L, 1]
         pooled = jnp.sum(context * w, axis=1) / jnp.maximum(jnp.sum(w, axis=1), 1.0)  # [B, dim]
         if self.features <= 0:
             return context, mask, pooled
         for i, width in enumerate(self.hidden):
-            pooled = nn.gelu(nn.Dense(width, name=f"hidden{i}")(pooled))
+            pooled = nn.gelu(nn.Dense(width, dtype=self.dtype, name=f"hidden{i}")(pooled))
         return nn.Dense(self.features, name="out")(pooled)
 
 
@@ -116,21 +124,25 @@ def bag_of_words_encoder(vocab_size: int, embed_dim: int = 32, hidden: Sequence[
 class CaptionUNet(nn.Module):
     """``(x_t [B, H, W, C], t [B], tokens [B, L]) -> [B, H, W, out_channels]``: a
     :class:`CaptionEncoder` feeding a :class:`~gen_jax.nn.unet.UNet` through cross-attention
-    (``context``) and embedding conditioning (``emb`` = the pooled caption)."""
+    (``context``) and embedding conditioning (``emb`` = the pooled caption); ``dtype`` is the
+    compute dtype of both (:mod:`gen_jax.nn.precision`), ``remat`` the U-Net's block policy
+    (:mod:`gen_jax.nn.remat`)."""
 
     unet: UNetConfig
     vocab_size: int
     max_len: int
     num_layers: int = 1
     num_heads: int = 2
+    dtype: Optional[Any] = None
+    remat: str = "none"
 
     def setup(self):
         if self.unet.context_dim < 1 or self.unet.emb_dim != self.unet.context_dim:
             raise ValueError("CaptionUNet needs config.model.unet.context_dim = emb_dim > 0, got "
                              f"context_dim={self.unet.context_dim}, emb_dim={self.unet.emb_dim}")
         self.encoder = CaptionEncoder(self.vocab_size, self.max_len, self.unet.context_dim,
-                                      self.num_layers, self.num_heads)
-        self.denoiser = UNet(self.unet)
+                                      self.num_layers, self.num_heads, dtype=self.dtype)
+        self.denoiser = UNet(self.unet, dtype=self.dtype, remat=self.remat)
 
     def __call__(self, x: jax.Array, t: jax.Array, tokens: jax.Array, *, train: bool) -> jax.Array:
         check_tokens(tokens, x.shape[0], self.max_len, self.vocab_size)
