@@ -151,9 +151,9 @@ def test_diffaugment_reaches_both_players_and_bad_policies_are_refused():
     params = jax.jit(plain.training.init)(jax.random.PRNGKey(0), batch)
     state = jax.jit(plain.training.init_model_state)(jax.random.PRNGKey(0), batch)
     key = jax.random.PRNGKey(1)
-    d_plain = float(plain.training.phases[0].loss(params, state, batch, key)[0])
-    d_aug = float(aug.training.phases[0].loss(params, state, batch, key)[0])
+    d_plain = float(jax.jit(plain.training.phases[0].loss)(params, state, batch, key)[0])
+    d_aug = float(jax.jit(aug.training.phases[0].loss)(params, state, batch, key)[0])
     assert np.isfinite(d_aug) and abs(d_aug - d_plain) > 1e-4  # the discriminator sees augmented images
-    g = jax.grad(lambda gp: aug.training.phases[1].loss({**params, GEN: gp}, state, batch, key)[0])(params[GEN])
+    g = jax.jit(jax.grad(lambda gp: aug.training.phases[1].loss({**params, GEN: gp}, state, batch, key)[0]))(params[GEN])
     norms = [float(jnp.linalg.norm(v)) for v in jax.tree.leaves(g)]
     assert all(np.isfinite(norms)) and max(norms) > 0  # G's gradient flows through the augmentation
