@@ -40,10 +40,15 @@ Architectures:
   training-mode batch norm couple all positions through their statistics).
 
 Weights ~ N(0, 0.02) (Isola et al. App. 6.2).
+
+Mixed precision (``dtype=jnp.bfloat16``, :mod:`gen_jax.nn.precision`): the hidden convs and
+transposed convs compute in ``dtype`` (params float32); instance / batch norms compute their
+statistics in float32 and return float32; the generator's output layer and the patch-logit
+conv are float32 layers.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import flax.linen as nn
 import jax
@@ -105,6 +110,7 @@ class UNetGenerator(nn.Module):
     dropout: float = 0.5
     dropout_layers: int = 3
     upsample: str = "transpose"
+    dtype: Optional[Any] = None  # compute dtype of the hidden layers (module docstring)
 
     def __post_init__(self):
         who = "UNetGenerator"
@@ -120,12 +126,13 @@ class UNetGenerator(nn.Module):
                              f"got {self.dropout_layers}")
         super().__post_init__()
 
-    def _up(self, h: jax.Array, features: int, name: str) -> jax.Array:
+    def _up(self, h: jax.Array, features: int, name: str, dtype=None) -> jax.Array:
         if self.upsample == "transpose":
-            return nn.ConvTranspose(features, (4, 4), strides=(2, 2), padding="SAME", kernel_init=_INIT, name=name)(h)
+            return nn.ConvTranspose(features, (4, 4), strides=(2, 2), padding="SAME", kernel_init=_INIT, dtype=dtype,
+                                    name=name)(h)
         b, hh, ww, c = h.shape
         h = jax.image.resize(h, (b, 2 * hh, 2 * ww, c), method="nearest")
-        return nn.Conv(features, (3, 3), padding="SAME", kernel_init=_INIT, name=name)(h)
+        return nn.Conv(features, (3, 3), padding="SAME", kernel_init=_INIT, dtype=dtype, name=name)(h)
 
     @nn.compact
     def __call__(self, source: jax.Array, train: bool = True, noise: bool = True) -> jax.Array:
@@ -137,7 +144,7 @@ class UNetGenerator(nn.Module):
         h, skips = 2.0 * source - 1.0, []
         for i in range(self.depth):  # encoder: [B, H/2^(i+1), W/2^(i+1), C_i]
             h = nn.Conv(_channels(self.base, i), (4, 4), strides=2, padding=_PAD1, kernel_init=_INIT,
-                        name=f"enc_{i}")(h)
+                        dtype=self.dtype, name=f"enc_{i}")(h)
             if 0 < i < self.depth - 1:
                 h = _norm(self.norm, h, train, f"enc_norm_{i}")
             h = nn.leaky_relu(h, 0.2)
@@ -145,14 +152,14 @@ class UNetGenerator(nn.Module):
         for j in range(self.depth - 1):  # decoder: back to the resolution of skips[-2 - j]
             if j > 0:
                 h = jnp.concatenate([h, skips[-1 - j]], axis=-1)
-            h = self._up(h, _channels(self.base, self.depth - 2 - j), f"dec_{j}")
+            h = self._up(h, _channels(self.base, self.depth - 2 - j), f"dec_{j}", self.dtype)
             h = _norm(self.norm, h, train, f"dec_norm_{j}")
             if j < self.dropout_layers and self.dropout > 0:
                 h = nn.Dropout(self.dropout, deterministic=not noise)(h)
             h = nn.relu(h)
         if self.depth > 1:
             h = jnp.concatenate([h, skips[0]], axis=-1)
-        h = self._up(h, self.out_channels, "out")  # [B, H, W, out_channels]
+        h = self._up(h.astype(jnp.float32), self.out_channels, "out")  # [B, H, W, out_channels], float32 layer
         return (jnp.tanh(h) + 1.0) / 2.0
 
 
@@ -208,6 +215,7 @@ class PatchDiscriminator(nn.Module):
     n_layers: int = 1
     norm: str = "batch"
     conditional: bool = True
+    dtype: Optional[Any] = None  # compute dtype of the hidden convs (module docstring); logits float32
 
     def __post_init__(self):
         _check_choice(self.norm, NORMS, "PatchDiscriminator", "norm")
@@ -240,7 +248,7 @@ class PatchDiscriminator(nn.Module):
         for i in range(self.n_layers + 1):
             stride = 2 if i < self.n_layers else 1
             h = nn.Conv(_channels(self.base, i), (_KERNEL, _KERNEL), strides=stride, padding=_PAD1,
-                        kernel_init=_INIT, name=f"conv_{i}")(h)
+                        kernel_init=_INIT, dtype=self.dtype, name=f"conv_{i}")(h)
             if i > 0:
                 h = _norm(self.norm, h, train, f"norm_{i}")
             h = nn.leaky_relu(h, 0.2)

@@ -1,6 +1,6 @@
 """Mixed precision (gen_jax.nn.precision) in the families added after the VAE / DDPM / LM
 (tests/nn/test_precision_remat.py): GANs (DCGAN with spectral norm, projection and AC-GAN
-heads; the SN-GAN standard CNN; the MLP GAN on points), the caption-conditioned DDPM (caption
+heads; the SN-GAN standard CNN; the MLP GAN on points; Pix2Pix), the caption-conditioned DDPM (caption
 encoder + cross-attending U-Net), latent diffusion, the flows (Glow, RealNVP), PixelCNN++ and
 the (gated) PixelCNN.
 
@@ -23,6 +23,7 @@ from gen_jax.diffusion.model import make_ddpm
 from gen_jax.flows.glow import make_glow
 from gen_jax.flows.realnvp import make_realnvp
 from gen_jax.gan.model import make_gan
+from gen_jax.gan.pix2pix import make_pix2pix
 from gen_jax.latent.vae import make_vae
 from gen_jax.model import Stage
 from gen_jax.nn.spectral_norm import sn_dense
@@ -30,11 +31,13 @@ from tests.nn.test_precision_remat import _low_precision_ops, _rel_err
 
 DIGITS = types.SimpleNamespace(image_shape=(8, 8, 1), num_levels=17, num_classes=10)
 POINTS = types.SimpleNamespace(image_shape=(1, 1, 2), num_levels=256, num_classes=None, value_range=(-2.0, 2.0))
-GANS = {  # name: (config.model, dataset info, the phase compiled and run; the other is lowered only)
-    "dcgan": (dict(z_dim=8, g_base=8, d_base=8, spectral=True, conditioning="label", aux_weight=1.0,
-                   d_norm="layer"), DIGITS, "d"),
-    "sngan": (dict(arch="sngan", z_dim=8, g_base=8, d_base=8, spectral=True), DIGITS, None),
-    "mlp": (dict(arch="mlp", z_dim=4, g_hidden=(16, 16), d_hidden=(16, 16), spectral=True), POINTS, "g"),
+SHAPES8 = types.SimpleNamespace(name="shapes", image_shape=(8, 8, 3), num_levels=256, num_classes=5)
+GANS = {  # name: (factory, config.model, dataset info, the phase compiled and run; the other is lowered only)
+    "dcgan": (make_gan, dict(z_dim=8, g_base=8, d_base=8, spectral=True, conditioning="label", aux_weight=1.0,
+                             d_norm="layer"), DIGITS, "d"),
+    "sngan": (make_gan, dict(arch="sngan", z_dim=8, g_base=8, d_base=8, spectral=True), DIGITS, None),
+    "mlp": (make_gan, dict(arch="mlp", z_dim=4, g_hidden=(16, 16), d_hidden=(16, 16), spectral=True), POINTS, "g"),
+    "pix2pix": (make_pix2pix, dict(g_base=4, g_depth=3, d_base=4, d_layers=1, dropout_layers=2), SHAPES8, None),
 }
 KEY = jax.random.PRNGKey(5)
 _CACHE: dict = {}
@@ -73,8 +76,8 @@ def _gan(name, dtype):
     other one is lowered only (its outputs are the lowered program's ``ShapeDtypeStruct`` s),
     under float32 it is skipped (the reference is the run phase)."""
     if (name, dtype) not in _CACHE:
-        cfg, info, run = GANS[name]
-        model = make_gan(dict(cfg, compute_dtype=dtype), info)
+        make, cfg, info, run = GANS[name]
+        model = make(dict(cfg, compute_dtype=dtype), info)
         batch = _gan_batch(info)
         if ("init", name) not in _CACHE:
             k = jax.random.PRNGKey(1)
@@ -116,7 +119,7 @@ def test_gan_bf16_keeps_params_state_grads_and_losses_float32(name):
         assert ops["dot_general"] + ops["convolution"] >= 3, (phase, ops)
         if name != "mlp":
             assert ops["convolution"] >= 2, (phase, ops)
-        if phase == GANS[name][2]:
+        if phase == GANS[name][3]:
             _, text32, (l32, _), g32 = _gan(name, "float32")[4][phase]
             assert _low_precision_ops(text32) == {"dot_general": 0, "convolution": 0}
             np.testing.assert_allclose(float(l16), float(l32), rtol=1e-2)
@@ -145,9 +148,9 @@ def test_spectral_norm_power_iteration_runs_in_float32():
 
 
 def test_unknown_compute_dtype_is_refused_naming_the_field():
-    for cfg, info, _ in GANS.values():
+    for make, cfg, info, _ in GANS.values():
         with pytest.raises(ConfigError, match=r"config\.model\.compute_dtype: must be one of \['bfloat16', 'float32'\]"):
-            make_gan(dict(cfg, compute_dtype="float16"), info)
+            make(dict(cfg, compute_dtype="float16"), info)
 
 
 # ---------------------------------------------------------------------------------------
