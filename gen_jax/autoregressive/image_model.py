@@ -57,6 +57,8 @@ from gen_jax.distributions import pixel_categorical_log_prob
 from gen_jax.model import (Conditioning, DataSpec, GenerativeModel, Likelihood, Sampler, check_image_batch,
                            condition_labels, label_conditioning, loss_training, require_labels, split_conditioning)
 from gen_jax.nn.caption_encoder import bag_of_words_encoder
+from gen_jax.nn.precision import check_compute_dtype, compute_dtype
+from gen_jax.nn.remat import check_remat
 
 
 class _PixelConfig(Checked):
@@ -77,7 +79,9 @@ class _PixelConfig(Checked):
 class PixelCNNConfig(_PixelConfig):
     """``config.model`` of PixelCNN (2016a Sec. 3.5); fields as :class:`~gen_jax.autoregressive.pixelcnn.PixelCNN`.
 
-    ``temperature`` divides the logits when sampling.
+    ``temperature`` divides the logits when sampling. ``compute_dtype``: ``'float32'`` or
+    ``'bfloat16'``, the convolutions' dtype (params, logits and the likelihood float32;
+    :mod:`gen_jax.nn.precision`; the cached sampler computes in float32).
     """
 
     name: str = "pixelcnn"
@@ -88,8 +92,10 @@ class PixelCNNConfig(_PixelConfig):
     out_hidden: int = 64
     dropout: float = 0.0
     temperature: float = 1.0
+    compute_dtype: str = "float32"
 
     def __post_init__(self):
+        check_compute_dtype(self.compute_dtype)
         self.check_pixel_fields()
         self.nonnegative("num_blocks")
 
@@ -103,6 +109,9 @@ class GatedPixelCNNConfig(_PixelConfig):
       conditioning: ``'none' | 'label' | 'caption'`` (Eq. 4's ``h``).
       cond_dim: width of the caption embedding.
       temperature: divides the logits when sampling.
+      compute_dtype: ``'float32'`` or ``'bfloat16'``, the convolutions' dtype (params, logits and
+        the likelihood float32; :mod:`gen_jax.nn.precision`; the cached sampler computes in float32).
+      remat: ``'none'``, ``'full'`` or ``'dots_saveable'`` per gated layer (:mod:`gen_jax.nn.remat`).
     """
 
     name: str = "gated_pixelcnn"
@@ -115,8 +124,12 @@ class GatedPixelCNNConfig(_PixelConfig):
     conditioning: Literal["none", "label", "caption"] = "none"
     cond_dim: int = 32
     temperature: float = 1.0
+    compute_dtype: str = "float32"
+    remat: str = "none"
 
     def __post_init__(self):
+        check_compute_dtype(self.compute_dtype)
+        check_remat(self.remat)
         self.check_pixel_fields()
         self.positive("num_layers", "cond_dim")
 
@@ -311,7 +324,7 @@ def build_pixelcnn(cfg: Any, info: Any) -> PixelModelParts:
     _check_size(shape, cfg, ("first_kernel", "kernel"))
     _check_split(cfg, (("hidden", 2), ("out_hidden", 1)), shape[2])  # hidden = 2h, h in C groups
     net = PixelCNN(shape[2], int(info.num_levels), cfg.hidden, cfg.num_blocks, cfg.first_kernel, cfg.kernel,
-                   cfg.out_hidden, cfg.dropout)
+                   cfg.out_hidden, cfg.dropout, dtype=compute_dtype(cfg.compute_dtype))
 
     def cached_sample(params, key, num, cond, temperature):
         return pixelcnn_cached.sample_pixelcnn(net, params, key, num, shape, temperature)
@@ -356,7 +369,8 @@ def build_gated_pixelcnn(cfg: Any, info: Any) -> PixelModelParts:
         raise ConfigError(f"config.model.conditioning: 'caption' needs a dataset with captions "
                           f"(info.vocab_size={vocab_size})")
     net = _Conditioned(GatedPixelCNN(shape[2], int(info.num_levels), cfg.hidden, cfg.num_layers, cfg.first_kernel,
-                                     cfg.kernel, cfg.out_hidden, cfg.dropout),
+                                     cfg.kernel, cfg.out_hidden, cfg.dropout, dtype=compute_dtype(cfg.compute_dtype),
+                                     remat=cfg.remat),
                        cfg.conditioning, num_classes, vocab_size, cfg.cond_dim)
 
     def split(cond):

@@ -48,6 +48,8 @@ from gen_jax.autoregressive.pixelcnnpp import PixelCNNPP, check_image_size
 from gen_jax.config import Checked, ConfigError, typed
 from gen_jax.model import (DataSpec, GenerativeModel, Likelihood, Sampler, check_image_batch, condition_labels,
                            label_conditioning, loss_training, require_labels)
+from gen_jax.nn.precision import check_compute_dtype, compute_dtype, to_float32
+from gen_jax.nn.remat import check_remat
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +66,11 @@ class PixelCNNPPConfig(Checked):
       dropout: dropout rate in the blocks (paper: 0.5 on CIFAR-10).
       conditional: class-conditional on ``batch['label']`` (a label embedding in every block).
       weight_norm: weight-normalized layers (the paper's code) or plain ones.
+      compute_dtype: ``'float32'`` or ``'bfloat16'``: the convolutions in that dtype; params,
+        both streams, the mixture parameters and the logistic-mixture likelihood float32
+        (:mod:`gen_jax.nn.precision`; the cached sampler computes in float32).
+      remat: ``'none'``, ``'full'`` or ``'dots_saveable'`` per gated ResNet block
+        (:mod:`gen_jax.nn.remat`).
     """
 
     name: str = "pixelcnnpp"
@@ -74,8 +81,12 @@ class PixelCNNPPConfig(Checked):
     dropout: float = 0.5
     conditional: bool = False
     weight_norm: bool = True
+    compute_dtype: str = "float32"
+    remat: str = "none"
 
     def __post_init__(self):
+        check_compute_dtype(self.compute_dtype)
+        check_remat(self.remat)
         self.positive("nr_resnet", "nr_filters", "num_stages", "nr_logistic_mix")
         self.in_range("dropout", 0, 1, hi_open=True)
 
@@ -131,7 +142,8 @@ def build_pixelcnnpp(cfg: Any, info: Any) -> PixelCNNPPParts:
     m = cfg.nr_logistic_mix
     net = PixelCNNPP(out_features=lm.num_params(m, c), nr_resnet=cfg.nr_resnet, nr_filters=cfg.nr_filters,
                      num_stages=cfg.num_stages, dropout=cfg.dropout,
-                     num_classes=num_classes if cfg.conditional else 0, weight_norm=cfg.weight_norm)
+                     num_classes=num_classes if cfg.conditional else 0, weight_norm=cfg.weight_norm,
+                     dtype=compute_dtype(cfg.compute_dtype), remat=cfg.remat)
     positions = common.raster_positions(image_shape, per_channel=False)
 
     def labels(source, n, where):
@@ -145,7 +157,7 @@ def build_pixelcnnpp(cfg: Any, info: Any) -> PixelCNNPPParts:
 
     def apply(params, levels, label, train=False, key=None):
         x = lm.level_to_centre(levels, k)  # [B, H, W, C] on [-1, 1]
-        return net.apply(params, x, label, train, rngs={"dropout": key} if train else None)
+        return to_float32(net.apply(params, x, label, train, rngs={"dropout": key} if train else None))
 
     def init(key, batch):
         lv = levels_of(batch, "init")

@@ -30,7 +30,7 @@ coupling is the identity (``t = 0``, ``s = 1``).
 """
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import Any, Literal, Optional, get_args
 
 import flax.linen as nn
 import jax
@@ -80,6 +80,8 @@ class Coupling(Bijector):
       num_blocks: residual blocks of the conv conditioner.
       scale_fn: ``'sigmoid'`` or ``'tanh'``.
       use_cond: feed ``cond [B, E]`` (when given) to the conditioner network.
+      dtype: compute dtype of the conditioner's hidden layers (``None``: float32;
+        :mod:`gen_jax.nn.precision`); its output, the shift, log-scale and log-det are float32.
     """
 
     mask: str = "channel"
@@ -89,6 +91,7 @@ class Coupling(Bijector):
     num_blocks: int = 0
     scale_fn: str = "sigmoid"
     use_cond: bool = True
+    dtype: Optional[Any] = None
 
     def _check(self, x):
         if self.mask not in MASKS:
@@ -107,7 +110,7 @@ class Coupling(Bijector):
     def _shift_log_scale(self, xa, cond, out_channels: int):
         """``(t, log s)`` each ``[..., out_channels]`` from the conditioning input."""
         per = 2 if self.kind == "affine" else 1
-        net = coupling_net(xa.ndim, self.hidden, per * out_channels, self.num_blocks)
+        net = coupling_net(xa.ndim, self.hidden, per * out_channels, self.num_blocks, self.dtype)
         h = net(xa, cond if self.use_cond else None)
         if self.kind == "additive":
             return h, jnp.zeros_like(h)

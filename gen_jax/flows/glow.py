@@ -40,6 +40,7 @@ from gen_jax.flows.permute import Reverse
 from gen_jax.flows.preprocess import Preprocess, preprocessing
 from gen_jax.flows.squeeze import Squeeze
 from gen_jax.model import GenerativeModel, require_labels
+from gen_jax.nn.precision import check_compute_dtype, compute_dtype
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +61,9 @@ class GlowConfig(Checked):
       conditioning: ``'none'`` or ``'label'`` (class-conditional).
       cond_coupling: feed the label to the coupling networks too.
       temperature: default sampling temperature.
+      compute_dtype: ``'float32'`` or ``'bfloat16'``: the coupling networks' hidden convs in
+        that dtype; params, ActNorm, the 1x1 convs, the couplings' outputs, every log-det and
+        the log-likelihood float32 (:mod:`gen_jax.nn.precision`).
     """
 
     name: str = "glow"
@@ -75,8 +79,10 @@ class GlowConfig(Checked):
     conditioning: Literal["none", "label"] = "none"
     cond_coupling: bool = False
     temperature: float = 1.0
+    compute_dtype: str = "float32"
 
     def __post_init__(self):
+        check_compute_dtype(self.compute_dtype)
         self.positive("levels", "steps_per_level", "hidden", "temperature")
         self.in_range("logit_alpha", 0.0, 0.5, lo_open=True, hi_open=True)
         self.require(not self.cond_coupling or self.conditioning != "none", "cond_coupling",
@@ -94,7 +100,7 @@ def glow_bijector(cfg: GlowConfig, image_shape, conditional: bool = False) -> Bi
         else:
             perm = Invertible1x1Conv(lu=cfg.permutation == "lu", seed=1000 * level + k)
         coupling = Coupling(mask="channel", parity=0, kind=cfg.coupling, hidden=cfg.hidden,
-                            scale_fn=cfg.scale_fn, use_cond=use_cond)
+                            scale_fn=cfg.scale_fn, use_cond=use_cond, dtype=compute_dtype(cfg.compute_dtype))
         return [ActNorm(), perm, coupling]
 
     def level(i: int, shape) -> Bijector:

@@ -31,6 +31,7 @@ from gen_jax.flows.multiscale import Split, TopPrior, check_multiscale_shape
 from gen_jax.flows.preprocess import Preprocess, preprocessing
 from gen_jax.flows.squeeze import Squeeze
 from gen_jax.model import GenerativeModel
+from gen_jax.nn.precision import check_compute_dtype, compute_dtype
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +48,9 @@ class RealNVPConfig(Checked):
       actnorm: ActNorm after every coupling.
       preprocess: ``'logit'`` (paper) or ``'shift'``; logit_alpha: ``alpha``.
       temperature: default sampling temperature.
+      compute_dtype: ``'float32'`` or ``'bfloat16'``: the coupling networks' hidden convs in
+        that dtype; params, ActNorm, the couplings' outputs, every log-det and the
+        log-likelihood float32 (:mod:`gen_jax.nn.precision`).
     """
 
     name: str = "realnvp"
@@ -62,8 +66,10 @@ class RealNVPConfig(Checked):
     preprocess: Preprocess = "logit"
     logit_alpha: float = 0.05
     temperature: float = 1.0
+    compute_dtype: str = "float32"
 
     def __post_init__(self):
+        check_compute_dtype(self.compute_dtype)
         self.positive("scales", "final_couplings", "hidden", "temperature")
         self.nonnegative("checkerboard_couplings", "channel_couplings", "num_blocks")
         self.in_range("logit_alpha", 0.0, 0.5, lo_open=True, hi_open=True)
@@ -77,7 +83,8 @@ def realnvp_bijector(cfg: RealNVPConfig, image_shape) -> Bijector:
         out = []
         for j in range(n):
             out.append(Coupling(mask=mask, parity=j % 2, kind=cfg.coupling, hidden=cfg.hidden,
-                                num_blocks=cfg.num_blocks, scale_fn=cfg.scale_fn))
+                                num_blocks=cfg.num_blocks, scale_fn=cfg.scale_fn,
+                                dtype=compute_dtype(cfg.compute_dtype)))
             if cfg.actnorm:
                 out.append(ActNorm())
         return out

@@ -50,6 +50,7 @@ from gen_jax.data import image_pairs
 from gen_jax.gan import objectives as obj
 from gen_jax.gan.image_networks import PatchDiscriminator, UNetGenerator, patch_logits_shape
 from gen_jax.model import MODEL_STATE, Conditioning, GenerativeModel, Phase, Sampler, Training, check_image_batch
+from gen_jax.nn.precision import check_compute_dtype, compute_dtype, to_float32
 
 GEN, DISC = "gen", "disc"
 SOURCE = "source"
@@ -69,6 +70,9 @@ class Pix2PixConfig(Checked):
       d_base, d_layers: PatchGAN width and stride-2 layers (1: 16x16 patches, 3: 70x70).
       adv_weight: weight of the adversarial term (1 = Pix2Pix, 0 = the L1-only U-Net).
       l1_weight: ``lambda`` of Eq. 4 (100 in the paper).
+      compute_dtype: ``'float32'`` or ``'bfloat16'``: both networks' hidden convs in that dtype;
+        params, norm statistics, the output layers and the losses float32
+        (:mod:`gen_jax.nn.precision`).
     """
 
     name: str = "pix2pix"
@@ -84,8 +88,10 @@ class Pix2PixConfig(Checked):
     d_norm: Literal["instance", "batch", "none"] = "batch"
     adv_weight: float = 1.0
     l1_weight: float = 100.0
+    compute_dtype: str = "float32"
 
     def __post_init__(self):
+        check_compute_dtype(self.compute_dtype)
         self.positive("g_base", "g_depth", "d_base")
         self.nonnegative("d_layers", "dropout_layers", "adv_weight", "l1_weight")
         self.in_range("dropout", 0.0, 1.0, hi_open=True)
@@ -103,13 +109,14 @@ def _players(cfg: Pix2PixConfig, image_shape) -> tuple[UNetGenerator, Optional[P
         raise ConfigError(f"config.model.g_depth: the dataset's H, W = ({h}, {w}) must be divisible by "
                           f"2^g_depth = {2 ** cfg.g_depth}")
     g = UNetGenerator(out_channels=c, base=cfg.g_base, depth=cfg.g_depth, norm=cfg.g_norm, dropout=cfg.dropout,
-                      dropout_layers=cfg.dropout_layers, upsample=cfg.upsample)
+                      dropout_layers=cfg.dropout_layers, upsample=cfg.upsample, dtype=compute_dtype(cfg.compute_dtype))
     if cfg.adv_weight == 0:
         return g, None
     if min(patch_logits_shape(cfg.d_layers, h, w)) < 1:
         raise ConfigError(f"config.model.d_layers: {cfg.d_layers} stride-2 layers leave no patch logits "
                           f"for {h}x{w} images")
-    return g, PatchDiscriminator(base=cfg.d_base, n_layers=cfg.d_layers, norm=cfg.d_norm, conditional=True)
+    return g, PatchDiscriminator(base=cfg.d_base, n_layers=cfg.d_layers, norm=cfg.d_norm, conditional=True,
+                                 dtype=compute_dtype(cfg.compute_dtype))
 
 
 def _apply(net, variables: Mapping, train: bool, *args, **kw):
@@ -117,8 +124,9 @@ def _apply(net, variables: Mapping, train: bool, *args, **kw):
     training (batch statistics) and kept unchanged in evaluation."""
     state = {k: v for k, v in variables.items() if k != "params"}
     if train and state:
-        return net.apply(variables, *args, train=True, mutable=list(state), **kw)
-    return net.apply(variables, *args, train=train, **kw), state
+        out, new = net.apply(variables, *args, train=True, mutable=list(state), **kw)
+        return to_float32(out), new  # the losses read float32
+    return to_float32(net.apply(variables, *args, train=train, **kw)), state
 
 
 def make_pix2pix(cfg: Any, info: Any) -> GenerativeModel:

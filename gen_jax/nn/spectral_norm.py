@@ -27,6 +27,10 @@ vectors in their own collection :data:`SPECTRAL` ``= 'spectral'`` (``u`` and the
 
 ``init`` needs a ``'params'`` PRNG key (``u`` is drawn from a standard normal). Biases (1-D)
 are not normalized.
+
+Mixed precision (``dtype=jnp.bfloat16``, :mod:`gen_jax.nn.precision`): the power iteration
+and ``W / sigma`` run on the float32 kernel and ``u``; only the layer's product casts its
+input and the normalized kernel to ``dtype``.
 """
 from __future__ import annotations
 
@@ -53,11 +57,12 @@ class SNDense(nn.Module):
     kernel_init: Initializer = nn.initializers.lecun_normal()
     bias_init: Initializer = nn.initializers.zeros_init()
     n_steps: int = 1
+    dtype: Optional[Any] = None  # compute dtype of the product; the power iteration stays float32
 
     @nn.compact
     def __call__(self, x: jax.Array, update_stats: bool) -> jax.Array:
         layer = nn.Dense(self.features, use_bias=self.use_bias, kernel_init=self.kernel_init,
-                         bias_init=self.bias_init, name="dense")
+                         bias_init=self.bias_init, dtype=self.dtype, name="dense")
         sn = nn.SpectralNorm(layer, n_steps=self.n_steps, collection_name=SPECTRAL, name="sn")
         return sn(x, update_stats=update_stats)
 
@@ -79,25 +84,26 @@ class SNConv(nn.Module):
     kernel_init: Initializer = nn.initializers.lecun_normal()
     bias_init: Initializer = nn.initializers.zeros_init()
     n_steps: int = 1
+    dtype: Optional[Any] = None  # compute dtype of the product; the power iteration stays float32
 
     @nn.compact
     def __call__(self, x: jax.Array, update_stats: bool) -> jax.Array:
         layer = nn.Conv(self.features, tuple(self.kernel_size), strides=self.strides,
                         padding=self.padding, use_bias=self.use_bias, kernel_init=self.kernel_init,
-                        bias_init=self.bias_init, name="conv")
+                        bias_init=self.bias_init, dtype=self.dtype, name="conv")
         sn = nn.SpectralNorm(layer, n_steps=self.n_steps, collection_name=SPECTRAL, name="sn")
         return sn(x, update_stats=update_stats)
 
 
 def sn_dense(features: int, name: Optional[str] = None, **kw) -> SNDense:
     """:class:`SNDense` ``(features, **kw)`` (``kw``: ``use_bias``, ``kernel_init``,
-    ``bias_init``, ``n_steps``); call it as ``layer(x, update_stats)``."""
+    ``bias_init``, ``n_steps``, ``dtype``); call it as ``layer(x, update_stats)``."""
     return SNDense(features, name=name, **kw)
 
 
 def sn_conv(features: int, kernel: Sequence[int], strides: Union[int, Sequence[int]],
             name: Optional[str] = None, **kw) -> SNConv:
     """:class:`SNConv` ``(features, kernel, strides, **kw)`` (``kw``: ``padding`` (default
-    ``'SAME'``), ``use_bias``, ``kernel_init``, ``bias_init``, ``n_steps``); call it as
+    ``'SAME'``), ``use_bias``, ``kernel_init``, ``bias_init``, ``n_steps``, ``dtype``); call it as
     ``layer(x, update_stats)``."""
     return SNConv(features, tuple(kernel), strides, name=name, **kw)
