@@ -144,7 +144,9 @@ def test_frozen_stage_one_stays_outside_state_and_checkpoint(tmp_path, digits_da
         np.testing.assert_array_equal(a, b)
     ck, ck_plain = _dir_bytes(tmp_path / "frozen" / "checkpoints"), _dir_bytes(tmp_path / "plain" / "checkpoints")
     print(f"checkpoint bytes with a 4 MB frozen stage one: {ck}, without: {ck_plain}")
-    assert ck < 1e6 and abs(ck - ck_plain) < 0.1 * ck_plain
+    # The frozen group would add 4e6 bytes; orbax's own files vary by a few kB between runs
+    # (async commits, OCDBT manifests), so compare with a margin far below the group's size.
+    assert ck < 1e6 and abs(ck - ck_plain) < 1e5
     assert "stage1" in eval_params(res.state, model) and np.all(big["w"] == 1.0)
 
 
