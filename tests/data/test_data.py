@@ -21,6 +21,7 @@ from gen_jax.data import datasets, digits, pipeline, shapes
 from gen_jax.data.datasets import DatasetError, DatasetInfo
 from gen_jax.data.pipeline import BatchError, BatchStream, validate_batch
 from gen_jax.data.tokenizers import ByteTokenizer, WordTokenizer
+from tests.local_processes import free_port, run_workers
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 SPLIT_JSON = pathlib.Path(__file__).parent / "digits_test_split.json"
@@ -388,20 +389,7 @@ MULTIPROCESS_WORKER = """
 
 
 def test_sharded_stream_across_two_processes():
-    import socket
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu",
                XLA_FLAGS="--xla_force_host_platform_device_count=4")
-    procs = [subprocess.Popen([sys.executable, "-c", textwrap.dedent(MULTIPROCESS_WORKER), str(i),
-                               str(port)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for i in range(2)]
-    try:
-        for p in procs:
-            out, err = p.communicate(timeout=120)
-            assert p.returncode == 0 and "OK" in out, err[-3000:]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
+    port = free_port()
+    run_workers(textwrap.dedent(MULTIPROCESS_WORKER), [(i, port) for i in range(2)], env=env, cwd=ROOT)

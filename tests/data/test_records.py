@@ -12,6 +12,7 @@ from gen_jax.config import ConfigError
 from gen_jax.data import datasets, records
 from gen_jax.data.datasets import DatasetError
 from gen_jax.data.pipeline import BatchError, BatchStream, validate_batch
+from tests.local_processes import free_port, run_workers
 
 N_TRAIN, N_TEST = 37, 11
 
@@ -302,24 +303,9 @@ def test_two_processes_read_disjoint_halves_of_the_one_process_batch(digits_data
     (from the mesh's batch sharding), and the assembled global batch is the one-process batch."""
     import os
     import pathlib
-    import socket
-    import subprocess
-    import sys
 
     root = pathlib.Path(__file__).resolve().parents[2]
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     env = dict(os.environ, PYTHONPATH=str(root), JAX_PLATFORMS="cpu",
                XLA_FLAGS="--xla_force_host_platform_device_count=4")
-    procs = [subprocess.Popen([sys.executable, "-c", MULTIPROCESS_WORKER, str(i), str(port), digits_data_dir],
-                              cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for i in range(2)]
-    try:
-        for p in procs:
-            out, err = p.communicate(timeout=120)
-            assert p.returncode == 0 and "OK" in out, err[-3000:]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
+    port = free_port()
+    run_workers(MULTIPROCESS_WORKER, [(i, port, digits_data_dir) for i in range(2)], env=env, cwd=root)

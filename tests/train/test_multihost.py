@@ -18,7 +18,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,6 +28,7 @@ import pytest
 
 from gen_jax.train import distributed as dist
 from gen_jax.train.distributed import LaunchError
+from tests.local_processes import free_port
 from tests.train import multihost_worker as worker
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -41,12 +41,6 @@ FROZEN_EXIT_S = FROZEN_HEARTBEAT_S + 25   # ... and after a probe process 1's SI
 # One process sums the 8 devices' gradients in one order; two processes all-reduce over gloo
 # in another: float32 round-off (~1e-7 relative), carried through 3 SGD-momentum steps.
 RTOL, ATOL = 1e-5, 1e-7
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def subprocess_env(devices: int, data_dir) -> dict:
