@@ -96,6 +96,12 @@ def _gan(name, dtype):
     return _CACHE[name, dtype]
 
 
+def _lower_loss(model, params, batch):
+    """The lowered ``value_and_grad`` of ``model``'s first phase loss (one key) at ``params``."""
+    return jax.jit(jax.value_and_grad(lambda p: model.training.phases[0].loss(p, batch, KEY),
+                                      has_aux=True)).lower(params)
+
+
 def _float_dtypes(tree) -> set:
     return {jnp.dtype(x.dtype) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.floating)}
 
@@ -191,8 +197,7 @@ def test_caption_ddpm_bf16_and_remat():
     m16 = make_ddpm(dict(CAPTION_DDPM, compute_dtype="bfloat16"), CAPTIONED)
     params = _fill(jax.eval_shape(m16.training.init, jax.random.PRNGKey(1), batch), 2)
     assert _float_dtypes(params) == {jnp.dtype("float32")}
-    lowered = jax.jit(jax.value_and_grad(lambda p: m16.training.phases[0].loss(p, batch, KEY),
-                                         has_aux=True)).lower(params)
+    lowered = _lower_loss(m16, params, batch)
     (loss, metrics), grads = lowered.out_info
     assert loss.dtype == jnp.float32 and _float_dtypes(metrics) | _float_dtypes(grads) == {jnp.dtype("float32")}
     text = lowered.as_text()
@@ -228,8 +233,7 @@ def test_latent_diffusion_bf16_and_remat(latent_stage):
         if params is None:
             shapes = jax.eval_shape(m.training.init, jax.random.PRNGKey(1), batch)
             params = {**_fill(shapes, 5), **m.training.frozen}
-        lowered = jax.jit(jax.value_and_grad(lambda p: m.training.phases[0].loss(p, batch, KEY),
-                                             has_aux=True)).lower(params)
+        lowered = _lower_loss(m, params, batch)
         out[dt] = (_low_precision_ops(lowered.as_text()), lowered.out_info)
     assert out["float32"][0] == {"dot_general": 0, "convolution": 0}
     assert out["bfloat16"][0]["dot_general"] >= 6, out["bfloat16"][0]
@@ -262,8 +266,7 @@ def _check_density_bf16(make, cfg, run, fill, min_convs):
     params = _fill(jax.eval_shape(models["float32"].training.init, jax.random.PRNGKey(1), batch), fill)
     out = {}
     for dt, m in models.items():
-        lowered = jax.jit(jax.value_and_grad(lambda p: m.training.phases[0].loss(p, batch, KEY),
-                                             has_aux=True)).lower(params)
+        lowered = _lower_loss(m, params, batch)
         out[dt] = (_low_precision_ops(lowered.as_text()), lowered.compile()(params) if run else lowered.out_info)
     assert out["float32"][0] == {"dot_general": 0, "convolution": 0}
     assert out["bfloat16"][0]["convolution"] >= min_convs, out["bfloat16"][0]
@@ -310,8 +313,7 @@ def test_pixelcnnpp_bf16_convs_float32_mixture_likelihood_and_remat():
     out = {}
     for k in ("f32", "bf16"):
         m = models[k]
-        lowered = jax.jit(jax.value_and_grad(lambda p: m.training.phases[0].loss(p, batch, KEY),
-                                             has_aux=True)).lower(params)
+        lowered = _lower_loss(m, params, batch)
         out[k] = (_low_precision_ops(lowered.as_text()), lowered.out_info)
     assert out["f32"][0] == {"dot_general": 0, "convolution": 0}
     assert out["bf16"][0]["convolution"] >= 20, out["bf16"][0]
