@@ -185,7 +185,7 @@ def setup(exp: ExperimentConfig):
 
     info = get_info(exp.dataset.name, data_dir(exp))
     model = build_model(exp, info)
-    mesh = shd.make_mesh(exp.mesh.num_devices, exp.mesh.shape)
+    mesh = shd.mesh_from_config(exp.mesh)
     shd.check_batch_size(exp.train.batch_size, mesh)
     return info, model, mesh
 

@@ -107,7 +107,7 @@ def train_if_needed(exp, model, workdir: str, info) -> dict:
         return json.load(open(record_path)) if os.path.isfile(record_path) else {}
     frozen = model.training.frozen["lm"]
     rec = {"lm_before_training": digest(frozen)}
-    mesh = shd.make_mesh(exp.mesh.num_devices)
+    mesh = shd.mesh_from_config(exp.mesh)
     result = train(exp, model, workdir, common.build_stream(exp, info, mesh), info, progress=True, mesh=mesh)
     rec["lm_after_training_in_memory"] = digest(model.training.frozen["lm"])
     rec["lm_after_training_same_object"] = bool(model.training.frozen["lm"] is frozen)

@@ -214,7 +214,7 @@ def _newest_meta(ckpt, say) -> int:
 
 def _train(exp, model, workdir, stream, info, progress, stop_after, mesh, resume_step, allow_config_change,
            evaluator):
-    mesh = mesh or shd.make_mesh(exp.mesh.num_devices, exp.mesh.shape)
+    mesh = mesh or shd.mesh_from_config(exp.mesh)
     batch_sh = shd.batch_sharding(mesh)
     is_main = jax.process_index() == 0
     os.makedirs(workdir, exist_ok=True)
