@@ -6,6 +6,9 @@ Writes float32 samples of shape (N, H, W, C) in [0, 1] to exactly F (NumPy .npy 
 without the .npy suffix is kept, with a note), and a PNG grid beside it; a sampler of kind
 ``points`` (ring2d, grid2d) writes float32 (N, D) in data coordinates and no grid. An unwritable F
 fails before anything is sampled. The checkpoint is ``--step`` or the newest readable one.
+A config with ``eval.rejection_steps > 0`` (the 2-D GAN configs) draws through discriminator
+rejection sampling (``experiments/rejection.py``); ``--config.eval.rejection_steps=0`` draws the
+generator's raw samples.
 For a conditional model the conditioning labels are read from ``--labels`` (int [N]) when
 given, else cycle through the classes; the labels used are written to ``F_labels.npy``.
 """
@@ -18,6 +21,7 @@ import jax
 import numpy as np
 
 from experiments import common
+from experiments.rejection import check_rejection, rejection_points
 from gen_jax.config import ConfigError
 from gen_jax.train.checkpoint import CheckpointError
 
@@ -64,6 +68,7 @@ def main(argv=None) -> int:
         info, model, _ = common.setup(exp)
         if getattr(model, "sampler", None) is None:
             raise ValueError(f"model {model.name!r} has no sampler")
+        check_rejection(exp, model)
         cond = common.conditions_for(model, info, args.num, args.labels, exp=exp)
         state, _ = common.restore_state(exp, model, args.workdir, info, step=args.step)
     except (ConfigError, CheckpointError, ValueError) as e:
@@ -72,8 +77,12 @@ def main(argv=None) -> int:
     from gen_jax.train.loop import eval_params
     from gen_jax.viz import save_grid
 
-    x = sample_in_batches(model, eval_params(state, model), jax.random.PRNGKey(args.seed), args.num,
-                          min(args.num, exp.eval.batch_size), cond)
+    params, key = eval_params(state, model), jax.random.PRNGKey(args.seed)
+    if exp.eval.rejection_steps:
+        x, note = rejection_points(exp, info, model, params, key, args.num)
+        print(note)
+    else:
+        x = sample_in_batches(model, params, key, args.num, min(args.num, exp.eval.batch_size), cond)
     with open(args.out, "wb") as f:  # np.save on a name would append .npy
         np.save(f, x)
     if cond is not None and "label" in cond:

@@ -34,17 +34,21 @@ import jax
 import numpy as np
 
 from experiments import common
+from experiments.rejection import rejection_points
 from gen_jax.metrics.mode_coverage import grid_modes, mode_coverage, ring_modes
 
 NUM_SAMPLES = 2500
+DRS_STEPS = 20000  # +DRS variants of a config with eval.rejection_steps = 0 fit the discriminator this long
 BENCH = {  # config, modes, std, PacGAN Table 1 (modes, % high quality) as issue 13 quotes it
     "ring": ("gan_ring2d", ring_modes(8), 0.01, {"GAN": (6.3, 98.2), "PacGAN2": (7.9, None)}),
     "grid": ("gan_grid2d", grid_modes(), 0.05, {"GAN": (17.3, 94.8), "PacGAN2": (23.8, None)}),
 }
 
 
-def train_and_sample(config: str, overrides: dict, workdir: str, seed: int):
-    """``(points float32 [2500, 2], train seconds)`` of one run of ``config`` with ``overrides``."""
+def train_and_sample(config: str, overrides: dict, workdir: str, seed: int, drs: bool = False):
+    """``(points float32 [2500, 2], train seconds, note)`` of one run of ``config`` with
+    ``overrides``; ``drs``: the generator's proposals filtered by discriminator rejection sampling
+    (:mod:`gen_jax.gan.rejection`) with a fresh unpacked discriminator fitted to the frozen generator."""
     from gen_jax.evaluation.sampling import sample_in_batches
     from gen_jax.train.loop import eval_params, train
 
@@ -52,9 +56,12 @@ def train_and_sample(config: str, overrides: dict, workdir: str, seed: int):
     info, model, mesh = common.setup(exp)
     stream = common.build_stream(exp, info, mesh)
     result = train(exp, model, workdir, stream, info, progress=False, mesh=mesh)
-    x = sample_in_batches(model, eval_params(result.state, model), jax.random.PRNGKey(seed), NUM_SAMPLES,
-                          NUM_SAMPLES)
-    return x, result.seconds
+    params, key = eval_params(result.state, model), jax.random.PRNGKey(seed)
+    if not drs:
+        return sample_in_batches(model, params, key, NUM_SAMPLES, NUM_SAMPLES), result.seconds, ""
+    x, note = rejection_points(exp, info, model, params, key, NUM_SAMPLES,
+                                steps=exp.eval.rejection_steps or DRS_STEPS)
+    return x, result.seconds, note
 
 
 def scatter(path: str, x: np.ndarray, modes: np.ndarray, title: str) -> None:
@@ -77,9 +84,11 @@ def table(name: str, rows: dict, num_modes: int, reference: dict, real: dict) ->
              f"{'variant':<10} " + " ".join(f"{'seed ' + str(s):>14}" for s in rows[next(iter(rows))])
              + f" {'mean':>14} {'PacGAN Table 1':>16}"]
     for variant, per_seed in rows.items():
-        cells = [f"{r['modes_covered']:>5d} / {100 * r['high_quality']:5.1f}%" for r in per_seed.values()]
-        mean_m = np.mean([r["modes_covered"] for r in per_seed.values()])
-        mean_q = 100 * np.mean([r["high_quality"] for r in per_seed.values()])
+        cells = [("failed" if r is None else f"{r['modes_covered']:>5d} / {100 * r['high_quality']:5.1f}%")
+                 for r in per_seed.values()]
+        done = [r for r in per_seed.values() if r is not None] or [{"modes_covered": np.nan, "high_quality": np.nan}]
+        mean_m = np.mean([r["modes_covered"] for r in done])
+        mean_q = 100 * np.mean([r["high_quality"] for r in done])
         ref = reference.get("GAN" if variant == "GAN" else "PacGAN2")
         ref_s = ("" if variant not in ("GAN", "PacGAN2") else
                  f"{ref[0]:>6.1f} / " + ("   - " if ref[1] is None else f"{ref[1]:4.1f}%"))
@@ -94,7 +103,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--only", default="ring,grid", help="comma-separated: ring, grid")
     p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--variants", default="remedy,plain", help="comma-separated: remedy, plain")
+    p.add_argument("--variants", default="remedy,plain", help="comma-separated: remedy, plain, remedy_drs, plain_drs (a +DRS "
+                   "variant resumes the finished run of its base variant in --workdir, or trains it, and "
+                   "filters its samples by discriminator rejection sampling)")
     p.add_argument("--out", default="results/benchmarks/gan_mode_coverage")
     p.add_argument("--workdir", default="", help="where the runs train (default: a temporary directory)")
     p.add_argument("--set", action="append", default=[],
@@ -116,26 +127,33 @@ def main(argv=None) -> int:
         real = from_unit(test["image"][:NUM_SAMPLES].reshape(-1, 2) / (info.num_levels - 1), info.value_range)
         real_cov = mode_coverage(real, modes, std)
         pack = int(exp.model.pack)
-        variants = {"remedy": (f"PacGAN{pack}", {}), "plain": ("GAN", {"model.pack": "1"})}
+        variants = {"remedy": (f"PacGAN{pack}", {}, False), "plain": ("GAN", {"model.pack": "1"}, False),  # raw G
+                    "remedy_drs": (f"PacGAN{pack}+DRS", {}, True), "plain_drs": ("GAN+DRS", {"model.pack": "1"}, True)}
         rows: dict = {}
         for v in args.variants.split(","):
-            label, over = variants[v]
+            label, over, drs = variants[v]
             rows[label] = {}
             for seed in seeds:
-                wd = os.path.join(root, f"{bench}_{v}_{seed}")
+                wd = os.path.join(root, f"{bench}_{v.replace('_drs', '')}_{seed}")  # +DRS reuses the run
                 t0 = time.time()
-                x, secs = train_and_sample(config, {**extra, **over}, wd, seed)
+                try:
+                    x, secs, note = train_and_sample(config, {**extra, **over}, wd, seed, drs)
+                except RuntimeError as e:  # rejection sampling found too few acceptable proposals
+                    print(f"{bench} {label} seed {seed}: failed: {e}", flush=True)
+                    rows[label][seed] = None
+                    continue
                 cov = mode_coverage(x, modes, std)
                 rows[label][seed] = cov
                 print(f"{bench} {label} seed {seed}: {cov['modes_covered']}/{cov['num_modes']} modes, "
                       f"{100 * cov['high_quality']:.1f}% high quality, per mode {cov['per_mode'].tolist()} "
-                      f"({secs:.0f} s training, {time.time() - t0:.0f} s in all)", flush=True)
+                      f"({secs:.0f} s training, {time.time() - t0:.0f} s in all) {note}", flush=True)
                 scatter(os.path.join(args.out, f"{bench}_{v}_{seed}.png"), x, modes,
                         f"{bench} {label} seed {seed}: {cov['modes_covered']} modes, "
                         f"{100 * cov['high_quality']:.1f}% HQ")
         texts.append(table(bench, rows, len(modes), reference, real_cov))
         results[bench] = {"config": config, "overrides": extra, "data": _json(real_cov),
-                          "runs": {lab: {str(s): _json(r) for s, r in per.items()} for lab, per in rows.items()},
+                          "runs": {lab: {str(s): None if r is None else _json(r) for s, r in per.items()}
+                                   for lab, per in rows.items()},
                           "pacgan_table1": reference}
     print("\n\n".join(texts))
     with open(os.path.join(args.out, "results.json"), "w") as f:

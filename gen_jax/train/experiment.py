@@ -75,9 +75,13 @@ class EvalConfig(Checked):
     num_samples: int = 1000
     batch_size: int = 250
     feature_net: str = ""  # workdir of a trained classifier config ('' = default for the dataset)
+    # a points sampler's draws filtered by discriminator rejection sampling (gen_jax.gan.rejection)
+    # with a discriminator fitted for this many steps to the train split; 0 = off
+    rejection_steps: int = 0
 
     def __post_init__(self):
         self.positive("num_samples", "batch_size")
+        self.nonnegative("rejection_steps")
 
 
 @dataclasses.dataclass(frozen=True)

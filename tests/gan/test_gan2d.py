@@ -11,7 +11,7 @@ from gen_jax.gan.model import pack_samples
 from gen_jax.train.loop import eval_params, train
 
 FAST = {"train.steps": "4", "train.batch_size": "16", "train.log_every": "2", "train.ckpt_every": "4",
-        "model.g_hidden": "(16, 16)", "model.d_hidden": "(16, 16)"}
+        "model.g_hidden": "(16, 16)", "model.d_hidden": "(16, 16)", "eval.rejection_steps": "0"}
 
 
 def test_pack_concatenates_consecutive_examples():
@@ -51,6 +51,29 @@ def test_sample_cli_writes_float32_points(ring_run, tmp_path):
     assert sample.main(argv) == 0
     x = np.load(out)
     assert x.shape == (30, 2) and x.dtype == np.float32
+
+
+def test_sample_cli_rejection_sampling(ring_run, tmp_path, capsys):
+    """``eval.rejection_steps > 0``: the CLI draws through DRS (acceptance printed), same format."""
+    out = str(tmp_path / "drs.npy")
+    argv = ["--config", "gan_ring2d", "--workdir", ring_run[0], "--num", "30", "--out", out] + \
+        [f"--config.{k}={v}" for k, v in {**FAST, "eval.rejection_steps": "50"}.items()]
+    assert sample.main(argv) == 0
+    assert "DRS (50 discriminator steps): acceptance" in capsys.readouterr().out
+    x = np.load(out)
+    assert x.shape == (30, 2) and x.dtype == np.float32 and np.all(np.isfinite(x))
+
+
+def test_rejection_refused_for_image_samplers():
+    from types import SimpleNamespace
+
+    from experiments.rejection import check_rejection
+
+    exp = SimpleNamespace(eval=SimpleNamespace(rejection_steps=10))
+    with pytest.raises(ValueError, match="config.eval.rejection_steps=10.*points samplers"):
+        check_rejection(exp, SimpleNamespace(name="gan", sampler=SimpleNamespace(kind="image")))
+    with pytest.raises(ConfigError, match="rejection_steps"):
+        common.load_experiment("gan_ring2d", {"eval.rejection_steps": "-1"})
 
 
 def test_refusals_name_the_field(digits_data_dir):
